@@ -1,0 +1,32 @@
+"""surgeon: declarative, reviewable graph surgery for ONNX models.
+
+    import surgeon
+    model = surgeon.load("model_foo.onnx")              # gs.Graph inside, weights lazy
+    result = surgeon.apply("recipes/strip_fooop.yaml", model)
+    surgeon.save(model, "clean.onnx")                    # validated, atomic
+"""
+
+from surgeon.errors import (
+    ExportError,
+    ModelLoadError,
+    PassError,
+    RecipeError,
+    StepError,
+    SurgeonError,
+)
+from surgeon.load import load
+from surgeon.model import Model
+from surgeon.passes.registry import register_pass, registry
+from surgeon.passes.result import PassResult
+from surgeon.passes.select import Selector
+from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
+from surgeon.runner import ApplyResult, StepReport, apply, run_pass
+from surgeon.save import save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApplyResult", "ExportError", "Model", "ModelLoadError", "PassError", "PassResult", "Recipe",
+    "RecipeError", "Selector", "Step", "StepError", "StepReport", "SurgeonError", "__version__", "apply",
+    "load", "load_recipe", "parse_recipe", "register_pass", "registry", "run_pass", "save",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from surgeon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""The table of passes: built-ins, user passes and plugins.
+
+Built-in passes are listed once, explicitly, in :data:`BUILTIN_PASSES`
+(name -> ``module:function``) and imported on first use, so ``surgeon --help``
+does not import forty modules. Users add passes with
+:func:`surgeon.register_pass`, through the ``surgeon.passes`` entry-point
+group of an installed package, or by naming a module in a recipe's
+``plugins:`` list. Two passes with the same name are an error, never a silent
+override.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from importlib import metadata
+from typing import Any, Callable, Iterator
+
+from surgeon.errors import PassError, SurgeonError, suggestion_hint
+from surgeon.passes.spec import PassSpec
+
+BUILTIN_PASSES: dict[str, str] = {
+    # structure
+    "remove_node": "surgeon.passes.remove_node:remove_node",
+    "cleanup": "surgeon.passes.cleanup:cleanup",
+    "toposort": "surgeon.passes.cleanup:toposort",
+    # names, outputs and node edits
+    # shapes and types
+    # simplification
+    # functions, precision, opsets, metadata
+    # detectors: pre- and post-processing
+}
+
+ENTRY_POINT_GROUP = "surgeon.passes"
+
+
+class PassRegistry:
+    def __init__(self, builtins: dict[str, str] | None = None) -> None:
+        self._builtin_paths = dict(BUILTIN_PASSES if builtins is None else builtins)
+        self._specs: dict[str, PassSpec] = {}
+        self._entry_points_loaded = False
+
+    # -- registration -------------------------------------------------------------
+
+    def register(self, name: str, func: Callable[..., Any], source: str = "user") -> PassSpec:
+        self._load_entry_points()
+        existing = self._origin(name)
+        if existing is not None:
+            raise PassError(
+                f"cannot register pass '{name}' from {source}: the name is taken by {existing}",
+                hint="choose another name (passes are never silently overridden)",
+            )
+        spec = PassSpec.from_function(name, func, source=source)
+        self._specs[name] = spec
+        return spec
+
+    def unregister(self, name: str) -> None:
+        """Remove a user pass (tests use this to keep the global table clean)."""
+        spec = self._specs.get(name)
+        if spec is not None and spec.source != "builtin":
+            del self._specs[name]
+
+    def _origin(self, name: str) -> str | None:
+        if name in self._builtin_paths:
+            return f"the built-in pass ({self._builtin_paths[name]})"
+        if name in self._specs:
+            return self._specs[name].source
+        return None
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                func = ep.load()
+            except Exception as exc:
+                raise SurgeonError(
+                    f"cannot load pass '{ep.name}' from entry point {ep.value}: {exc}",
+                    hint=f"fix or uninstall the package that declares it in [{ENTRY_POINT_GROUP}]",
+                ) from exc
+            self.register(ep.name, func, source=f"entry point {ep.value}")
+
+    def import_plugin(self, module: str) -> None:
+        """Import a module so that its ``@register_pass`` decorators run."""
+        if module in sys.modules:
+            return
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise SurgeonError(
+                f"cannot import plugin module '{module}': {exc}",
+                hint="the module must be importable: install it, or run from the folder that holds it "
+                     "(the recipe's own folder is searched too)",
+            ) from exc
+
+    # -- lookup -----------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(set(self._builtin_paths) | set(self._specs))
+
+    def __contains__(self, name: str) -> bool:
+        self._load_entry_points()
+        return name in self._builtin_paths or name in self._specs
+
+    def get(self, name: str) -> PassSpec:
+        self._load_entry_points()
+        spec = self._specs.get(name)
+        if spec is not None:
+            return spec
+        path = self._builtin_paths.get(name)
+        if path is None:
+            raise PassError(f"unknown pass '{name}'",
+                            hint=suggestion_hint(name, self.names()) or "run 'surgeon passes' to list them")
+        module, _, attr = path.partition(":")
+        func = getattr(importlib.import_module(module), attr)
+        spec = PassSpec.from_function(name, func, source="builtin")
+        self._specs[name] = spec
+        return spec
+
+    def __iter__(self) -> Iterator[PassSpec]:
+        for name in self.names():
+            yield self.get(name)
+
+
+registry = PassRegistry()
+
+
+def register_pass(name: str | None = None, *, registry: PassRegistry = registry):
+    """Decorator: make a function usable from recipes under ``name``.
+
+    The function takes the model (first parameter named ``model``) or the bare
+    onnx-graphsurgeon graph (first parameter named ``graph``), then keyword
+    parameters with type annotations; those become the pass's recipe
+    parameters::
+
+        @surgeon.register_pass("strip_fooop")
+        def strip_fooop(graph, *, op: str = "FooOp"):
+            ...
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        module = getattr(func, "__module__", "?")
+        registry.register(name or func.__name__, func, source=f"{module}.{func.__qualname__}")
+        return func
+
+    if callable(name):  # used bare: @register_pass
+        func, name = name, None
+        return decorate(func)
+    return decorate

@@ -1,0 +1,398 @@
+"""How a pass declares its parameters: once, as a typed Python signature.
+
+A pass is a plain function::
+
+    def remove_node(model: Model, select: Selector, *, input: int = 0,
+                    mode: Literal["bypass", "drop"] = "bypass") -> PassResult | None:
+        '''Bypass or drop the selected nodes.
+
+        Parameters:
+            input: index of the data input that takes the node's place.
+            mode: ``bypass`` rewires consumers to the input; ``drop`` detaches.
+        ...
+        '''
+
+:class:`PassSpec` reads that signature and docstring and derives from it
+everything else: recipe validation (names, types, required/optional), the
+Python call, the ``explain`` text and a JSON schema. A parameter typed
+:class:`~surgeon.passes.select.Selector` is flattened: its fields
+(``op``, ``name``, ``count``...) become parameters of the pass, so every pass
+that selects nodes validates selectors the same way.
+
+The first parameter says what the pass receives: named ``graph`` it gets the
+bare ``gs.Graph`` (so an existing onnx-graphsurgeon script works unchanged),
+otherwise the :class:`~surgeon.model.Model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Union
+
+from surgeon.errors import PassError, suggestion_hint
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+# YAML 1.1 (what PyYAML implements) reads these as booleans, not strings.
+_YAML11_BOOLS = {"y", "yes", "n", "no", "on", "off", "true", "false"}
+_FLOATISH = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def type_name(annotation: Any) -> str:
+    """A short human name of a type annotation: ``int``, ``list of str``, ``'bypass' or 'drop'``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return "any value"
+    if annotation is type(None):
+        return "null"
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args)
+    if origin in (list, typing.List, tuple):
+        inner = args[0] if args else Any
+        return f"list of {type_name(inner)}"
+    if origin in (dict, typing.Dict):
+        val = args[1] if len(args) == 2 else Any
+        return f"mapping of name to {type_name(val)}"
+    if annotation is float:
+        return "number"
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "integer"
+    if annotation is str:
+        return "string"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _yaml_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def check_type(value: Any, annotation: Any, path: str = "") -> list[tuple[str, str, str | None]]:
+    """Problems of ``value`` against ``annotation``, as ``(path, message, hint)``.
+
+    ``path`` locates the problem inside nested lists/mappings (``"[2]"``,
+    ``".images"``). An empty list means the value fits. Hints explain the
+    YAML 1.1 traps that PyYAML falls into (``1e-3`` is a string, ``on`` a
+    boolean).
+    """
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return []
+    if origin in (Union, types.UnionType):
+        results = [check_type(value, a, path) for a in args]
+        if any(not r for r in results):
+            return []
+        # Prefer the branch that got furthest (a nested problem beats a top-level mismatch).
+        nested = [r for r in results if r and r[0][0] != path]
+        if nested:
+            return nested[0]
+        hint = next((h for r in results for _, _, h in r if h), None)
+        return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", hint)]
+    if origin is Literal:
+        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
+            return []
+        hint = None
+        if isinstance(value, str):
+            hint = suggestion_hint(value, [str(a) for a in args])
+        if isinstance(value, bool):
+            hint = "YAML 1.1 reads yes/no/on/off as booleans: quote the word"
+        return [(path, f"expected one of {', '.join(repr(a) for a in args)}, got {_yaml_of(value)}", hint)]
+    if annotation is type(None):
+        return [] if value is None else [(path, f"expected null, got {_yaml_of(value)}", None)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return []
+        return [(path, f"expected a boolean (true or false), got {_yaml_of(value)}", None)]
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return []
+        hint = None
+        if isinstance(value, float) and value.is_integer():
+            hint = f"write {int(value)} without a decimal point"
+        return [(path, f"expected an integer, got {_yaml_of(value)}", hint)]
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return []
+        hint = None
+        if isinstance(value, str) and _FLOATISH.match(value.strip()):
+            hint = (f"YAML 1.1 reads {value} as a string, not a number: "
+                    "write the mantissa with a dot and the exponent with a sign, e.g. 1.0e-3")
+        return [(path, f"expected a number, got {_yaml_of(value)}", hint)]
+    if annotation is str:
+        if isinstance(value, str):
+            return []
+        hint = None
+        if isinstance(value, bool):
+            hint = ("YAML 1.1 reads yes/no/on/off/y/n/true/false as booleans: "
+                    "quote the value to keep it a string")
+        elif isinstance(value, (int, float)):
+            hint = "quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)"
+        return [(path, f"expected a string, got {_yaml_of(value)}", hint)]
+    if origin in (list, typing.List, tuple):
+        if not isinstance(value, list):
+            return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", None)]
+        inner = args[0] if args else Any
+        out: list[tuple[str, str, str | None]] = []
+        for i, item in enumerate(value):
+            out += check_type(item, inner, f"{path}[{i}]")
+        return out
+    if origin in (dict, typing.Dict):
+        if not isinstance(value, dict):
+            return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", None)]
+        key_t, val_t = (args + (Any, Any))[:2] if args else (Any, Any)
+        out = []
+        for k, v in value.items():
+            if key_t is str and not isinstance(k, str):
+                out.append((f"{path}.{k}", f"expected string keys, got {_yaml_of(k)}",
+                            "quote the key" if isinstance(k, (bool, int, float)) else None))
+            out += check_type(v, val_t, f"{path}.{k}")
+        return out
+    if isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return []
+        return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", None)]
+    return []
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter of a pass."""
+
+    name: str
+    annotation: Any
+    default: Any = REQUIRED
+    doc: str = ""
+    group: str | None = None  # "select" for parameters flattened from a Selector
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def describe(self) -> str:
+        default = "required" if self.required else f"default {_yaml_of(self.default)}"
+        return f"{self.name} ({type_name(self.annotation)}, {default})"
+
+
+def _docstring_sections(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a pass docstring into its summary and ``Section:`` blocks."""
+    doc = inspect.cleandoc(doc or "")
+    lines = doc.splitlines()
+    summary = lines[0].strip() if lines else ""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in lines[1:]:
+        m = re.match(r"^([A-Z][A-Za-z ]+):\s*$", line)
+        if m:
+            current = m.group(1).strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return summary, {k: inspect.cleandoc("\n".join(v)) for k, v in sections.items()}
+
+
+def _param_docs(section: str) -> dict[str, str]:
+    docs: dict[str, str] = {}
+    current = None
+    for line in section.splitlines():
+        m = re.match(r"^(\w+):\s*(.*)$", line)
+        if m and not line.startswith(" "):
+            current = m.group(1)
+            docs[current] = m.group(2).strip()
+        elif current and line.strip():
+            docs[current] += " " + line.strip()
+    return docs
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """A registered pass: its function and the parameters derived from it."""
+
+    name: str
+    func: Callable[..., Any]
+    params: dict[str, ParamSpec]
+    summary: str
+    sections: dict[str, str] = field(default_factory=dict)
+    receives: str = "model"  # or "graph"
+    selector_param: str | None = None  # the function's Selector-typed parameter, if any
+    source: str = "builtin"
+
+    @classmethod
+    def from_function(cls, name: str, func: Callable[..., Any], source: str = "builtin") -> "PassSpec":
+        from surgeon.passes.select import Selector
+
+        sig = inspect.signature(func)
+        try:
+            hints = typing.get_type_hints(func)
+        except Exception as exc:  # a user pass with an unresolvable annotation
+            raise PassError(
+                f"pass '{name}': cannot read the type annotations of {func.__qualname__}: {exc}",
+                hint="annotations must name types importable from the pass's module",
+            ) from exc
+        summary, sections = _docstring_sections(func.__doc__ or "")
+        docs = _param_docs(sections.get("Parameters", ""))
+        plist = list(sig.parameters.values())
+        if not plist or plist[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
+                                              inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            raise PassError(
+                f"pass '{name}': {func.__qualname__} must take the model (or graph) as its first parameter"
+            )
+        receives = "graph" if plist[0].name == "graph" else "model"
+        params: dict[str, ParamSpec] = {}
+        selector_param = None
+        for p in plist[1:]:
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise PassError(f"pass '{name}': *args/**kwargs cannot be declared as recipe parameters; "
+                                "list each parameter with its type")
+            ann = hints.get(p.name, Any)
+            if ann is Selector:
+                selector_param = p.name
+                for f in dataclasses.fields(Selector):
+                    params[f.name] = ParamSpec(f.name, hints_of_selector()[f.name],
+                                               f.default, f.metadata.get("doc", ""), group="select")
+                continue
+            default = REQUIRED if p.default is inspect.Parameter.empty else p.default
+            params[p.name] = ParamSpec(p.name, ann, default, docs.get(p.name, ""))
+        return cls(name, func, params, summary, sections, receives, selector_param, source)
+
+    # -- using the declaration -------------------------------------------------
+
+    def validate(self, params: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+        """Problems of a parameter mapping, as ``(param path, message, hint)``; empty if valid."""
+        problems: list[tuple[str, str, str | None]] = []
+        for key, value in params.items():
+            spec = self.params.get(key)
+            if spec is None:
+                problems.append((key, f"pass '{self.name}' has no parameter '{key}'",
+                                 suggestion_hint(key, self.params) or self.param_list_hint()))
+                continue
+            problems += [(key + sub, f"parameter '{key}{sub}': {msg}", hint)
+                         for sub, msg, hint in check_type(value, spec.annotation)]
+        for spec in self.params.values():
+            if spec.required and spec.name not in params:
+                problems.append(("", f"pass '{self.name}' needs parameter '{spec.name}' "
+                                     f"({type_name(spec.annotation)})", spec.doc or None))
+        if self.selector_param is not None and not problems:
+            from surgeon.passes.select import Selector
+
+            sel = {k: v for k, v in params.items() if self.params[k].group == "select"}
+            for msg, hint in Selector.static_problems(sel):
+                problems.append(("", msg, hint))
+        return problems
+
+    def param_list_hint(self) -> str:
+        if not self.params:
+            return f"'{self.name}' takes no parameters"
+        return "its parameters are: " + ", ".join(self.params)
+
+    def call(self, model: Any, params: dict[str, Any]) -> Any:
+        """Run the pass on ``model`` with already-validated recipe parameters."""
+        from surgeon.passes.select import Selector
+
+        problems = self.validate(params)
+        if problems:
+            raise PassError(
+                problems[0][1],
+                hint=problems[0][2],
+                diagnostics=None,
+            )
+        kwargs: dict[str, Any] = {}
+        sel: dict[str, Any] = {}
+        for key, value in params.items():
+            if self.params[key].group == "select":
+                sel[key] = value
+            else:
+                kwargs[key] = value
+        if self.selector_param is not None:
+            kwargs[self.selector_param] = Selector(**sel)
+        target = model.graph if self.receives == "graph" else model
+        return self.func(target, **kwargs)
+
+    def explain(self) -> str:
+        """Human documentation of the pass (``surgeon explain NAME``)."""
+        out = [f"{self.name}: {self.summary}", ""]
+        if self.params:
+            out.append("Parameters:")
+            for p in self.params.values():
+                out.append(f"  {p.describe()}")
+                if p.doc:
+                    out.append(f"      {p.doc}")
+            out.append("")
+        for title, body in self.sections.items():
+            if title == "Parameters":
+                continue
+            out.append(f"{title}:")
+            out += ["  " + line for line in body.splitlines()]
+            out.append("")
+        return "\n".join(out).rstrip() + "\n"
+
+    def example(self) -> str | None:
+        """The recipe example of the docstring's ``Example:`` section (run by a test)."""
+        return self.sections.get("Example")
+
+    def json_schema(self) -> dict[str, Any]:
+        props = {p.name: {**_schema_of(p.annotation), "description": p.doc} for p in self.params.values()}
+        for p in self.params.values():
+            if not p.required:
+                props[p.name]["default"] = p.default
+        return {
+            "type": "object",
+            "description": self.summary,
+            "properties": props,
+            "required": [p.name for p in self.params.values() if p.required],
+            "additionalProperties": False,
+        }
+
+
+def _schema_of(annotation: Any) -> dict[str, Any]:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_schema_of(a) for a in args]}
+    if origin in (list, tuple):
+        return {"type": "array", "items": _schema_of(args[0] if args else Any)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of(args[1] if len(args) == 2 else Any)}
+    simple = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+    if annotation in simple:
+        return {"type": simple[annotation]}
+    return {}
+
+
+_SELECTOR_HINTS: dict[str, Any] | None = None
+
+
+def hints_of_selector() -> dict[str, Any]:
+    global _SELECTOR_HINTS
+    if _SELECTOR_HINTS is None:
+        from surgeon.passes.select import Selector
+
+        _SELECTOR_HINTS = typing.get_type_hints(Selector)
+    return _SELECTOR_HINTS

@@ -1,0 +1,287 @@
+"""Read a recipe file into a validated :class:`Recipe`, reporting every problem at once.
+
+Format (version 1)::
+
+    version: 1                      # required
+    description: Strip FooOp        # optional
+    plugins: [my_passes]            # optional modules that register passes
+    verify: {rtol: 1.0e-4, atol: 1.0e-5, dims: {N: 2}, inputs: x.npz, reference: ref.onnx}
+    steps:                          # required, at least one
+      - id: drop-fooop              # optional, unique
+        pass: remove_node           # required, a registered pass
+        with: {op: FooOp}           # the pass's parameters
+        allow_missing: true         # sugar for with.allow_missing (passes that select nodes)
+        expect: {removed: 1}        # checked after the step runs
+
+Every problem is a :class:`Diagnostic` at the file position of the offending
+key or value; all of them are raised together, sorted by position, as one
+:class:`RecipeError`. Only a YAML syntax error stops parsing early.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from surgeon.errors import Diagnostic, Location, RecipeError, SurgeonError, did_you_mean, suggestion_hint
+from surgeon.passes.registry import PassRegistry
+from surgeon.passes.registry import registry as global_registry
+from surgeon.passes.spec import PassSpec, check_type
+from surgeon.recipe.model import Recipe, Step
+from surgeon.recipe.validate import Field, Problem, check_fields, check_step, duplicate_ids, kind_of
+from surgeon.recipe.yaml_positions import Positions, load_yaml
+
+SUPPORTED_VERSIONS = (1,)
+TOP_KEYS = ("version", "description", "plugins", "verify", "steps")
+STEP_KEYS = ("id", "pass", "with", "allow_missing", "expect")
+VERIFY_FIELDS: dict[str, Field] = {
+    "rtol": Field(float, minimum=0),
+    "atol": Field(float, minimum=0),
+    "dims": Field(dict[str, int], minimum=1),
+    "inputs": Field(str),
+    "reference": Field(str),
+}
+# Names people reach for instead of a step key.
+_STEP_KEY_ALIASES = {"params": "with", "parameters": "with", "args": "with", "arguments": "with",
+                     "type": "pass"}
+
+
+def load_recipe(path: str | Path, registry: PassRegistry | None = None) -> Recipe:
+    """Read and validate the recipe file at ``path``."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {path}", hint="check the path") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}",
+                          hint="the recipe must be a readable file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"recipe {path} is not UTF-8 text (byte {exc.start} is invalid)",
+                          hint="save the recipe as UTF-8") from None
+    recipe = parse_recipe(text, filename=str(path), registry=registry)
+    return dataclasses.replace(recipe, path=str(path))
+
+
+def parse_recipe(text: str, filename: str = "<recipe>", registry: PassRegistry | None = None) -> Recipe:
+    """Parse and validate recipe text; ``filename`` is used in messages and to find plugins.
+
+    Plugin modules are imported (the folder of ``filename`` is searched first)
+    before the steps are checked, so that the passes they register are known.
+    """
+    registry = global_registry if registry is None else registry
+    doc = load_yaml(text, filename)
+    parser = _Parser(doc.positions, filename, registry)
+    parser.diagnostics += doc.problems
+    recipe = parser.recipe(doc.value)
+    if parser.diagnostics:
+        located = sorted(parser.diagnostics, key=lambda d: (d.location.line or 0, d.location.column or 0))
+        raise RecipeError(diagnostics=located)
+    # Same bytes as the file when read by load_recipe: UTF-8 decoding round-trips exactly.
+    return dataclasses.replace(recipe, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+class _Parser:
+    """Walks the parsed YAML, collecting diagnostics; builds the recipe as far as it can."""
+
+    def __init__(self, positions: Positions, filename: str, registry: PassRegistry) -> None:
+        self.positions = positions
+        self.filename = filename
+        self.registry = registry
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, location: Location, message: str, hint: str | None = None) -> None:
+        self.diagnostics.append(Diagnostic(message, location, hint))
+
+    def at(self, path: tuple[Any, ...], key: bool = False) -> Location:
+        return self.positions.key_location(path) if key else self.positions.value_location(path)
+
+    # -- top level --------------------------------------------------------------------
+
+    def recipe(self, value: Any) -> Recipe:
+        if value is None:
+            self.error(self.at(()), "the recipe is empty",
+                       "a recipe needs at least 'version: 1' and a 'steps:' list")
+            return Recipe(())
+        if not isinstance(value, dict):
+            self.error(self.at(()), f"a recipe must be a mapping with 'version' and 'steps', got {kind_of(value)}",
+                       "start the file with 'version: 1' and put the steps under 'steps:'")
+            return Recipe(())
+        for key in value:
+            if key not in TOP_KEYS:
+                hint = suggestion_hint(str(key), TOP_KEYS) or "allowed keys: " + ", ".join(TOP_KEYS)
+                self.error(self.at((key,), key=True), f"unknown key '{key}' in the recipe", hint)
+        version = self.version(value)
+        description = self.typed(value, "description", str, "")
+        plugins = self.plugins(value.get("plugins", []))
+        verify = value.get("verify")
+        if "verify" in value:
+            for p in check_fields(verify, VERIFY_FIELDS, "verify"):
+                self.error(self.at(p.path, p.at_key), p.message, p.hint)
+        steps = self.steps(value)
+        return Recipe(tuple(steps), version, description=description, plugins=tuple(plugins), verify=verify)
+
+    def typed(self, mapping: dict, key: str, annotation: Any, default: Any, path: tuple[Any, ...] = ()) -> Any:
+        """``mapping[key]`` if it has the right type, else ``default`` (and the problem is reported)."""
+        if key not in mapping:
+            return default
+        problems = check_type(mapping[key], annotation)
+        for _, message, hint in problems:
+            self.error(self.at(path + (key,)), f"'{key}': {message}", hint)
+        return default if problems else mapping[key]
+
+    def version(self, mapping: dict) -> int:
+        """The recipe's format version (the newest one when it is missing or wrong, after reporting it)."""
+        newest = SUPPORTED_VERSIONS[-1]
+        if "version" not in mapping:
+            self.error(self.at(()), "the recipe has no 'version'", f"add 'version: {newest}' at the top")
+            return newest
+        version = mapping["version"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            self.error(self.at(("version",)), f"'version' must be an integer, got {kind_of(version)}",
+                       f"write 'version: {newest}'")
+            return newest
+        if version not in SUPPORTED_VERSIONS:
+            supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+            self.error(self.at(("version",)), f"unsupported recipe version {version}",
+                       f"this surgeon reads recipe version {supported}; a newer recipe needs a newer surgeon")
+            return newest
+        return version
+
+    def plugins(self, plugins: Any) -> list[str]:
+        if not isinstance(plugins, list):
+            self.error(self.at(("plugins",)), f"'plugins' must be a list of module names, got {kind_of(plugins)}",
+                       "write 'plugins: [my_passes]'")
+            return []
+        folder = str(Path(self.filename).parent.resolve())
+        added = folder not in sys.path
+        if added:  # plugins beside the recipe are found without installing them
+            sys.path.insert(0, folder)
+        try:
+            return [name for i, name in enumerate(plugins) if self.plugin(name, ("plugins", i))]
+        finally:
+            if added:
+                sys.path.remove(folder)
+
+    def plugin(self, name: Any, path: tuple[Any, ...]) -> bool:
+        if not isinstance(name, str):
+            self.error(self.at(path), f"a plugin must be a module name, got {kind_of(name)}",
+                       "write the module's import name, e.g. 'my_passes'")
+            return False
+        if name.endswith(".py") or "/" in name:
+            module = Path(name).stem
+            self.error(self.at(path), f"plugin '{name}' is a file path, not a module name",
+                       f"write the module's import name: '{module}'")
+            return False
+        try:
+            self.registry.import_plugin(name)
+        except SurgeonError as exc:  # not importable, or it registers a clashing pass
+            self.error(self.at(path), exc.message, exc.hint)
+            return False
+        return True
+
+    # -- steps ------------------------------------------------------------------------
+
+    def steps(self, mapping: dict) -> list[Step]:
+        if "steps" not in mapping:
+            self.error(self.at(()), "the recipe has no 'steps'",
+                       "add a 'steps:' list of the passes to run, e.g. '- pass: cleanup'")
+            return []
+        steps = mapping["steps"]
+        if not isinstance(steps, list):
+            self.error(self.at(("steps",)), f"'steps' must be a list, got {kind_of(steps)}",
+                       "start each step with '- ', e.g. '- pass: cleanup'")
+            return []
+        if not steps:
+            self.error(self.at(("steps",)), "'steps' is empty",
+                       "add at least one step, e.g. '- pass: cleanup'")
+            return []
+        built = [self.step(item, i) for i, item in enumerate(steps)]
+        ids = [s.id if s is not None else None for s in built]  # only ids that are strings
+        for index, first in duplicate_ids(ids):
+            first_line = self.at(("steps", first, "id")).line
+            self.error(self.at(("steps", index, "id")),
+                       f"duplicate step id '{ids[index]}' (first used on line {first_line})",
+                       "give each step its own id")
+        return [s for s in built if s is not None]
+
+    def step(self, item: Any, index: int) -> Step | None:
+        path: tuple[Any, ...] = ("steps", index)
+        if not isinstance(item, dict):
+            hint = (f"write '- pass: {item}'" if isinstance(item, str)
+                    else "write each step as a mapping, e.g. '- pass: cleanup'")
+            self.error(self.at(path), f"step {index + 1} must be a mapping with a 'pass' key, got {kind_of(item)}",
+                       hint)
+            return None
+        spec = self.known_pass(item.get("pass"))
+        self.step_keys(item, path, spec)
+        step_id = self.typed(item, "id", str, None, path)
+        if "pass" not in item:
+            self.error(self.at(path), f"step {index + 1} has no 'pass'",
+                       "add 'pass: NAME'; run 'surgeon passes' to list the passes")
+            return None
+        params = item.get("with", {})
+        if not isinstance(params, dict):
+            self.error(self.at(path + ("with",)),
+                       f"'with' must be a mapping of parameter names to values, got {kind_of(params)}",
+                       "write 'with: {name: value}', or remove 'with' if the pass needs no parameters")
+            params = None
+        # Where each parameter was written, inside the step: allow_missing may sit on the step itself.
+        param_paths = {name: ("with", name) for name in params or {}}
+        if params is not None and spec is not None and self.allow_missing_applies(item, params, spec, path):
+            params = {**params, "allow_missing": item["allow_missing"]}
+            param_paths["allow_missing"] = ("allow_missing",)
+        problems = check_step(item["pass"], params or {}, item.get("expect"), self.registry)
+        for p in problems:
+            if params is None and p.path[:1] == ("with",):
+                continue  # 'with' itself is wrong; what it lacks is beside the point
+            self.error(self.step_location(p, path, param_paths), p.message, p.hint)
+        return Step(item["pass"], dict(params or {}), id=step_id, index=index, location=self.at(path),
+                    param_locations={name: self.at(path + p) for name, p in param_paths.items()},
+                    expect=item.get("expect"))
+
+    def known_pass(self, name: Any) -> PassSpec | None:
+        """The step's pass if it exists (check_step reports the ones that do not)."""
+        return self.registry.get(name) if isinstance(name, str) and name in self.registry else None
+
+    def step_keys(self, item: dict, path: tuple[Any, ...], spec: PassSpec | None) -> None:
+        for key in item:
+            if key in STEP_KEYS:
+                continue
+            if spec is not None and key in spec.params:
+                hint = f"'{key}' is a parameter of '{spec.name}': put it under 'with:'"
+            else:
+                close = did_you_mean(str(key), [*STEP_KEYS, *_STEP_KEY_ALIASES])
+                meant = dict.fromkeys(_STEP_KEY_ALIASES.get(c, c) for c in close)
+                hint = ("did you mean " + ", ".join(f"'{m}'" for m in meant) + "?" if meant
+                        else "a step takes: " + ", ".join(STEP_KEYS))
+            self.error(self.at(path + (key,), key=True), f"unknown key '{key}' in step {path[1] + 1}", hint)
+
+    def allow_missing_applies(self, item: dict, params: dict, spec: PassSpec, path: tuple[Any, ...]) -> bool:
+        """Whether a step-level ``allow_missing`` (sugar for the selector parameter) can move into ``with``."""
+        if "allow_missing" not in item:
+            return False
+        if "allow_missing" not in spec.params:
+            self.error(self.at(path + ("allow_missing",), key=True),
+                       f"pass '{spec.name}' does not select nodes, so 'allow_missing' does not apply",
+                       "remove 'allow_missing'")
+            return False
+        if "allow_missing" in params:
+            first = self.at(path + ("with", "allow_missing"), key=True)
+            self.error(self.at(path + ("allow_missing",), key=True),
+                       f"'allow_missing' is given twice (also under 'with' on line {first.line})",
+                       "keep only one of them")
+            return False
+        return True
+
+    def step_location(self, problem: Problem, path: tuple[Any, ...], param_paths: dict[str, tuple]) -> Location:
+        where = problem.path
+        if where[:1] == ("with",) and len(where) > 1 and where[1] in param_paths:
+            where = param_paths[where[1]] + where[2:]
+        elif where[:1] == ("with",) and not self.positions.has(path + ("with",)):
+            where = ("pass",)  # a missing parameter, and no 'with' at all: point at the pass
+        return self.at(path + where, problem.at_key)

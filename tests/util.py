@@ -1,0 +1,118 @@
+"""Shared test helpers: real models from ../shared, and running models in onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MODELS = SHARED / "models"
+POLYGRAPHY = SHARED / "peer" / "polygraphy"
+FIXTURES = ROOT / "fixtures"
+RECIPES = ROOT / "recipes"
+
+
+def shared_model(name: str) -> Path:
+    """Path of a real model in ../shared/models (or peer/polygraphy/...); skips the test if absent."""
+    for base in (MODELS, SHARED / "peer"):
+        path = base / name
+        if path.exists():
+            return path
+    pytest.skip(f"real model {name} not found under {SHARED} (the shared/ folder is not beside the repo)")
+
+
+def as_bytes(model: Any) -> bytes:
+    """Serialized model from a surgeon.Model, a ModelProto or a path."""
+    from surgeon import Model
+    from surgeon.export import to_proto
+
+    if isinstance(model, Model):
+        if model.has_external_data:
+            raise ValueError("save models with external data to a file and pass the path")
+        return to_proto(model).SerializeToString()
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    return Path(model).read_bytes()
+
+
+def session(model: Any) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if isinstance(model, (str, Path)):
+        return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(as_bytes(model), opts, providers=["CPUExecutionProvider"])
+
+
+_NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+       "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+       "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def random_inputs(model: Any, dims: dict[str, int] | None = None, seed: int = 0,
+                  default_dim: int = 2) -> dict[str, np.ndarray]:
+    """Seeded random feeds for every input; symbolic dims from ``dims`` (else ``default_dim``)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session(model).get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else (dims or {}).get(d, default_dim) for d in inp.shape]
+        dtype = _NP[inp.type]
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feeds[inp.name] = rng.integers(0, 4, shape).astype(dtype)
+    return feeds
+
+
+def silero_inputs(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Meaningful feeds for silero_vad*.onnx: 512 samples of audio at 16 kHz and a zero state."""
+    rng = np.random.default_rng(seed)
+    return {"input": rng.uniform(-0.5, 0.5, (batch, 512)).astype(np.float32),
+            "state": np.zeros((2, batch, 128), np.float32), "sr": np.array(16000, np.int64)}
+
+
+def ocr_inputs(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Feeds for ch_PP-OCRv4_rec_infer.onnx: a 48x320 text-line image."""
+    return {"x": np.random.default_rng(seed).uniform(0, 1, (batch, 3, 48, 320)).astype(np.float32)}
+
+
+def run(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = session(model)
+    names = [o.name for o in sess.get_outputs()]
+    wanted = {i.name for i in sess.get_inputs()}
+    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+
+
+def tolerance(dtype: np.dtype) -> tuple[float, float]:
+    """(rtol, atol) per dtype: exact for integers, loose for half precision."""
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        return 0.0, 0.0
+    if dtype == np.float16:
+        return 1e-2, 1e-2
+    if dtype == np.float64:
+        return 1e-9, 1e-12
+    return 1e-4, 1e-5
+
+
+def assert_same_outputs(before: Any, after: Any, feeds: dict[str, np.ndarray] | None = None,
+                        renamed: dict[str, str] | None = None, exact: bool = False) -> None:
+    """Every output of ``before`` equals the output of ``after`` with the same (or renamed) name."""
+    feeds = feeds if feeds is not None else random_inputs(before)
+    a, b = run(before, feeds), run(after, feeds)
+    renamed = renamed or {}
+    assert a, "the reference model has no outputs"
+    for name, expected in a.items():
+        got = b[renamed.get(name, name)]
+        assert got.shape == expected.shape, f"{name}: shape {got.shape} != {expected.shape}"
+        if exact:
+            assert np.array_equal(got, expected), f"{name}: not bit-identical"
+        else:
+            rtol, atol = tolerance(expected.dtype)
+            np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=name)
