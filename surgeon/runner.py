@@ -138,14 +138,18 @@ def _ref(sig: tuple) -> NodeRef:
 
 # -- running -----------------------------------------------------------------------
 
-def run_step(model: Model, step: Step, registry: PassRegistry = default_registry) -> StepReport:
-    """Run one step; a failure becomes a :class:`StepError` naming the step and its recipe line."""
+def run_step(model: Model, step: Step, registry: PassRegistry = default_registry, *,
+             in_recipe: bool = True) -> StepReport:
+    """Run one step; a failure becomes a :class:`StepError` naming the step and its recipe line
+    (``in_recipe=False``: the pass's own error, for direct Python calls)."""
     spec = registry.get(step.pass_name)
     before = _snapshot(model.graph)
     start = time.perf_counter()
     try:
         returned = spec.call(model, step.params)
     except SurgeonError as exc:
+        if not in_recipe:
+            raise
         raise StepError(diagnostics=[_locate(d, step) for d in exc.diagnostics]) from exc
     except Exception as exc:
         if spec.source == "builtin":
@@ -206,7 +210,7 @@ def run_pass(model: Model, name: str, /, **params: Any) -> StepReport:
     problems = default_registry.get(name).validate(params)
     if problems:
         raise PassError(problems[0][1], hint=problems[0][2])
-    return run_step(model, step)
+    return run_step(model, step, in_recipe=False)
 
 
 __all__ = ["ApplyResult", "NodeRef", "StepReport", "apply", "run_pass", "run_step", "Location"]

@@ -1,0 +1,258 @@
+"""remove_node, cleanup, toposort and the pass registry (the core's passes)."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+
+import surgeon
+from surgeon.errors import PassError, StepError
+from surgeon.export import to_proto
+from surgeon.passes.registry import PassRegistry
+from util import assert_same_outputs, random_inputs, shared_model
+
+
+def _model(text: str) -> surgeon.Model:
+    return surgeon.load(onnx.parser.parse_model(text))
+
+
+def _ops(model):
+    return [n.op for n in model.graph.nodes]
+
+
+CHAIN = """
+<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    a = Relu (x)
+    b = devtech.FooOp (a)
+    y = Sigmoid (b)
+}
+"""
+
+FOO_LAST = """
+<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    a = Relu (x)
+    y = devtech.FooOp (a)
+}
+"""
+
+FOO_ON_INPUT_TO_OUTPUT = """
+<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    y = devtech.FooOp (x)
+}
+"""
+
+
+def test_bypass_in_the_middle():
+    model = _model(CHAIN)
+    report = surgeon.run_pass(model, "remove_node", op="FooOp", domain="devtech")
+    assert _ops(model) == ["Relu", "Sigmoid"]
+    assert model.graph.nodes[1].inputs[0].name == "a"
+    assert [str(n) for n in report.removed] == ["<unnamed> (devtech::FooOp)"]
+    assert "devtech" not in {o.domain for o in to_proto(model).opset_import}
+
+
+def test_bypass_keeps_graph_output_name():
+    model = _model(FOO_LAST)
+    report = surgeon.run_pass(model, "remove_node", op="FooOp")
+    assert _ops(model) == ["Relu"]
+    assert [t.name for t in model.graph.nodes[0].outputs] == ["y"]
+    assert [t.name for t in model.graph.outputs] == ["y"]
+    assert report.notes == ["graph output 'y' is now produced by an unnamed Relu node"]
+
+
+def test_bypass_input_to_output_inserts_identity():
+    model = _model(FOO_ON_INPUT_TO_OUTPUT)
+    surgeon.run_pass(model, "remove_node", op="FooOp")
+    assert _ops(model) == ["Identity"]
+    assert [t.name for t in model.graph.inputs] == ["x"] and [t.name for t in model.graph.outputs] == ["y"]
+
+
+def test_drop_then_cleanup():
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[4] x) => (float[4] y, float[4] debug) {
+        y = Relu (x)
+        t = Neg (x)
+        debug = Abs (t)
+    }""")
+    report = surgeon.run_pass(model, "remove_node", op="Abs", mode="drop")
+    assert report.notes == ["removed graph output(s) 'debug'"]
+    surgeon.run_pass(model, "cleanup")
+    assert _ops(model) == ["Relu"]
+
+
+def test_drop_refuses_a_node_others_read():
+    model = _model(CHAIN)
+    before = to_proto(model).SerializeToString()
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "remove_node", op="Relu", mode="drop")
+    assert str(exc.value) == ("error: cannot drop an unnamed Relu node: its outputs are read by FooOp"
+                              "\n  hint: use mode: bypass to rewire those readers to the node's input, "
+                              "or remove them too")
+    assert to_proto(model).SerializeToString() == before
+
+
+def test_count_mismatch_names_what_matched():
+    model = _model(CHAIN)
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "remove_node", op="Relu", count=2)
+    assert str(exc.value) == ("error: selector (op='Relu', count=2) must match 2 node(s) but matched 1: "
+                              "<unnamed> (Relu)\n"
+                              "  hint: the model may have been re-exported; check the selector or update count")
+
+
+def test_allow_missing_is_a_quiet_no_op():
+    model = _model(CHAIN)
+    before = to_proto(model).SerializeToString()
+    report = surgeon.run_pass(model, "remove_node", op="Nothing", allow_missing=True)
+    assert not report.changed
+    assert to_proto(model).SerializeToString() == before
+
+
+def test_remove_inside_if_branches_of_a_real_model():
+    """Identity nodes inside the If bodies of silero_vad go; outputs stay equal."""
+    from util import silero_inputs
+
+    path = shared_model("silero_vad.onnx")
+    model = surgeon.load(path)
+    inside = sum(1 for g in model.graphs() if g is not model.graph for n in g.nodes if n.op == "Identity")
+    assert inside > 0
+    report = surgeon.run_pass(model, "remove_node", op="Identity")
+    assert len(report.removed) >= inside
+    # An Identity from a branch input straight to a branch output cannot go:
+    # the branch output needs a producer, so it is replaced by a named copy.
+    left = [n.name for n in model.nodes() if n.op == "Identity"]
+    assert all(name.endswith("_bypass") for name in left)
+    assert len(left) < inside
+    assert_same_outputs(path, model, silero_inputs())
+
+
+def test_remove_on_controlflow_models(tmp_path):
+    path = shared_model("ctrlflow_script_legacy.onnx")
+    model = surgeon.load(path)
+    ops_inside = {n.op for g in model.graphs() if g is not model.graph for n in g.nodes}
+    assert ops_inside, "the model has subgraphs"
+    feeds = random_inputs(path, dims={"N": 3})
+    surgeon.run_pass(model, "toposort")
+    surgeon.run_pass(model, "cleanup")
+    assert_same_outputs(path, model, feeds, exact=True)
+
+
+def test_toposort_leaves_sorted_graphs_alone_and_sorts_unsorted():
+    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    before = to_proto(model).SerializeToString()
+    report = surgeon.run_pass(model, "toposort")
+    assert not report.changed and to_proto(model).SerializeToString() == before
+
+    path = shared_model("polygraphy/unsorted.onnx")
+    model = surgeon.load(path)
+    report = surgeon.run_pass(model, "toposort")
+    assert report.notes and report.changed
+    # onnxruntime refuses unsorted graphs: running it proves the sort.
+    assert_same_outputs(to_proto(model), to_proto(model))
+
+
+def test_cleanup_removes_dead_nodes_and_unused_initializers():
+    path = shared_model("polygraphy/cleanable.onnx")
+    model = surgeon.load(path)
+    n_before = len(model.graph.nodes)
+    report = surgeon.run_pass(model, "cleanup")
+    assert len(model.graph.nodes) < n_before and report.removed
+    assert_same_outputs(path, model)
+
+
+def test_cleanup_does_not_fire_on_clean_model():
+    model = surgeon.load(shared_model("model.onnx"))
+    before = to_proto(model).SerializeToString()
+    report = surgeon.run_pass(model, "cleanup")
+    assert not report.changed and to_proto(model).SerializeToString() == before
+
+
+# -- registry and user passes -------------------------------------------------------
+
+def test_seed_gs_script_as_registered_pass(tmp_path):
+    """The onnx-graphsurgeon recipe from the seed question, unchanged, as a pass."""
+
+    @surgeon.register_pass("strip_fooop_gs")
+    def strip_fooop_gs(graph: gs.Graph, *, op: str = "FooOp"):
+        fake_node = [node for node in graph.nodes if node.op == op][0]
+        inp_node = fake_node.i()
+        inp_node.outputs = fake_node.outputs
+        fake_node.outputs.clear()
+        graph.cleanup()
+
+    try:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("version: 1\nsteps:\n  - pass: strip_fooop_gs\n    with: {op: FooOp}\n")
+        model = surgeon.load(shared_model("model_foo.onnx"))
+        result = surgeon.apply(recipe, model)
+        assert [str(n) for n in result.steps[0].removed] == ["/FooOp (devtech::FooOp)"]
+        out = surgeon.save(model, tmp_path / "clean.onnx")
+        assert_same_outputs(shared_model("model.onnx"), out.path, exact=True)
+    finally:
+        surgeon.registry.unregister("strip_fooop_gs")
+
+
+def test_name_clash_is_an_error():
+    with pytest.raises(PassError) as exc:
+        surgeon.register_pass("cleanup")(lambda graph: None)
+    assert str(exc.value) == ("error: cannot register pass 'cleanup' from "
+                              "test_passes_core.test_name_clash_is_an_error.<locals>.<lambda>: the name is taken by the built-in pass (surgeon.passes.cleanup:cleanup)\n"
+                              "  hint: choose another name (passes are never silently overridden)")
+
+
+def test_entry_point_passes_are_loaded(monkeypatch):
+    from importlib import metadata
+
+    class EP:
+        name, value = "ep_pass", "somepkg.passes:ep_pass"
+
+        def load(self):
+            def ep_pass(graph, *, factor: int = 2):
+                """A pass from an installed package."""
+            return ep_pass
+
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [EP()] if group == "surgeon.passes" else [])
+    reg = PassRegistry()
+    assert "ep_pass" in reg
+    assert reg.get("ep_pass").source == "entry point somepkg.passes:ep_pass"
+    assert reg.get("ep_pass").summary == "A pass from an installed package."
+
+
+def test_unknown_pass_in_python_api():
+    model = _model(CHAIN)
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "remove_nod")
+    assert str(exc.value) == "error: unknown pass 'remove_nod'\n  hint: did you mean 'remove_node'?"
+
+
+def test_every_builtin_pass_is_documented():
+    for spec in surgeon.registry:
+        if spec.source != "builtin":
+            continue
+        assert spec.summary, spec.name
+        for section in ("Rules", "Example", "Reports"):
+            assert spec.sections.get(section), f"{spec.name} lacks a {section}: section"
+        surgeon.parse_recipe(spec.example(), filename=f"<{spec.name} example>")
+        for p in spec.params.values():
+            assert p.doc, f"{spec.name}: parameter {p.name} is not documented"
+
+
+@pytest.mark.parametrize("name", ["remove_node", "cleanup", "toposort"])
+def test_core_docstring_examples_run(name):
+    spec = surgeon.registry.get(name)
+    model = surgeon.load(shared_model("model_foo.onnx"))
+    surgeon.apply(surgeon.parse_recipe(spec.example()), model)
+    onnx.checker.check_model(to_proto(model))
+
+
+def test_step_error_without_recipe_location():
+    model = _model(CHAIN)
+    recipe = surgeon.Recipe.from_steps([("remove_node", {"op": "Nope"})])
+    with pytest.raises(StepError) as exc:
+        surgeon.apply(recipe, model)
+    assert str(exc.value).startswith("error: step 1 (remove_node): selector (op='Nope') matched no node\n")
