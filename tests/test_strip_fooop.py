@@ -102,3 +102,23 @@ def test_lazy_weights_are_read_on_demand(tmp_path):
     expected = onnx.numpy_helper.to_array(next(t for t in inline.graph.initializer if t.name == weight.name))
     assert weight.values.dtype == np.float32
     assert np.array_equal(weight.values, expected)
+
+
+def test_large_models_get_external_data_automatically(tmp_path, monkeypatch):
+    """Over 2 GiB of weights cannot be one protobuf; the limit is lowered here to test the switch."""
+    import importlib
+
+    save_module = importlib.import_module("surgeon.save")  # surgeon.save is also the function
+
+    monkeypatch.setattr(save_module, "TWO_GIB", 64 << 20)
+    monkeypatch.setattr(save_module, "EXTERNAL_THRESHOLD", 1024)
+    model = surgeon.load(FIXTURES / "model.onnx")
+    assert not model.has_external_data
+    conv = next(n for n in model.graph.nodes if n.op == "Conv")
+    conv.inputs[1].values = np.zeros((8, 3, 3, 3), np.float32)  # edited in memory, as a pass would
+    monkeypatch.setattr(save_module, "_inline_size", lambda proto: 65 << 20)
+    saved = surgeon.save(model, tmp_path / "big.onnx")
+    assert saved.data_path == tmp_path / "big.onnx.data"
+    written = onnx.load(str(saved.path), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer)
+    onnx.checker.check_model(str(saved.path), full_check=True)
