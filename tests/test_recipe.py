@@ -531,7 +531,7 @@ def test_expect_is_validated(reg):
         "  hint: did you mean 'removed', 'min_removed'?\n"
         "recipe.yaml:6:14: error: expect 'added': must be at least 0, got -1\n"
         "recipe.yaml:7:19: error: expect 'ops_absent': expected list of string, got 'FooOp'\n"
-        "recipe.yaml:8:25: error: expect 'shapes.out[1]': expected integer or string or null, got 1.5\n"
+        "recipe.yaml:8:25: error: expect 'shapes.out[1]': expected integer or string, got 1.5\n"
         "  hint: quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)\n"
         "recipe.yaml:10:13: error: 'expect' must be a mapping, got 3\n"
         "  hint: allowed keys: removed, added, min_removed, ops_absent, inputs, outputs, shapes"
@@ -727,7 +727,7 @@ def test_from_steps_reports_every_problem_with_step_labels(global_test_pass):
             ("recipe_test_remov", {}),
         ])
     assert str(excinfo.value) == (
-        "error: step 2 'drop' (recipe_test_remove): parameter 'op': expected string or null, got 3\n"
+        "error: step 2 'drop' (recipe_test_remove): parameter 'op': expected a string, got 3\n"
         "  hint: quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)\n"
         "error: step 2 'drop' (recipe_test_remove): expect 'removed': must be at least 0, got -1\n"
         "error: step 3 (recipe_test_remov): unknown pass 'recipe_test_remov'\n"

@@ -113,7 +113,12 @@ def check_type(value: Any, annotation: Any, path: str = "") -> list[tuple[str, s
         if nested:
             return nested[0]
         hint = next((h for r in results for _, _, h in r if h), None)
-        return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", hint)]
+        # "expected an integer, got 1.0" reads better than "expected integer or null":
+        # null is only worth naming when the value is null-like.
+        shown = [a for a in args if a is not type(None)] if value is not None else list(args)
+        if len(shown) == 1:
+            return [(path, results[args.index(shown[0])][0][1], hint)]
+        return [(path, f"expected {' or '.join(type_name(a) for a in shown)}, got {_yaml_of(value)}", hint)]
     if origin is Literal:
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             return []
@@ -195,8 +200,12 @@ class ParamSpec:
         return self.default is REQUIRED
 
     def describe(self) -> str:
+        ann = self.annotation
+        args = typing.get_args(ann)
+        if self.default is None and type(None) in args:  # "X | None = None" is just an optional X
+            ann = Union[tuple(a for a in args if a is not type(None))]  # type: ignore[valid-type]
         default = "required" if self.required else f"default {_yaml_of(self.default)}"
-        return f"{self.name} ({type_name(self.annotation)}, {default})"
+        return f"{self.name} ({type_name(ann)}, {default})"
 
 
 def _docstring_sections(doc: str) -> tuple[str, dict[str, str]]:
