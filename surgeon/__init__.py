@@ -22,6 +22,7 @@ from surgeon.passes.select import Selector
 from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
 from surgeon.runner import ApplyResult, StepReport, apply, run_pass
 from surgeon.save import save
+from surgeon.verify import VerificationError, VerifyReport, verify
 
 __version__ = "0.1.0"
 
@@ -29,4 +30,5 @@ __all__ = [
     "ApplyResult", "ExportError", "Model", "ModelLoadError", "PassError", "PassResult", "Recipe",
     "RecipeError", "Selector", "Step", "StepError", "StepReport", "SurgeonError", "__version__", "apply",
     "load", "load_recipe", "parse_recipe", "register_pass", "registry", "run_pass", "save",
+    "VerificationError", "VerifyReport", "verify",
 ]

@@ -35,6 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", help="output file (default: <model>.surgeon.onnx beside the input)")
     a.add_argument("--in-place", action="store_true", help="replace the input model")
     a.add_argument("-q", "--quiet", action="store_true", help="print only errors and the output path")
+    a.add_argument("--dry-run", action="store_true", help="run every step and check the result, write nothing")
+    a.add_argument("--report", metavar="FILE.json", help="write a JSON account of the run (see docs/trust.md)")
+    a.add_argument("--no-provenance", action="store_true",
+                   help="do not record surgeon version, recipe and input hashes in the output's metadata")
+    v = a.add_argument_group("verification (any of these turns it on; a recipe's verify: does too)")
+    v.add_argument("--verify", action="store_true",
+                   help="run the input (or --reference) and the output in onnxruntime and compare outputs")
+    v.add_argument("--reference", metavar="MODEL", help="compare against this model instead of the input")
+    v.add_argument("--rtol", type=float, help="relative tolerance for float outputs (default per dtype)")
+    v.add_argument("--atol", type=float, help="absolute tolerance for float outputs (default per dtype)")
+    v.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="value of a symbolic dimension (repeatable; default 2)")
+    v.add_argument("--inputs", metavar="FILE.npz", help="real inputs (numpy.savez, one array per input name)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
+    i = sub.add_parser("inspect", help="describe a model: IO, opsets, ops, weights, custom domains")
+    i.add_argument("model", help="ONNX model file")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    d = sub.add_parser("diff", help="structural difference between two models")
+    d.add_argument("a", help="first (old) model")
+    d.add_argument("b", help="second (new) model")
+    d.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("passes", help="list the available passes")
     e = sub.add_parser("explain", help="show a pass's parameters, rules and recipe example")
@@ -57,6 +79,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return EXIT_USAGE
     except SurgeonError as exc:
         print(str(exc), file=err)
+        _report_failure(argv, exc)
         return EXIT_USER
     except SystemExit as exc:  # --version / --help
         return int(exc.code or 0)
@@ -79,23 +102,86 @@ def versions() -> str:
             f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}")
 
 
+def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
+    """With --report, a failed run still leaves a report (CI reads it to see why)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SurgeonError:
+        return
+    path = getattr(args, "report", None)
+    if not path:
+        return
+    from surgeon.report import build_report, error_report, write_report
+
+    result = getattr(exc, "result", None)
+    report = build_report(result) if result is not None else error_report(exc.render())
+    try:
+        write_report(report, path)
+    except OSError as os_exc:
+        print(f"warning: cannot write the report {path}: {os_exc.strerror}", file=sys.stderr)
+
+
 def _apply(args: argparse.Namespace, out: TextIO) -> int:
-    from surgeon.workflow import apply_file
+    from surgeon.report import build_report, write_report
+    from surgeon.workflow import VerifyOptions, apply_file
 
     if args.in_place and args.output:
         raise UsageError("--in-place and -o/--output exclude each other")
-    result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place)
+    if args.report and not Path(args.report).resolve().parent.is_dir():
+        raise UsageError(f"--report: folder {Path(args.report).parent} does not exist")
+    options = None
+    if args.verify or args.reference or args.rtol is not None or args.atol is not None or args.dim or args.inputs:
+        options = VerifyOptions(args.reference, args.rtol, args.atol, _dims(args.dim), args.inputs, args.seed)
+    result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
+                        verify_with=options, provenance=not args.no_provenance)
     if not args.quiet:
         print(f"{args.recipe} on {args.model}:", file=out)
         for report in result.applied.steps:
             print(f"  {report.summary()}", file=out)
             for note in report.notes:
                 print(f"      {note}", file=out)
+        if result.verification is not None:
+            print(f"verify: {result.verification.summary()}", file=out)
         for warning in result.warnings:
             print(f"warning: {warning}", file=out)
+    if args.report:
+        write_report(build_report(result), args.report)
+    if result.dry_run:
+        print(f"dry run: nothing written (would write {result.target})", file=out)
+        return EXIT_OK
     saved = result.saved
     extra = f" (weights in {saved.data_path.name})" if saved.data_path else ""
     print(f"wrote {saved.path}{extra}", file=out)
+    return EXIT_OK
+
+
+def _dims(items: list[str]) -> dict[str, int]:
+    dims = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.isdigit() or int(value) < 1:
+            raise UsageError(f"--dim {item!r}: expected NAME=N with a positive integer N, e.g. --dim N=2")
+        dims[name] = int(value)
+    return dims
+
+
+def _inspect(args: argparse.Namespace, out: TextIO) -> int:
+    import json
+
+    from surgeon.inspect import inspect_model, render_inspection
+
+    info = inspect_model(args.model)
+    out.write(json.dumps(info, indent=2) + "\n" if args.json else render_inspection(info))
+    return EXIT_OK
+
+
+def _diff(args: argparse.Namespace, out: TextIO) -> int:
+    import json
+
+    from surgeon.diff import diff_models, render_diff
+
+    delta = diff_models(args.a, args.b)
+    out.write(json.dumps(delta, indent=2) + "\n" if args.json else render_diff(delta))
     return EXIT_OK
 
 
@@ -126,7 +212,8 @@ def _schema(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"apply": _apply, "passes": _passes, "explain": _explain, "schema": _schema}
+_COMMANDS = {"apply": _apply, "passes": _passes, "explain": _explain, "schema": _schema,
+             "inspect": _inspect, "diff": _diff}
 
 
 if __name__ == "__main__":  # python -m surgeon.cli

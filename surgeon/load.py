@@ -46,7 +46,11 @@ def load(source: str | Path | onnx.ModelProto, *, base_dir: str | Path | None = 
         return _build(proto, folder, None)
     path = Path(source)
     proto = read_proto(path)
-    return _build(proto, path.parent, path)
+    try:
+        return _build(proto, path.parent, path)
+    except UnicodeDecodeError as exc:  # protobuf decodes string fields lazily, on first access
+        raise ModelLoadError(f"{path} is not a valid ONNX model: a text field is not UTF-8 ({exc.reason})",
+                             hint="the file may be corrupt; re-export it") from exc
 
 
 def read_proto(path: Path) -> onnx.ModelProto:
@@ -96,6 +100,13 @@ def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None
                 + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""),
                 hint="keep the weight files next to the .onnx file, with the names it was saved with",
             )
+    broken = structure_problems(proto.graph)
+    if broken:
+        raise ModelLoadError(
+            f"{where} has a broken graph:\n  " + "\n  ".join(broken[:10])
+            + (f"\n  ... and {len(broken) - 10} more" if len(broken) > 10 else ""),
+            hint="no runtime can execute it; re-export the model, or fix the graph with onnx / onnx-graphsurgeon",
+        )
     try:
         graph = gs.import_onnx(proto)
     except Exception as exc:  # gs fails in many ways on malformed graphs; all are input problems
@@ -256,3 +267,51 @@ def _make_lazy_external(graph: gs.Graph, origin: Origin, folder: Path) -> None:
 def _is_repeated(fd) -> bool:
     # protobuf >= 5 (upb) has is_repeated; older ones only label.
     return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+
+
+def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> list[str]:
+    """Dangling inputs and cycles: defects that make a graph unrunnable anywhere.
+
+    Unlike checker findings (a missing output shape, an unregistered plugin op),
+    which surgeon tolerates when the input already had them, these are refused
+    on load: no edit can be verified on a graph that cannot run.
+    """
+    problems = []
+    declared = set(outer) | {v.name for v in gproto.input} | {t.name for t in gproto.initializer} \
+        | {s.values.name for s in gproto.sparse_initializer} | {""}
+    producer = {o: i for i, n in enumerate(gproto.node) for o in n.output if o}
+    scope = frozenset(declared | set(producer))
+    for n in gproto.node:
+        for name in n.input:
+            if name not in declared and name not in producer:
+                label = f"node '{n.name}' ({n.op_type})" if n.name else f"a {n.op_type} node"
+                problems.append(f"{label} in graph '{gproto.name}' reads '{name}', "
+                                "which no node, graph input or initializer provides")
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                problems += structure_problems(a.g, scope)
+    for out in gproto.output:
+        if out.name not in declared and out.name not in producer:
+            problems.append(f"graph output '{out.name}' of graph '{gproto.name}' is produced by nothing")
+    # Kahn's algorithm over the edges inside this graph: what never becomes ready is on a cycle.
+    waiting = [len({producer[i] for i in n.input if i in producer and i not in declared})
+               for n in gproto.node]
+    readers: dict[int, set[int]] = {}
+    for j, n in enumerate(gproto.node):
+        for i in n.input:
+            if i in producer and i not in declared:
+                readers.setdefault(producer[i], set()).add(j)
+    ready = [j for j, w in enumerate(waiting) if w == 0]
+    done = 0
+    while ready:
+        j = ready.pop()
+        done += 1
+        for k in readers.get(j, ()):
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                ready.append(k)
+    if done < len(gproto.node):
+        stuck = [gproto.node[j].name or gproto.node[j].op_type for j, w in enumerate(waiting) if w > 0]
+        problems.append(f"graph '{gproto.name}' has a cycle through node(s) " + ", ".join(stuck[:5])
+                        + (" ..." if len(stuck) > 5 else ""))
+    return problems

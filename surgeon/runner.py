@@ -16,6 +16,7 @@ from typing import Any
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Location, PassError, StepError, SurgeonError
+from surgeon.expect import check_expect
 from surgeon.graphs import node_domain, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.registry import PassRegistry, registry as default_registry
@@ -201,6 +202,8 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     for step in recipe.steps:
         report = run_step(model, step, registry)
         result.steps.append(report)
+        if step.expect:
+            check_expect(model, report)
     return result
 
 

@@ -1,21 +1,44 @@
-"""One whole job: recipe + model file -> edited model file.
+"""One whole job: recipe + model file -> edited, checked, verified model file.
 
 This is what ``surgeon apply`` does, as a library call, so the CLI stays a
 thin layer and Python users get the same behaviour (validation before the
 model is read, atomic output, the input never overwritten by accident).
+
+The edited model is saved into a private temporary folder first; it is
+verified there and only moved into place when verification passed, so a
+model that fails verification is never written (a dry run never moves it).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from surgeon.errors import ExportError
 from surgeon.load import load
 from surgeon.model import Model
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
+from surgeon.report import add_provenance, file_sha256, previous_run
 from surgeon.runner import ApplyResult, apply
-from surgeon.save import SaveResult, default_output_path, save
+from surgeon.save import SaveResult, _refuse_overwrites, default_output_path, save
+from surgeon.verify import VerificationError, VerifyReport, verify
+
+
+@dataclass
+class VerifyOptions:
+    """How to verify; ``None`` fields fall back to the recipe's ``verify:``, then to defaults."""
+
+    reference: str | Path | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+    inputs: str | Path | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -25,6 +48,13 @@ class FileResult:
     applied: ApplyResult
     saved: SaveResult | None = None
     warnings: list[str] = field(default_factory=list)
+    model_path: Path | None = None
+    input_sha256: str | None = None
+    output_sha256: str | None = None
+    verification: VerifyReport | None = None
+    dry_run: bool = False
+    target: Path | None = None
+    """Where the output goes (or would go, in a dry run)."""
 
 
 def apply_file(
@@ -33,17 +63,79 @@ def apply_file(
     output: str | Path | None = None,
     *,
     in_place: bool = False,
+    dry_run: bool = False,
+    verify_with: VerifyOptions | None = None,
+    provenance: bool = True,
 ) -> FileResult:
     """Validate ``recipe``, load ``model_path``, run the steps, save the result.
 
     Without ``output`` the result goes to ``<stem>.surgeon.onnx`` beside the
-    input; with ``in_place`` it replaces the input.
+    input; with ``in_place`` it replaces the input. ``verify_with`` (or a
+    ``verify:`` section in the recipe) compares the result numerically with
+    the input (or a reference) and raises :class:`VerificationError`, writing
+    nothing, when they differ. ``dry_run`` runs everything and writes nothing.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)  # before the model is touched: a bad recipe costs nothing
     model_path = Path(model_path)
     model = load(model_path)
+    input_sha = file_sha256(model_path)
+    warnings = [w for w in [previous_run(model, recipe)] if w]
     applied = apply(recipe, model)
+    if provenance:
+        add_provenance(model, recipe, input_sha)
     target = model_path if in_place else Path(output) if output is not None else default_output_path(model_path)
-    saved = save(model, target, in_place=in_place)
-    return FileResult(recipe, model, applied, saved, list(saved.warnings))
+    result = FileResult(recipe, model, applied, warnings=warnings, model_path=model_path, input_sha256=input_sha,
+                        dry_run=dry_run, target=target)
+    options = _verify_options(recipe, verify_with)
+    if not dry_run:
+        _refuse_overwrites(model, target, in_place)
+        if not target.parent.is_dir():
+            raise ExportError(f"cannot write {target}: folder {target.parent} does not exist",
+                              hint="create the folder first, or choose another output path with -o")
+    # A dry run still exports and checks the model, in the system's temporary folder.
+    tmpdir = Path(tempfile.mkdtemp(prefix=".surgeon-tmp-", dir=None if dry_run else target.parent))
+    try:
+        staged = save(model, tmpdir / target.name)
+        result.warnings += staged.warnings
+        if options is not None:
+            result.verification = verify(model_path, staged.path, renamed=applied.renamed,
+                                         reference=options.reference, rtol=options.rtol, atol=options.atol,
+                                         dims=options.dims, inputs=options.inputs, seed=options.seed)
+            if result.verification.status in ("mismatch", "failed"):
+                error = VerificationError(result.verification)
+                error.result = result
+                raise error
+            if result.verification.status == "skipped":
+                result.warnings.append("verification skipped: nothing was compared (see the notes above)")
+        if dry_run:
+            return result
+        data_path = None
+        if staged.data_path is not None:
+            data_path = target.with_name(staged.data_path.name)
+            os.replace(staged.data_path, data_path)
+        os.replace(staged.path, target)
+        result.saved = SaveResult(target, data_path, staged.warnings)
+        result.output_sha256 = file_sha256(target)
+        return result
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _verify_options(recipe: Recipe, given: VerifyOptions | None) -> VerifyOptions | None:
+    """Merge the command line's options over the recipe's ``verify:`` (paths there are
+    relative to the recipe file)."""
+    section: dict[str, Any] | None = recipe.verify
+    if given is None and section is None:
+        return None
+    options = given or VerifyOptions()
+    section = section or {}
+    base = Path(recipe.path).parent if recipe.path else Path(".")
+    for key in ("reference", "inputs"):
+        if getattr(options, key) is None and section.get(key) is not None:
+            setattr(options, key, base / section[key])
+    for key in ("rtol", "atol"):
+        if getattr(options, key) is None and section.get(key) is not None:
+            setattr(options, key, float(section[key]))
+    options.dims = {**section.get("dims", {}), **options.dims}
+    return options

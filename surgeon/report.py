@@ -1,0 +1,114 @@
+"""The machine-readable account of a run (``--report FILE.json``) and the
+provenance a surgeon-made model carries in its ``metadata_props``.
+
+Both are documented in docs/trust.md; the report's ``schema`` field names its
+version. Provenance holds no timestamp or path, so the same input and recipe
+still give a byte-identical model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from surgeon.model import Model
+from surgeon.recipe.model import Recipe
+
+REPORT_SCHEMA = "surgeon.report/1"
+PROVENANCE_KEYS = ("surgeon.version", "surgeon.recipe_sha256", "surgeon.recipe_steps", "surgeon.input_sha256")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def step_list(recipe: Recipe) -> list[dict[str, Any]]:
+    return [{"id": s.id, "pass": s.pass_name, "with": s.params} for s in recipe.steps]
+
+
+def recipe_sha256(recipe: Recipe) -> str:
+    """The recipe file's hash; for a recipe built in Python, the hash of its step list."""
+    if recipe.sha256:
+        return recipe.sha256
+    return hashlib.sha256(_json(step_list(recipe)).encode()).hexdigest()
+
+
+def previous_run(model: Model, recipe: Recipe) -> str | None:
+    """A warning when ``model`` was itself made by ``recipe`` (read from its provenance)."""
+    props = model.metadata_props
+    if props.get("surgeon.recipe_sha256") == recipe_sha256(recipe):
+        return (f"this model was already made by this recipe (from an input with sha256 "
+                f"{props.get('surgeon.input_sha256', '?')[:16]}...); applying it again is probably a mistake")
+    return None
+
+
+def add_provenance(model: Model, recipe: Recipe, input_sha256: str) -> None:
+    """Record how the model is being made. Replaces an earlier run's record: the
+    input hash links to that earlier file, whose own record tells the rest."""
+    from surgeon import __version__
+
+    props = model.metadata_props
+    props.update({
+        "surgeon.version": __version__,
+        "surgeon.recipe_sha256": recipe_sha256(recipe),
+        "surgeon.recipe_steps": _json(step_list(recipe)),
+        "surgeon.input_sha256": input_sha256,
+    })
+    model.metadata_props = props
+
+
+def build_report(result: Any) -> dict[str, Any]:
+    """The JSON report of a :class:`surgeon.workflow.FileResult` (schema in docs/trust.md)."""
+    from surgeon import __version__
+
+    saved = result.saved
+    verification = result.verification
+    failed = verification is not None and verification.status in ("mismatch", "failed")
+    return {
+        "schema": REPORT_SCHEMA,
+        "status": "verification_failed" if failed else "ok",
+        "surgeon_version": __version__,
+        "dry_run": result.dry_run,
+        "recipe": {"path": result.recipe.path, "sha256": recipe_sha256(result.recipe)},
+        "input": {"path": str(result.model_path), "sha256": result.input_sha256},
+        "output": None if saved is None else {
+            "path": str(saved.path), "sha256": result.output_sha256,
+            "data_path": str(saved.data_path) if saved.data_path else None,
+        },
+        "steps": [report.to_dict() for report in result.applied.steps],
+        "renamed": result.applied.renamed,
+        "warnings": list(result.warnings),
+        "verification": verification.to_dict() if verification is not None else None,
+    }
+
+
+def error_report(message: str) -> dict[str, Any]:
+    """The report of a run that stopped with a user error before it could finish."""
+    from surgeon import __version__
+
+    return {"schema": REPORT_SCHEMA, "status": "error", "surgeon_version": __version__, "error": message}
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: a CI job never reads half a report."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".surgeon-report-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(report, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

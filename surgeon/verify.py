@@ -1,0 +1,332 @@
+"""Numeric verification: run a baseline and the edited model in onnxruntime on the
+same inputs and compare every output both have.
+
+The baseline is the original model, or a ``reference`` model when one is given
+(the original often cannot run: that is why it is being edited, e.g. a custom
+``FooOp``). When no baseline can run the result is ``skipped`` with the reason
+- never a silent pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from surgeon.errors import SurgeonError
+
+DEFAULT_DIM = 2
+"""Value of a symbolic dimension nobody bound: 2, not 1, so batch-mixing bugs show."""
+
+# (rtol, atol) per output dtype. Integers and booleans must match exactly.
+_TOLERANCES = {
+    np.dtype(np.float16): (1e-2, 1e-2),
+    np.dtype(np.float32): (1e-4, 1e-5),
+    np.dtype(np.float64): (1e-7, 1e-10),
+}
+
+_NP_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+}
+
+
+class VerificationError(SurgeonError):
+    """The edited model's outputs differ from the baseline's (or it cannot run).
+
+    ``report`` holds the full :class:`VerifyReport`; the workflow attaches the
+    run's ``FileResult`` as ``result`` so a JSON report can still be written.
+    """
+
+    def __init__(self, report: "VerifyReport") -> None:
+        self.report = report
+        self.result: Any = None
+        hint = ("the edit changed what the model computes; nothing was written.\n"
+                "Check the recipe, or loosen --rtol/--atol if the difference is expected"
+                if report.status == "mismatch" else "nothing was written; see the notes above")
+        super().__init__(f"verification failed: {report.summary()}", hint=hint)
+
+
+@dataclass
+class OutputCheck:
+    """The comparison of one output."""
+
+    name: str
+    """Output name in the baseline."""
+    edited_name: str
+    dtype: str = ""
+    shape: list[int] = field(default_factory=list)
+    ok: bool = True
+    rtol: float = 0.0
+    atol: float = 0.0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    worst_index: list[int] | None = None
+    expected: float | None = None
+    got: float | None = None
+    problem: str | None = None
+    """Why the output could not be compared element-wise (shape, dtype, missing)."""
+
+    def describe(self) -> str:
+        label = self.name if self.name == self.edited_name else f"{self.name} (now {self.edited_name})"
+        if self.problem:
+            return f"{label}: {self.problem}"
+        head = f"{label}: {'match' if self.ok else 'MISMATCH'}, max abs error {self.max_abs:.3g}, " \
+               f"max rel error {self.max_rel:.3g} (rtol {self.rtol:g}, atol {self.atol:g})"
+        if not self.ok and self.worst_index is not None:
+            head += f"; worst element {tuple(self.worst_index)}: expected {self.expected:.9g}, got {self.got:.9g}"
+        return head
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify`. ``status`` is ``match``, ``mismatch``, ``failed``
+    (the edited model cannot run, or no output could be compared) or ``skipped``
+    (no baseline could run; ``notes`` says why)."""
+
+    status: str
+    baseline: str
+    outputs: list[OutputCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    dims: dict[str, int] = field(default_factory=dict)
+    seed: int = 0
+    inputs: str = "random"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "match"
+
+    def summary(self) -> str:
+        lines = [f"{self.status} against {self.baseline} ({self.inputs} inputs)"]
+        lines += [f"  {o.describe()}" for o in self.outputs]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "baseline": self.baseline, "inputs": self.inputs, "seed": self.seed,
+                "dims": self.dims, "outputs": [o.to_dict() for o in self.outputs], "notes": self.notes}
+
+
+def tolerance(dtype: np.dtype, rtol: float | None = None, atol: float | None = None) -> tuple[float, float]:
+    """(rtol, atol) for an output dtype; overrides apply to floating-point outputs only."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        return 0.0, 0.0
+    base_rtol, base_atol = _TOLERANCES.get(dtype, (1e-4, 1e-5))
+    return (base_rtol if rtol is None else rtol), (base_atol if atol is None else atol)
+
+
+def verify(
+    original: Any,
+    edited: Any,
+    *,
+    renamed: dict[str, str] | None = None,
+    reference: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    dims: dict[str, int] | None = None,
+    inputs: dict[str, np.ndarray] | str | Path | None = None,
+    seed: int = 0,
+) -> VerifyReport:
+    """Compare ``edited`` with ``original`` (or with ``reference`` when given) in onnxruntime.
+
+    Models are paths, ``ModelProto`` s or :class:`surgeon.Model` s. ``renamed``
+    maps baseline tensor names to edited ones (``ApplyResult.renamed``).
+    ``dims`` binds symbolic dimensions (others get 2); ``inputs`` is a dict of
+    arrays or an ``.npz`` file (otherwise seeded random inputs).
+    """
+    renamed = dict(renamed or {})
+    dims = dict(dims or {})
+    baseline_model, baseline_name = (reference, _name(reference, "the reference")) if reference is not None \
+        else (original, _name(original, "the original"))
+    report = VerifyReport("match", baseline_name, dims=dims, seed=seed,
+                          inputs=str(inputs) if isinstance(inputs, (str, Path)) else
+                          "given" if inputs is not None else "random")
+    try:
+        edited_sess = _session(edited)
+    except Exception as exc:  # onnxruntime raises its own exception types for every reason
+        report.status = "failed"
+        report.notes.append(f"the edited model cannot run in onnxruntime: {_short(exc)}")
+        return report
+    try:
+        base_sess = _session(baseline_model)
+    except Exception as exc:
+        # An original that cannot run is why many edits exist: skip, and say how to
+        # verify anyway. A reference the user chose that cannot run is a failure.
+        report.notes.append(f"{baseline_name} cannot run in onnxruntime ({_short(exc)}); nothing was compared")
+        if reference is None:
+            report.status = "skipped"
+            report.notes.append("give a model that computes the same thing with --reference MODEL "
+                                "(verify: {reference: ...} in the recipe) to compare against")
+        else:
+            report.status = "failed"
+        return report
+
+    feeds = _feeds(edited_sess, base_sess, renamed, dims, inputs, seed)
+    inverse = {new: old for old, new in renamed.items()}
+    base_feeds = {i.name: feeds[renamed.get(i.name, i.name)] for i in base_sess.get_inputs()
+                  if renamed.get(i.name, i.name) in feeds}
+    try:
+        expected = _run(base_sess, base_feeds)
+    except Exception as exc:
+        report.status = "failed" if reference is not None else "skipped"
+        report.notes.append(f"{baseline_name} rejected the inputs built for the edited model "
+                            f"(do the models take the same inputs?): {_short(exc)}")
+        return report
+    try:
+        got = _run(edited_sess, feeds)
+    except Exception as exc:
+        report.status = "failed"
+        report.notes.append(f"the edited model failed to run: {_short(exc)}")
+        return report
+
+    for name, want in expected.items():
+        new_name = renamed.get(name, name)
+        if new_name not in got:
+            report.notes.append(f"output '{name}' of {baseline_name} is not an output of the edited model; not compared")
+            continue
+        report.outputs.append(_compare(name, new_name, want, got[new_name], rtol, atol))
+    for name in got:
+        if inverse.get(name, name) not in expected:
+            report.notes.append(f"output '{name}' of the edited model has no counterpart in {baseline_name}")
+    if not report.outputs:
+        report.status = "failed"
+        report.notes.append("no output could be compared: the models have no output name in common")
+    elif not all(o.ok for o in report.outputs):
+        report.status = "mismatch"
+    return report
+
+
+def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | None, atol: float | None) -> OutputCheck:
+    check = OutputCheck(name, edited_name)
+    if not isinstance(want, np.ndarray) or not isinstance(got, np.ndarray):
+        check.ok = want == got
+        check.problem = None if check.ok else "non-tensor outputs differ"
+        check.dtype = type(want).__name__
+        return check
+    check.dtype, check.shape = str(want.dtype), list(want.shape)
+    check.rtol, check.atol = tolerance(want.dtype, rtol, atol)
+    if got.shape != want.shape or got.dtype != want.dtype:
+        check.ok = False
+        check.problem = f"expected {want.dtype}{list(want.shape)}, got {got.dtype}{list(got.shape)}"
+        return check
+    if want.size == 0:
+        return check
+    a, b = want.astype(np.float64), got.astype(np.float64)
+    same_nan = np.isnan(a) & np.isnan(b)
+    diff = np.where(same_nan, 0.0, np.abs(a - b))
+    diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only is a mismatch
+    # Relative error only where the expected value is non-zero (ReLU outputs are full of zeros).
+    nonzero = np.nan_to_num(np.abs(a)) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(nonzero, diff / np.where(nonzero, np.abs(a), 1.0), 0.0)
+    excess = diff - (check.atol + check.rtol * np.abs(np.nan_to_num(a)))
+    check.max_abs = float(diff.max())
+    check.max_rel = float(np.nan_to_num(rel, nan=np.inf).max())
+    worst = np.unravel_index(int(np.argmax(excess)), want.shape)
+    check.ok = bool(excess.max() <= 0)
+    check.worst_index = [int(i) for i in worst]
+    check.expected, check.got = float(a[worst]), float(b[worst])
+    return check
+
+
+def _feeds(edited_sess, base_sess, renamed: dict[str, str], dims: dict[str, int],
+           given: dict[str, np.ndarray] | str | Path | None, seed: int) -> dict[str, np.ndarray]:
+    """Inputs for the edited model; shapes take fixed dims from either model, then ``dims``."""
+    if isinstance(given, (str, Path)):
+        given = _load_npz(Path(given))
+    base_shapes = {renamed.get(i.name, i.name): i.shape for i in base_sess.get_inputs()}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in edited_sess.get_inputs():
+        if given is not None:
+            if inp.name not in given:
+                raise SurgeonError(f"the verification inputs have no array '{inp.name}'",
+                                   hint=f"the .npz file must hold every input of the edited model: "
+                                        f"{', '.join(i.name for i in edited_sess.get_inputs())}")
+            feeds[inp.name] = np.asarray(given[inp.name])
+            continue
+        dtype = _NP_TYPES.get(inp.type)
+        if dtype is None:
+            raise SurgeonError(f"cannot make random values for input '{inp.name}' of type {inp.type}",
+                               hint="give real inputs with --inputs FILE.npz")
+        other = base_shapes.get(inp.name) or []
+        shape = []
+        for i, d in enumerate(inp.shape):
+            fixed = other[i] if i < len(other) and isinstance(other[i], int) and other[i] > 0 else None
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif fixed is not None:
+                shape.append(fixed)
+            else:
+                shape.append(dims.get(d, DEFAULT_DIM) if isinstance(d, str) else DEFAULT_DIM)
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
+        else:  # small non-negative integers: safe as indices, sizes and ids
+            feeds[inp.name] = rng.integers(0, 4, shape).astype(dtype)
+    return feeds
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise SurgeonError(f"verification inputs not found: {path}", hint="check the --inputs path") from None
+    except Exception as exc:  # numpy raises ValueError, OSError, BadZipFile... for a bad file
+        raise SurgeonError(f"cannot read verification inputs {path}: {_short(exc)}",
+                           hint="save them with numpy.savez(path, input_name=array, ...)") from None
+
+
+def _session(model: Any):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    # Graph optimizations could hide a difference the edit introduced (or create one).
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source: Any
+    if isinstance(model, (str, Path)):
+        source = str(model)
+    elif isinstance(model, onnx.ModelProto):
+        source = model.SerializeToString()
+    elif isinstance(model, bytes):
+        source = model
+    else:
+        from surgeon.model import Model
+
+        if not isinstance(model, Model):
+            raise TypeError(f"verify() takes paths, ModelProtos or surgeon.Models, not {type(model).__name__}")
+        if model.has_external_data:
+            raise ValueError("a model with external data must be saved to a file and verified by path")
+        from surgeon.export import to_proto
+
+        source = to_proto(model).SerializeToString()
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def _run(sess, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def _name(model: Any, default: str) -> str:
+    if isinstance(model, (str, Path)):
+        return str(model)
+    path = getattr(model, "source_path", None)
+    return str(path) if path else default
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."

@@ -1,0 +1,86 @@
+"""`surgeon inspect` and `surgeon diff`, text and JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import onnx
+from onnx import numpy_helper
+
+from surgeon.cli import main
+from util import FIXTURES, shared_model
+
+
+def _cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main([str(a) for a in argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_inspect_fixture():
+    path = FIXTURES / "model_foo.onnx"
+    code, out, err = _cli("inspect", path)
+    assert (code, err) == (0, "")
+    assert out == (f"{path}: IR 7, producer pytorch 2.13.0\n"
+                   "opsets: ai.onnx 13, devtech 1\n"
+                   "inputs:\n  input: float32[N,3,16,16]\n"
+                   "outputs:\n  output: float32[N,8,16,16]\n"
+                   "nodes: 5 (5 in the main graph)\n"
+                   "ops: Conv x2, Relu x2, devtech::FooOp x1\n"
+                   "initializers: 4 (3.2 KiB)\n"
+                   "custom domains: devtech\n")
+
+
+def test_inspect_json_counts_subgraphs():
+    code, out, _ = _cli("inspect", shared_model("silero_vad.onnx"), "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["nodes"] == {"main_graph": 5, "total": 689}
+    assert info["control_flow"] == {"If": 25}
+    assert [i["type"] for i in info["inputs"]] == ["float32[?,?]", "float32[2,?,128]", "int64[]"]
+
+
+def test_inspect_external_data(tmp_path):
+    onnx.save_model(onnx.load(FIXTURES / "model.onnx"), tmp_path / "m.onnx", save_as_external_data=True,
+                    location="m.weights", size_threshold=0)
+    info = json.loads(_cli("inspect", tmp_path / "m.onnx", "--json")[1])
+    assert info["external_data_files"] == ["m.weights"]
+    assert info["initializers"]["bytes"] == json.loads(_cli("inspect", FIXTURES / "model.onnx", "--json")[1])[
+        "initializers"]["bytes"]
+
+
+def test_diff_after_strip(tmp_path):
+    out = tmp_path / "clean.onnx"
+    assert main(["apply", str(FIXTURES.parent / "recipes" / "strip_fooop.yaml"), str(FIXTURES / "model_foo.onnx"),
+                 "-o", str(out)], out=io.StringIO()) == 0
+    code, text, err = _cli("diff", FIXTURES / "model_foo.onnx", out)
+    assert (code, err) == (0, "")
+    assert text == (f"--- {FIXTURES / 'model_foo.onnx'}\n+++ {out}\n"
+                    "nodes: 5 -> 4\n  - /FooOp (devtech::FooOp)\n"
+                    "ops: devtech::FooOp -1\n"
+                    "opset devtech: 1 -> None\n"
+                    "initializers: 4 -> 4 (3232 -> 3232 bytes)\n")
+
+
+def test_diff_json_changed_values_and_io(tmp_path):
+    proto = onnx.load(FIXTURES / "model.onnx")
+    init = proto.graph.initializer[0]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2, init.name))
+    proto.graph.output[0].name = "renamed"
+    proto.graph.node[-1].output[0] = "renamed"
+    onnx.save(proto, tmp_path / "b.onnx")
+    code, text, _ = _cli("diff", FIXTURES / "model.onnx", tmp_path / "b.onnx", "--json")
+    d = json.loads(text)
+    assert code == 0
+    assert d["initializers"]["changed"] == [init.name]
+    assert d["outputs"]["removed"] == [{"name": "output", "type": "float32[N,8,16,16]"}]
+    assert d["outputs"]["added"] == [{"name": "renamed", "type": "float32[N,8,16,16]"}]
+    assert d["nodes"]["added"] == [] and d["op_histogram_delta"] == {}
+
+
+def test_inspect_bad_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"")
+    code, _, err = _cli("inspect", bad)
+    assert code == 1 and err.startswith(f"error: {bad} is not an ONNX model: the file is empty\n")

@@ -1,0 +1,144 @@
+"""Numeric verification: surgeon.verify and `surgeon apply --verify`."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import surgeon
+from surgeon.cli import main
+from surgeon.verify import tolerance
+from util import FIXTURES, RECIPES, shared_model
+
+
+def _cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _perturbed(src, dst):
+    """A copy of ``src`` whose first weight is off by 0.5 (same IO, different numbers)."""
+    proto = onnx.load(src)
+    init = proto.graph.initializer[0]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
+    onnx.save(proto, dst)
+    return dst
+
+
+@pytest.fixture
+def foo(tmp_path):
+    path = tmp_path / "model_foo.onnx"
+    shutil.copy(FIXTURES / "model_foo.onnx", path)
+    return path
+
+
+def test_strip_fooop_matches_shared_reference(tmp_path):
+    model_foo, reference = shared_model("model_foo.onnx"), shared_model("model.onnx")
+    out = tmp_path / "clean.onnx"
+    code, stdout, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(model_foo), "-o", str(out),
+                             "--verify", "--reference", str(reference))
+    assert (code, err) == (0, "")
+    assert f"verify: match against {reference} (random inputs)\n" \
+           "  output: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n" in stdout
+    assert out.exists()
+
+
+def test_wrong_reference_mismatch_writes_nothing(tmp_path, foo):
+    wrong = _perturbed(FIXTURES / "model.onnx", tmp_path / "wrong.onnx")
+    code, stdout, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(foo), "--verify",
+                             "--reference", str(wrong))
+    assert code == 1
+    assert err.startswith(f"error: verification failed: mismatch against {wrong} (random inputs)\n"
+                          "  output: MISMATCH, max abs error ")
+    assert "; worst element (" in err and "expected " in err and ", got " in err
+    assert err.endswith("  hint: the edit changed what the model computes; nothing was written.\n"
+                        "        Check the recipe, or loosen --rtol/--atol if the difference is expected\n")
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_foo.onnx", "wrong.onnx"]
+
+
+def test_shared_wrong_reference_with_other_shapes_fails(tmp_path):
+    """The fixtures' model.onnx takes 16x16 images, the shared one 32x32: a failure, never a pass."""
+    out = tmp_path / "o.onnx"
+    code, _, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(shared_model("model_foo.onnx")),
+                        "-o", str(out), "--verify", "--reference", str(FIXTURES / "model.onnx"))
+    assert code == 1
+    assert err.startswith(f"error: verification failed: failed against {FIXTURES / 'model.onnx'} (random inputs)\n"
+                          f"  note: {FIXTURES / 'model.onnx'} rejected the inputs built for the edited model "
+                          "(do the models take the same inputs?): ")
+    assert not out.exists()
+
+
+def test_original_that_cannot_run_is_skipped_loudly(tmp_path, foo):
+    code, stdout, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(foo), "--verify")
+    assert code == 0
+    assert f"verify: skipped against {foo} (random inputs)\n  note: {foo} cannot run in onnxruntime (" in stdout
+    assert "  note: give a model that computes the same thing with --reference MODEL" in stdout
+    assert "warning: verification skipped: nothing was compared (see the notes above)\n" in stdout
+
+
+def test_python_api_follows_renames_and_tolerances():
+    a = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }""")
+    b = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] z) { z = Relu(x) }""")
+    report = surgeon.verify(a, b, renamed={"y": "z"}, dims={"N": 3})
+    assert isinstance(report, surgeon.VerifyReport)
+    assert report.ok and report.outputs[0].edited_name == "z" and report.outputs[0].shape == [3, 4]
+    unmatched = surgeon.verify(a, b)
+    assert unmatched.status == "failed"
+    assert "no output could be compared: the models have no output name in common" in unmatched.notes
+
+
+def test_mismatch_names_worst_element():
+    a = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 3] x) => (float[2, 3] y) { y = Relu(x) }""")
+    b = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 3] x) => (float[2, 3] y) { y = Abs(x) }""")
+    x = np.array([[1, -1, 2], [-5, 3, 0]], np.float32)
+    report = surgeon.verify(a, b, inputs={"x": x})
+    assert report.status == "mismatch"
+    check = report.outputs[0]
+    assert (check.worst_index, check.expected, check.got, check.max_abs) == ([1, 0], 0.0, 5.0, 5.0)
+    loose = surgeon.verify(a, b, inputs={"x": x}, atol=6.0)
+    assert loose.ok
+
+
+def test_inputs_npz_and_dims(tmp_path, foo):
+    np.savez(tmp_path / "x.npz", input=np.ones((1, 3, 16, 16), np.float32))
+    reference = FIXTURES / "model.onnx"
+    code, stdout, _ = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(foo), "--reference", str(reference),
+                           "--inputs", str(tmp_path / "x.npz"))
+    assert code == 0 and f"verify: match against {reference} ({tmp_path / 'x.npz'} inputs)" in stdout
+    np.savez(tmp_path / "bad.npz", other=np.ones(1))
+    code, _, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(foo), "--reference", str(reference),
+                        "--inputs", str(tmp_path / "bad.npz"))
+    assert code == 1
+    assert err == ("error: the verification inputs have no array 'input'\n"
+                   "  hint: the .npz file must hold every input of the edited model: input\n")
+    code, _, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(foo), "--dim", "N")
+    assert code == 2 and err.startswith("surgeon: error: --dim 'N': expected NAME=N with a positive integer N")
+
+
+def test_recipe_level_verify(tmp_path, foo):
+    shutil.copy(FIXTURES / "model.onnx", tmp_path / "ref.onnx")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nverify: {rtol: 1.0e-6, atol: 0.0, dims: {N: 3}, reference: ref.onnx}\n"
+                      "steps:\n  - pass: remove_node\n    with: {op: FooOp}\n")
+    result = surgeon.workflow.apply_file(recipe, foo, tmp_path / "o.onnx")
+    assert result.verification.ok
+    assert result.verification.dims == {"N": 3}
+    assert result.verification.outputs[0].shape == [3, 8, 16, 16]
+    assert result.verification.outputs[0].rtol == 1e-6
+
+
+def test_tolerance_per_dtype():
+    assert tolerance(np.dtype(np.int64), 1.0, 1.0) == (0.0, 0.0)
+    assert tolerance(np.dtype(np.float16)) == (1e-2, 1e-2)
+    assert tolerance(np.dtype(np.float32), rtol=0.5) == (0.5, 1e-5)
