@@ -110,12 +110,13 @@ class ApplyResult:
         """All tensor renames, composed across steps (original name -> final name)."""
         final: dict[str, str] = {}
         for report in self.steps:
-            for old, new in report.renamed.items():
-                for k, v in final.items():
-                    if v == old:
-                        final[k] = new
-                if old not in final.values():
-                    final.setdefault(old, new)
+            step = report.renamed
+            # Names renamed before take their newest name; original names get an entry.
+            earlier_targets = set(final.values())
+            final = {k: step.get(v, v) for k, v in final.items()}
+            for old, new in step.items():
+                if old not in earlier_targets:
+                    final[old] = new
         return final
 
     def summary(self) -> str:

@@ -227,7 +227,7 @@ def test_unknown_pass_in_python_api():
     model = _model(CHAIN)
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "remove_nod")
-    assert str(exc.value) == "error: unknown pass 'remove_nod'\n  hint: did you mean 'remove_node'?"
+    assert str(exc.value) == "error: unknown pass 'remove_nod'\n  hint: did you mean 'remove_node', 'rename_io'?"
 
 
 def test_every_builtin_pass_is_documented():

@@ -25,10 +25,19 @@ BUILTIN_PASSES: dict[str, str] = {
     "cleanup": "surgeon.passes.cleanup:cleanup",
     "toposort": "surgeon.passes.cleanup:toposort",
     # names, outputs and node edits
+    "rename_io": "surgeon.passes.rename:rename_io",
+    "rename_tensors": "surgeon.passes.rename:rename_tensors",
+    "set_outputs": "surgeon.passes.outputs:set_outputs",
+    "add_outputs": "surgeon.passes.outputs:add_outputs",
+    "extract": "surgeon.passes.outputs:extract",
+    "insert_node": "surgeon.passes.edit:insert_node",
+    "replace_op": "surgeon.passes.edit:replace_op",
     # shapes and types
     # simplification
     # functions, precision, opsets, metadata
     # detectors: pre- and post-processing
+    "insert_nms": "surgeon.passes.nms:insert_nms",
+    "add_preprocess": "surgeon.passes.preprocess:add_preprocess",
 }
 
 ENTRY_POINT_GROUP = "surgeon.passes"
