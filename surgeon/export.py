@@ -49,6 +49,7 @@ class _Exporter:
         self.origin = model.origin
         self.parent: dict[int, gs.Graph | None] = {}
         self.graphs: list[gs.Graph] = []
+        self._chains: dict[int, list[int]] = {}
         self._index_graphs(model.graph, None)
         self.initializers = self._place_initializers()
 
@@ -62,11 +63,15 @@ class _Exporter:
     # -- where each initializer is declared ------------------------------------------
 
     def _ancestors(self, graph: gs.Graph) -> list[int]:
-        chain = []
-        g: gs.Graph | None = graph
-        while g is not None:
-            chain.append(id(g))
-            g = self.parent[id(g)]
+        """Ids of ``graph`` and its enclosing graphs, innermost first (memoized: asked per constant)."""
+        chain = self._chains.get(id(graph))
+        if chain is None:
+            chain = []
+            g: gs.Graph | None = graph
+            while g is not None:
+                chain.append(id(g))
+                g = self.parent[id(g)]
+            self._chains[id(graph)] = chain
         return chain
 
     def _place_initializers(self) -> dict[int, list[gs.Constant]]:

@@ -24,7 +24,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from surgeon.errors import ModelLoadError
 from surgeon.external import ExternalValues, external_problems, is_external, iter_model_tensors
-from surgeon.graphs import node_domain
+from surgeon.graphs import node_domain, quiet_gs
 from surgeon.model import Model, Origin, tensor_signature
 
 # gs logs every graph it imports at INFO/WARNING; surgeon reports changes itself.
@@ -108,7 +108,8 @@ def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None
             hint="no runtime can execute it; re-export the model, or fix the graph with onnx / onnx-graphsurgeon",
         )
     try:
-        graph = gs.import_onnx(proto)
+        with quiet_gs():
+            graph = gs.import_onnx(proto)
     except Exception as exc:  # gs fails in many ways on malformed graphs; all are input problems
         raise ModelLoadError(
             f"{where} cannot be imported: {type(exc).__name__}: {exc}",

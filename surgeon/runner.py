@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import Location, PassError, StepError, SurgeonError
 from surgeon.expect import check_expect
-from surgeon.graphs import node_domain, walk_graphs
+from surgeon.graphs import quiet_gs, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.registry import PassRegistry, registry as default_registry
 from surgeon.passes.result import PassResult
@@ -126,16 +126,19 @@ class ApplyResult:
 # -- snapshots ---------------------------------------------------------------------
 
 def _snapshot(graph: gs.Graph) -> dict[int, tuple[gs.Node, tuple]]:
+    """Per node: (node, signature). Wiring is compared by tensor identity (ids
+    are stable while the node list keeps the tensors alive); renames are
+    reported by the passes that make them."""
     snap = {}
     for g in walk_graphs(graph):
         for n in g.nodes:
-            snap[id(n)] = (n, (n.name, n.op, node_domain(n),
-                               tuple(t.name for t in n.inputs), tuple(t.name for t in n.outputs)))
+            snap[id(n)] = (n, (n.name, n.op, n.domain, tuple(map(id, n.inputs)), tuple(map(id, n.outputs))))
     return snap
 
 
 def _ref(sig: tuple) -> NodeRef:
-    return NodeRef(sig[0] or "", sig[1], sig[2])
+    domain = sig[2] or ""
+    return NodeRef(sig[0] or "", sig[1], "" if domain == "ai.onnx" else domain)
 
 
 # -- running -----------------------------------------------------------------------
@@ -148,7 +151,8 @@ def run_step(model: Model, step: Step, registry: PassRegistry = default_registry
     before = _snapshot(model.graph)
     start = time.perf_counter()
     try:
-        returned = spec.call(model, step.params)
+        with quiet_gs():
+            returned = spec.call(model, step.params)
     except SurgeonError as exc:
         if not in_recipe:
             raise
