@@ -33,6 +33,10 @@ BUILTIN_PASSES: dict[str, str] = {
     "insert_node": "surgeon.passes.edit:insert_node",
     "replace_op": "surgeon.passes.edit:replace_op",
     # shapes and types
+    "infer_shapes": "surgeon.passes.shapes:infer_shapes",
+    "set_shapes": "surgeon.passes.shapes:set_shapes",
+    "set_batch": "surgeon.passes.shapes:set_batch",
+    "set_dtype": "surgeon.passes.shapes:set_dtype",
     # simplification
     # functions, precision, opsets, metadata
     # detectors: pre- and post-processing
