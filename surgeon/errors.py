@@ -116,7 +116,9 @@ class UsageError(SurgeonError):
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
     """Closest matches of ``word`` among ``candidates`` (case-insensitive), best first."""
-    cands = sorted({c for c in candidates if c})
+    # Keys from YAML can be anything (null, numbers): compare their text.
+    word = str(word)
+    cands = sorted({str(c) for c in candidates if c is not None and str(c)})
     lowered = {c.lower(): c for c in cands}
     hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=cutoff)
     # Substring matches catch "Foo" -> "FooOp" which difflib scores low.

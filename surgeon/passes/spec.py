@@ -295,6 +295,10 @@ class PassSpec:
         """Problems of a parameter mapping, as ``(param path, message, hint)``; empty if valid."""
         problems: list[tuple[str, str, str | None]] = []
         for key, value in params.items():
+            if not isinstance(key, str):
+                problems.append((str(key), f"parameter names are strings; got {_yaml_of(key)}",
+                                 "write the parameter's name, e.g. op: FooOp"))
+                continue
             spec = self.params.get(key)
             if spec is None:
                 problems.append((key, f"pass '{self.name}' has no parameter '{key}'",
