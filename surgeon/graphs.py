@@ -50,6 +50,16 @@ def producers(graph: gs.Graph) -> dict[str, gs.Node]:
     return {t.name: n for n in graph.nodes for t in n.outputs if t.name}
 
 
+def fresh_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_1``, ``name_2``... whichever is not taken (and take it)."""
+    candidate, i = name, 0
+    while candidate in taken:
+        i += 1
+        candidate = f"{name}_{i}"
+    taken.add(candidate)
+    return candidate
+
+
 def all_tensor_names(graph: gs.Graph) -> set[str]:
     """Every tensor name visible anywhere in the graph and its subgraphs."""
     names: set[str] = set()

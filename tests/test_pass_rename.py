@@ -7,24 +7,12 @@ import textwrap
 import numpy as np
 import onnx
 import pytest
-from util import RECIPES, assert_same_outputs, random_inputs, shared_model
+from util import RECIPES, assert_same_outputs, call, error_of, random_inputs, shared_model
 
 import surgeon
-from surgeon.errors import PassError
 from surgeon.export import to_proto
 
 
-def call(model, pass_name, /, **params):
-    return surgeon.registry.get(pass_name).call(model, params)
-
-
-def error_of(model, pass_name, /, **params) -> str:
-    """The full error text; the model must be unchanged by the failed pass."""
-    before = to_proto(model).SerializeToString()
-    with pytest.raises(PassError) as excinfo:
-        call(model, pass_name, **params)
-    assert to_proto(model).SerializeToString() == before
-    return str(excinfo.value)
 
 
 def proto_graphs(graph: onnx.GraphProto):

@@ -116,3 +116,22 @@ def assert_same_outputs(before: Any, after: Any, feeds: dict[str, np.ndarray] | 
         else:
             rtol, atol = tolerance(expected.dtype)
             np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=name)
+
+
+def call(model: Any, pass_name: str, /, **params: Any) -> Any:
+    """Run a pass directly (its own PassError, no step wrapping)."""
+    import surgeon
+
+    return surgeon.registry.get(pass_name).call(model, params)
+
+
+def error_of(model: Any, pass_name: str, /, **params: Any) -> str:
+    """The full error text of a failing pass; asserts the failed pass left the model unchanged."""
+    from surgeon.errors import PassError
+    from surgeon.export import to_proto
+
+    before = to_proto(model).SerializeToString()
+    with pytest.raises(PassError) as excinfo:
+        call(model, pass_name, **params)
+    assert to_proto(model).SerializeToString() == before, "a failed pass changed the model"
+    return str(excinfo.value)

@@ -19,7 +19,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.graphs import node_domain, subgraphs_of, walk_graphs
+from surgeon.graphs import fresh_name, node_domain, subgraphs_of, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.outputs import infer_value_infos
 from surgeon.passes.rename import tensor_groups, where_is
@@ -121,7 +121,7 @@ def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: d
     if name is not None and name in node_names:
         raise PassError(f"a node named '{name}' already exists", hint="choose another name, or leave name out")
     taken = set(tensor_groups(model))
-    node_name = name or _fresh(f"{after}_{op}", node_names)
+    node_name = name or fresh_name(f"{after}_{op}", node_names)
     types = _Types(model)
     extras = _extra_inputs(model, owner, tensor, types.of(tensor), inputs_after or [], node_name, taken)
 
@@ -134,7 +134,7 @@ def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: d
                         hint="the new node must run before the readers of its tensor: give a tensor "
                              "computed earlier, or a constant")
 
-    out_name = _fresh(f"{node_name}_{'input' if is_output else 'output'}_0", taken)
+    out_name = fresh_name(f"{node_name}_{'input' if is_output else 'output'}_0", taken)
     data_in = tensor if not is_output else gs.Variable(out_name, tensor.dtype, tensor.shape)
     new_out = tensor if is_output else gs.Variable(out_name)
     types.known[id(data_in)] = types.of(tensor)
@@ -360,13 +360,6 @@ def _unique(nodes) -> list[gs.Node]:
     return [n for n in nodes if not (id(n) in seen or seen.add(id(n)))]
 
 
-def _fresh(name: str, taken: set[str]) -> str:
-    candidate, i = name, 0
-    while candidate in taken:
-        i += 1
-        candidate = f"{name}_{i}"
-    taken.add(candidate)
-    return candidate
 
 
 def _graph_label(model: Model, graph: gs.Graph) -> str:
@@ -440,7 +433,7 @@ def _extra_inputs(model: Model, owner: gs.Graph, data: gs.Tensor, data_type: tup
                                 f"{item!r} has no dtype", hint="give it as {value: ..., dtype: float32}")
             dtype = onnx.helper.tensor_dtype_to_np_dtype(data_type[0]) if data_type else None
             array = _array("the new node", f"inputs_after[{i - 1}]", item, dtype)
-            extras.append(gs.Constant(_fresh(f"{node_name}_input_{i}", taken), array))
+            extras.append(gs.Constant(fresh_name(f"{node_name}_input_{i}", taken), array))
     return extras
 
 

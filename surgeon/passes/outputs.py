@@ -20,7 +20,7 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.export import to_proto
-from surgeon.graphs import subgraphs_of
+from surgeon.graphs import fresh_name, subgraphs_of
 from surgeon.model import Model
 from surgeon.passes.cleanup import cleanup as cleanup_pass
 from surgeon.passes.rename import tensor_groups, where_is
@@ -159,7 +159,7 @@ def extract(model: Model, *, inputs: list[str], outputs: list[str]) -> PassResul
         if t.inputs:
             producer = t.inputs[0]
             slot = next(i for i, o in enumerate(producer.outputs) if o is t)
-            producer.outputs[slot] = gs.Variable(_fresh(f"{t.name}_cut", taken))
+            producer.outputs[slot] = gs.Variable(fresh_name(f"{t.name}_cut", taken))
     model.graph.inputs = list(new_inputs)
     model.graph.outputs = list(new_outputs)
     cleaned = cleanup_pass(model)
@@ -175,14 +175,6 @@ def _quoted(names) -> str:
     return ", ".join(f"'{n}'" for n in names)
 
 
-def _fresh(name: str, taken: set[str]) -> str:
-    """``name``, or ``name_1``, ``name_2``... whichever is not taken (and take it)."""
-    candidate, i = name, 0
-    while candidate in taken:
-        i += 1
-        candidate = f"{name}_{i}"
-    taken.add(candidate)
-    return candidate
 
 
 def main_graph_tensor(model: Model, name: str) -> gs.Tensor:
