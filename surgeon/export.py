@@ -236,12 +236,19 @@ class _Exporter:
             p.attribute.extend(a for a in skipped if a.name not in have)
         return p
 
-    def _value_info(self, t: gs.Tensor, top: bool) -> onnx.ValueInfoProto:
+    def _as_read(self, t: gs.Tensor) -> onnx.ValueInfoProto | None:
+        """The tensor's type proto as the input declared it, while dtype and shape are unchanged."""
         known = self.origin.value_info.get(id(t))
-        if known is not None and known[0] is t and tensor_signature(t) == known[2]:
-            vi = onnx.ValueInfoProto()
-            vi.CopyFrom(known[1])
-            vi.name = t.name
+        if known is None or known[0] is not t or tensor_signature(t) != known[2]:
+            return None
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(known[1])
+        vi.name = t.name  # a rename keeps the type
+        return vi
+
+    def _value_info(self, t: gs.Tensor, top: bool) -> onnx.ValueInfoProto:
+        vi = self._as_read(t)
+        if vi is not None:
             return vi
         if isinstance(t, gs.Variable) and t.type not in (None, "tensor_type", "sequence_type", "sparse_tensor_type"):
             raise ExportError(
@@ -256,11 +263,8 @@ class _Exporter:
         return OnnxExporter.export_value_info_proto(t, do_type_check=False)
 
     def _intermediate_value_info(self, t: gs.Tensor) -> onnx.ValueInfoProto | None:
-        known = self.origin.value_info.get(id(t))
-        if known is not None and known[0] is t and tensor_signature(t) == known[2]:
-            vi = onnx.ValueInfoProto()
-            vi.CopyFrom(known[1])
-            vi.name = t.name
+        vi = self._as_read(t)
+        if vi is not None:
             return vi
         if isinstance(t, gs.Constant):
             return None  # an initializer's type is its own; only a value_info the input had is kept
