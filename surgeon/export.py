@@ -20,7 +20,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import SparseValues
 
 from surgeon.errors import ExportError
-from surgeon.graphs import node_domain, subgraphs_of, walk_graphs
+from surgeon.graphs import node_domain, subgraphs_of
 from surgeon.model import Model, tensor_signature
 
 
@@ -166,7 +166,12 @@ class _Exporter:
             if isinstance(c._values, SparseValues):
                 g.sparse_initializer.append(OnnxExporter.export_sparse_tensor_proto(c))
             else:
-                g.initializer.append(OnnxExporter.export_tensor_proto(c))
+                tensor = OnnxExporter.export_tensor_proto(c)
+                if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.external_data:
+                    # gs keeps the EXTERNAL flag of a constant whose values a pass replaced
+                    # in memory; the bytes are inline now (save moves them out again).
+                    tensor.data_location = onnx.TensorProto.DEFAULT
+                g.initializer.append(tensor)
 
         inputs = [self._value_info(t, top) for t in graph.inputs]
         # Initializers that were graph inputs too (IR 3) go back to their places.

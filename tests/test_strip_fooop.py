@@ -122,3 +122,15 @@ def test_large_models_get_external_data_automatically(tmp_path, monkeypatch):
     written = onnx.load(str(saved.path), load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer)
     onnx.checker.check_model(str(saved.path), full_check=True)
+
+
+def test_weights_replaced_in_memory_on_an_external_data_model(tmp_path):
+    onnx.save_model(onnx.load(FIXTURES / "model.onnx"), tmp_path / "m.onnx", save_as_external_data=True,
+                    location="m.bin", size_threshold=0)
+    model = surgeon.load(tmp_path / "m.onnx")
+    conv = next(n for n in model.graph.nodes if n.op == "Conv")
+    conv.inputs[1].values = np.zeros((8, 3, 3, 3), np.float32)  # what a folding or fp16 pass does
+    saved = surgeon.save(model, tmp_path / "out.onnx")
+    reloaded = surgeon.load(saved.path)
+    weight = next(n for n in reloaded.graph.nodes if n.op == "Conv").inputs[1]
+    assert np.array_equal(weight.values, np.zeros((8, 3, 3, 3), np.float32))
