@@ -39,6 +39,10 @@ BUILTIN_PASSES: dict[str, str] = {
     "set_dtype": "surgeon.passes.shapes:set_dtype",
     # simplification
     # functions, precision, opsets, metadata
+    "inline_functions": "surgeon.passes.functions:inline_functions",
+    "to_fp16": "surgeon.passes.precision:to_fp16",
+    "convert_opset": "surgeon.passes.opset:convert_opset",
+    "set_metadata": "surgeon.passes.metadata:set_metadata",
     # detectors: pre- and post-processing
     "insert_nms": "surgeon.passes.nms:insert_nms",
     "add_preprocess": "surgeon.passes.preprocess:add_preprocess",

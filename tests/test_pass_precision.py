@@ -1,0 +1,394 @@
+"""to_fp16: float32 computation to float16, Casts where float32 stays, checked in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnx.parser
+import onnx.shape_inference
+import pytest
+from util import POLYGRAPHY, RECIPES, random_inputs, run, shared_model
+
+import surgeon
+from surgeon.export import to_proto
+from surgeon.passes.registry import registry
+from surgeon.recipe.model import Step
+from surgeon.runner import run_step
+
+# Resize's scales are tensor(float) in the schema, ConstantOfShape's value an attribute,
+# Shape's output int64, CumSum is blocked by default, w holds a value beyond float16's range.
+SMALL = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[1, 2, 4, 4] x) => (float[1, 2, 8, 8] y, float[1, 2, 4, 4] c) {
+  r = Relu (x)
+  scales = Constant <value: tensor = float[4] {1.0, 1.0, 2.0, 2.0}> ()
+  up = Resize <mode: string = "linear"> (r, , scales)
+  y = Mul (up, w)
+  shape = Shape (x)
+  half = ConstantOfShape <value: tensor = float[1] {0.5}> (shape)
+  s = Add (r, half)
+  axis = Constant <value_ints: ints = [3]> ()
+  c = CumSum (s, axis)
+}"""
+
+WITH_CALL = """<ir_version: 8, opset_import: ["" : 17, "pkg" : 1]>
+agraph (float[2, 3] x) => (float[2, 3] y) {
+  a = Relu (x)
+  b = pkg.Fn (a)
+  y = Sigmoid (b)
+}
+<domain: "pkg", opset_import: ["" : 17]>
+Fn (p) => (q) { q = Neg (p) }"""
+
+
+def small() -> onnx.ModelProto:
+    proto = onnx.parser.parse_model(SMALL)
+    w = np.array([2.0, 70000.0], np.float32).reshape(1, 2, 1, 1)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(w, "w"))
+    return proto
+
+
+def fp16(model: surgeon.Model, **params):
+    return run_step(model, Step("to_fp16", params))
+
+
+def structure(graph: onnx.GraphProto) -> list[tuple]:
+    return [(n.op_type, list(n.input), list(n.output)) + tuple(a.i for a in n.attribute if a.name == "to")
+            for n in graph.node]
+
+
+def types(proto: onnx.ModelProto) -> dict[str, int]:
+    g = proto.graph
+    found = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.output) + list(g.value_info)}
+    found.update({t.name: t.data_type for t in g.initializer})
+    return found
+
+
+def inferred_types(proto: onnx.ModelProto) -> dict[str, int]:
+    return {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}
+
+
+def assert_close_fp16(reference, converted, feeds, cast_inputs: bool = False) -> None:
+    """Every output within 1e-2 of the output's own scale (float16 keeps ~3 decimal digits)."""
+    feeds16 = {k: v.astype(np.float16) if cast_inputs and v.dtype == np.float32 else v for k, v in feeds.items()}
+    want, got = run(reference, feeds), run(converted, feeds16)
+    assert want.keys() == got.keys()
+    for name, expected in want.items():
+        actual = got[name].astype(expected.dtype)
+        assert actual.shape == expected.shape, name
+        scale = max(float(np.abs(expected).max()), 1e-3) if expected.size else 1.0
+        np.testing.assert_allclose(actual, expected, rtol=1e-2, atol=1e-2 * scale, err_msg=name)
+
+
+F32, F16, I64 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT64
+
+
+# -- exact structure -------------------------------------------------------------------------------------
+
+
+def test_converts_computation_and_keeps_typed_inputs_and_the_interface():
+    proto = small()
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    assert structure(after.graph) == [
+        ("Cast", ["x"], ["x_fp16"], F16),
+        ("Relu", ["x_fp16"], ["r"]),
+        ("Constant", [], ["scales"]),
+        ("Resize", ["r", "", "scales"], ["up"]),
+        ("Mul", ["up", "w"], ["y_fp16"]),
+        ("Cast", ["y_fp16"], ["y"], F32),
+        ("Shape", ["x"], ["shape"]),
+        ("ConstantOfShape", ["shape"], ["half"]),
+        ("Add", ["r", "half"], ["s"]),
+        ("Cast", ["s"], ["s_fp32"], F32),
+        ("Constant", [], ["axis"]),
+        ("CumSum", ["s_fp32", "axis"], ["c"]),
+    ]
+    assert after.graph.node[2].attribute[0].t.data_type == F32  # Resize's scales stay float32
+    half = after.graph.node[7].attribute[0].t
+    assert (half.data_type, onnx.numpy_helper.to_array(half).tolist()) == (F16, [0.5])
+    # Tensors the input declared (and the new ones) carry their new types; the rest stay undeclared.
+    assert types(after) == {"x": F32, "y": F32, "c": F32, "w": F16, "x_fp16": F16, "y_fp16": F16,
+                            "s_fp32": F32}
+    assert onnx.numpy_helper.to_array(after.graph.initializer[0]).ravel().tolist() == [2.0, 65504.0]
+    assert report.summary() == "step 1 (to_fp16): added 3 nodes (Cast x3); rewired 3 nodes"
+    assert report.notes == [
+        "5 node(s) now compute in float16",
+        "kept in float32: CumSum: a running sum accumulates float16 rounding errors along the axis x1",
+        "clamped 1 constant value(s) beyond float16's range to +-65504",
+    ]
+    onnx.checker.check_model(after, full_check=True)
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    want, got = run(proto, feeds), run(after, feeds)
+    np.testing.assert_allclose(got["c"], want["c"], rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(got["y"][:, 0], want["y"][:, 0], rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(got["y"][:, 1], want["y"][:, 1] * 65504 / 70000, rtol=1e-2, atol=1e-2)
+
+
+def test_float16_interface():
+    model = surgeon.load(small())
+    fp16(model, keep_io_types=False, op_block_list=[])
+    after = to_proto(model)
+    assert [n.op_type for n in after.graph.node] == ["Relu", "Constant", "Resize", "Mul", "Shape",
+                                                     "ConstantOfShape", "Add", "Constant", "CumSum"]
+    assert {k: types(after)[k] for k in ("x", "y", "c")} == {"x": F16, "y": F16, "c": F16}
+    onnx.checker.check_model(after, full_check=True)
+
+
+def test_tiny_constants_stay_nonzero_and_constant_nodes_follow_their_readers():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[3] x) => (float[3] y, float[3] z) {
+          eps = Constant <value_float: float = 1e-9> ()
+          k = Constant <value_floats: floats = [1.0, 2.0, 3.0]> ()
+          d = Add (x, eps)
+          y = Div (x, d)
+          z = CumSum (k, zero)
+        }""")
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"))
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    by_output = {n.output[0]: n for n in after.graph.node}
+    eps = by_output["eps"].attribute[0]
+    assert (eps.name, eps.t.data_type, onnx.numpy_helper.to_array(eps.t).item()) == ("value", F16, 2**-24)
+    assert by_output["k"].attribute[0].name == "value_floats"  # CumSum wants float32: left alone
+    assert "set 1 nonzero constant value(s) below float16's smallest subnormal to +-6e-08 instead of 0 " \
+           "(keeps epsilons nonzero)" in report.notes
+    x = np.zeros(3, np.float32)
+    assert np.isfinite(run(after, {"x": x})["y"]).all()  # 0 / (0 + eps): an epsilon flushed to 0 would give NaN
+
+
+# -- real models -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, dims", [("model.onnx", {}), ("tiny_yolo_legacy.onnx", {}),
+                                        ("transformer_encoder_dynamo.onnx", {"batch": 2, "seq": 7})])
+def test_real_models_compute_within_float16_tolerance(name, dims, tmp_path):
+    path = shared_model(name)
+    model = surgeon.load(path)
+    fp16(model)
+    out = surgeon.save(model, tmp_path / "fp16.onnx").path
+    saved = onnx.load(out)
+    floats = [t for t in saved.graph.initializer if t.data_type in (F32, F16)]
+    assert floats and all(t.data_type == F16 for t in floats)
+    assert out.stat().st_size < 0.6 * path.stat().st_size
+    assert_close_fp16(path, out, random_inputs(path, dims=dims, seed=1))
+
+
+def test_shape_arithmetic_of_a_legacy_export_stays_integer():
+    path = shared_model("tiny_yolo_legacy.onnx")  # grid coordinates from Shape/Range/Cast chains
+    model = surgeon.load(path)
+    before = inferred_types(to_proto(model))
+    report = fp16(model)
+    after = inferred_types(to_proto(model))
+    ints = [name for name, t in before.items() if t in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)]
+    assert len(ints) > 50 and all(after[name] == before[name] for name in ints)
+    assert "kept in float32: Range: ONNX defines no float16 for input 'start' x6" in report.notes
+
+
+def test_float16_interface_on_a_real_model():
+    path = shared_model("tiny_yolo_dynamo.onnx")
+    model = surgeon.load(path)
+    fp16(model, keep_io_types=False)
+    after = to_proto(model)
+    assert [v.type.tensor_type.elem_type for v in list(after.graph.input) + list(after.graph.output)] == [F16] * 3
+    assert_close_fp16(path, after, random_inputs(path, seed=2), cast_inputs=True)
+
+
+def test_custom_op_stays_float32():
+    path = shared_model("model_foo.onnx")  # devtech::FooOp between the two blocks; ORT cannot run it
+    model = surgeon.load(path)
+    report = fp16(model)
+    after = to_proto(model)
+    foo = next(n for n in after.graph.node if n.op_type == "FooOp")
+    producers = {o: n for n in after.graph.node for o in n.output}
+    assert producers[foo.input[0]].op_type == "Cast"  # float16 in, Cast back to float32 for the custom op
+    assert [n.op_type for n in after.graph.node if foo.output[0] in n.input] == ["Cast"]
+    assert "kept in float32: no ONNX schema: devtech::FooOp x1" in report.notes
+
+
+def test_node_block_list_keeps_a_node_in_float32():
+    path = shared_model("model.onnx")
+    model = surgeon.load(path)
+    report = fp16(model, node_block_list=["/block2/block2.0/Conv"])
+    after = to_proto(model)
+    conv = next(n for n in after.graph.node if n.name == "/block2/block2.0/Conv")
+    assert {types(after).get(i) for i in conv.input} == {F32}
+    assert "kept in float32: node_block_list x1" in report.notes
+    assert_close_fp16(path, after, random_inputs(path))
+
+
+def test_local_function_calls_stay_float32():
+    proto = onnx.parser.parse_model(WITH_CALL)
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    assert structure(after.graph) == [
+        ("Cast", ["x"], ["x_fp16"], F16), ("Relu", ["x_fp16"], ["a"]), ("Cast", ["a"], ["a_fp32"], F32),
+        ("Fn", ["a_fp32"], ["b"]), ("Cast", ["b"], ["b_fp16"], F16), ("Sigmoid", ["b_fp16"], ["y_fp16"]),
+        ("Cast", ["y_fp16"], ["y"], F32)]
+    assert after.functions[0].SerializeToString() == proto.functions[0].SerializeToString()
+    assert report.notes[1:] == ["kept in float32: local function: pkg::Fn x1",
+                                "1 local function(s) not converted (run inline_functions first to convert them)"]
+    feeds = {"x": np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)}
+    assert_close_fp16(proto, after, feeds)
+
+
+def test_external_weights(tmp_path):
+    path = POLYGRAPHY / "ext_weights_same_dir" / "ext_weights.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    model = surgeon.load(path)
+    fp16(model)
+    out = surgeon.save(model, tmp_path / "ext16.onnx")
+    assert out.data_path is not None
+    assert_close_fp16(path, out.path, random_inputs(path))
+
+
+# -- subgraphs ---------------------------------------------------------------------------------------------
+
+
+def test_control_flow_bodies_stay_float32_and_read_float32():
+    path = shared_model("silero_vad.onnx")  # 684 nodes inside nested If branches reading outer tensors
+    model = surgeon.load(path)
+    report = fp16(model, keep_io_types=False)
+    after = to_proto(model)
+    assert report.notes == ["2 node(s) now compute in float16",
+                            "kept in float32: control flow (its bodies stay float32) x1",
+                            "684 node(s) inside If/Loop/Scan bodies stay float32"]
+    outer16 = {v.name for v in after.graph.input if v.type.tensor_type.elem_type == F16}
+    for g in _subgraphs(after.graph):
+        assert not any(i in outer16 for n in g.node for i in n.input)  # they read float32 Casts instead
+    onnx.checker.check_model(after, full_check=True)
+    rng = np.random.default_rng(0)
+    feeds = {"input": rng.standard_normal((2, 512)).astype(np.float32),
+             "state": rng.standard_normal((2, 2, 128)).astype(np.float32), "sr": np.array(16000, np.int64)}
+    assert_close_fp16(path, after, feeds, cast_inputs=True)
+
+
+def _subgraphs(graph: onnx.GraphProto):
+    for n in graph.node:
+        for a in n.attribute:
+            if a.HasField("g"):
+                yield a.g
+                yield from _subgraphs(a.g)
+
+
+@pytest.mark.parametrize("name", ["ctrlflow_script_legacy.onnx", "ctrlflow_cond_dynamo.onnx"])
+def test_if_and_loop_models(name):
+    path = shared_model(name)
+    model = surgeon.load(path)
+    fp16(model)
+    after = to_proto(model)
+    onnx.checker.check_model(after, full_check=True)
+    for seed in (0, 1, 2):
+        feeds = random_inputs(path, seed=seed)
+        assert_close_fp16(path, after, feeds)
+
+
+# -- it does not fire ------------------------------------------------------------------------------------
+
+
+def test_float16_model_is_unchanged():
+    path = POLYGRAPHY / "matmul.fp16.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    model = surgeon.load(path)
+    before = to_proto(model).SerializeToString()
+    report = fp16(model)
+    assert to_proto(model).SerializeToString() == before
+    assert report.summary() == "step 1 (to_fp16): no change"
+    assert report.notes == ["nothing to convert: no float32 computation or constant would change"]
+
+
+def test_converting_twice_is_converting_once():
+    model = surgeon.load(shared_model("transformer_encoder_dynamo.onnx"))
+    fp16(model)
+    once = to_proto(model).SerializeToString()
+    report = fp16(model)
+    assert to_proto(model).SerializeToString() == once
+    assert not report.changed
+
+
+def test_model_that_is_all_control_flow_is_unchanged():
+    model = surgeon.load(shared_model("ctrlflow_while_dynamo.onnx"))  # a single Loop
+    before = to_proto(model).SerializeToString()
+    report = fp16(model)
+    assert to_proto(model).SerializeToString() == before
+    assert report.notes == ["nothing to convert: no float32 computation or constant would change",
+                            "5 node(s) inside If/Loop/Scan bodies stay float32"]
+
+
+# -- errors ------------------------------------------------------------------------------------------------
+
+
+def error_of(model: surgeon.Model, **params) -> str:
+    before = to_proto(model).SerializeToString()
+    with pytest.raises(surgeon.StepError) as excinfo:
+        fp16(model, **params)
+    assert to_proto(model).SerializeToString() == before
+    return str(excinfo.value)
+
+
+def test_unknown_node_name():
+    assert error_of(surgeon.load(shared_model("model.onnx")), node_block_list=["/block2/block2.0/Cov"]) == (
+        "error: step 1 (to_fp16): node_block_list names '/block2/block2.0/Cov', but the model has no node of "
+        "that name\n"
+        "  hint: did you mean '/block2/block2.0/Conv', '/block1/block1.0/Conv', '/block2/block2.2/Relu'?")
+
+
+def test_misspelt_op():
+    assert error_of(surgeon.load(shared_model("model.onnx")), op_block_list=["Cumsum"]) == (
+        "error: step 1 (to_fp16): op_block_list names 'Cumsum', which is neither an op of this model nor an "
+        "ONNX op\n"
+        "  hint: did you mean 'CumSum', 'Sum'?")
+
+
+def test_weightless_model():
+    path = POLYGRAPHY / "weightless.conv.onnx"  # shapes without data, as TensorRT's weightless export writes
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    assert error_of(surgeon.load(path)) == (
+        "error: step 1 (to_fp16): cannot convert initializer 'b' to float16: its values cannot be read "
+        "(cannot reshape array of size 0 into shape (4,16,4,4))\n"
+        "  hint: the model may have been saved without its weights; convert the model that has them")
+
+
+# -- recipes ----------------------------------------------------------------------------------------------
+
+
+def test_docstring_example_runs_on_a_real_model():
+    path = shared_model("tiny_yolo_dynamo.onnx")
+    model = surgeon.load(path)
+    surgeon.apply(surgeon.parse_recipe(registry.get("to_fp16").example()), model)
+    assert_close_fp16(path, to_proto(model), random_inputs(path))
+
+
+def test_ready_recipe_runs_on_a_real_model(tmp_path):
+    path = shared_model("model_dynamo.onnx")
+    model = surgeon.load(path)
+    surgeon.apply(RECIPES / "to_fp16.yaml", model)
+    out = surgeon.save(model, tmp_path / "fp16.onnx").path
+    assert_close_fp16(path, out, random_inputs(path))
+
+
+def test_sequences_keep_their_element_type():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[2, 3] x) => (float[2, 3] y) {
+          a = Relu (x)
+          s = SequenceConstruct (a, a)
+          pos = Constant <value: tensor = int64 {1}> ()
+          b = SequenceAt (s, pos)
+          y = Sigmoid (b)
+        }""")
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    assert structure(after.graph)[2:6] == [
+        ("Cast", ["a"], ["a_fp32"], F32), ("SequenceConstruct", ["a_fp32", "a_fp32"], ["s"]),
+        ("Constant", [], ["pos"]), ("SequenceAt", ["s", "pos"], ["b"])]
+    assert report.notes[1] == ("kept in float32: SequenceConstruct: sequence, map or optional values x1; "
+                               "SequenceAt: sequence, map or optional values x1")
+    onnx.checker.check_model(after, full_check=True)
+    assert_close_fp16(proto, after, {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)})
