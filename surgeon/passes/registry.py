@@ -38,6 +38,11 @@ BUILTIN_PASSES: dict[str, str] = {
     "set_batch": "surgeon.passes.shapes:set_batch",
     "set_dtype": "surgeon.passes.shapes:set_dtype",
     # simplification
+    "fold_constants": "surgeon.passes.fold:fold_constants",
+    "eliminate_noops": "surgeon.passes.noops:eliminate_noops",
+    "fuse": "surgeon.passes.fuse:fuse",
+    "dedupe_initializers": "surgeon.passes.dedupe:dedupe_initializers",
+    "simplify": "surgeon.passes.simplify:simplify",
     # functions, precision, opsets, metadata
     "inline_functions": "surgeon.passes.functions:inline_functions",
     "to_fp16": "surgeon.passes.precision:to_fp16",

@@ -8,6 +8,7 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError
 from surgeon.model import Model
+from surgeon.passes._rewire import bypass as _bypass, detach as _detach, label as _label
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 
@@ -61,10 +62,6 @@ def remove_node(model: Model, select: Selector, *, input: int = 0,
     return result
 
 
-def _label(node: gs.Node) -> str:
-    return f"node '{node.name}' ({node.op})" if node.name else f"an unnamed {node.op} node"
-
-
 def _check(node: gs.Node, graph: gs.Graph, input: int, mode: str) -> None:
     if mode == "drop":
         readers = [c for t in node.outputs for c in t.outputs if c is not node]
@@ -88,49 +85,6 @@ def _check(node: gs.Node, graph: gs.Graph, input: int, mode: str) -> None:
             f"({', '.join(t.name for t in used)}), and one input can replace only one output",
             hint="remove the readers of the extra outputs first, or use mode: drop",
         )
-
-
-def _detach(node: gs.Node, graph: gs.Graph) -> None:
-    node.inputs.clear()
-    node.outputs.clear()
-    graph.nodes.remove(node)
-
-
-def _bypass(node: gs.Node, graph: gs.Graph, input: int, result: PassResult) -> None:
-    x = node.inputs[input]
-    used = [t for t in node.outputs if t.outputs or t in graph.outputs]
-    if not used:
-        _detach(node, graph)
-        return
-    y = used[0]
-    for consumer in list(y.outputs):
-        if consumer is node:
-            continue
-        for i, t in enumerate(consumer.inputs):
-            if t is y:
-                consumer.inputs[i] = x
-    if not any(t is y for t in graph.outputs):
-        _detach(node, graph)
-        return
-    # y is a graph output: keep its name by having x's producer write y directly.
-    producer = x.inputs[0] if isinstance(x, gs.Variable) and len(x.inputs) == 1 else None
-    movable = (producer is not None and producer in graph.nodes
-               and not any(x is t for g_io in (graph.inputs, graph.outputs) for t in g_io))
-    _detach(node, graph)
-    if movable:
-        for consumer in list(x.outputs):
-            for i, t in enumerate(consumer.inputs):
-                if t is x:
-                    consumer.inputs[i] = y
-        idx = next(i for i, t in enumerate(producer.outputs) if t is x)
-        producer.outputs[idx] = y
-        if y.dtype is None:
-            y.dtype, y.shape = x.dtype, x.shape
-        result.notes.append(f"graph output '{y.name}' is now produced by {_label(producer)}")
-    else:
-        ident = gs.Node("Identity", name=(node.name or node.op) + "_bypass", inputs=[x], outputs=[y])
-        graph.nodes.append(ident)
-        result.notes.append(f"graph output '{y.name}' now copies '{x.name}' through an Identity")
 
 
 def _drop(node: gs.Node, graph: gs.Graph, result: PassResult) -> None:

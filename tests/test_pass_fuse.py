@@ -1,0 +1,193 @@
+"""fuse: BatchNormalization/Mul/Add into Conv, MatMul+Add into Gemm, reshape and transpose chains."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper
+import onnx.parser
+import pytest
+from onnx import TensorProto
+from util import assert_same_outputs, random_inputs, shared_model
+
+import surgeon
+from surgeon.errors import PassError
+from surgeon.export import to_proto
+
+RNG = np.random.default_rng(0)
+
+
+def _init(name: str, shape: tuple[int, ...], low: float = -1.0, high: float = 1.0) -> onnx.TensorProto:
+    return onnx.numpy_helper.from_array(RNG.uniform(low, high, shape).astype(np.float32), name)
+
+
+def _model(nodes, inputs, outputs, inits, opset: int = 17) -> surgeon.Model:
+    graph = oh.make_graph(nodes, "g", inputs, outputs, initializer=inits)
+    return surgeon.load(oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)]))
+
+
+def _vi(name: str, shape) -> onnx.ValueInfoProto:
+    return oh.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _ops(model: surgeon.Model) -> list[str]:
+    return [n.op for n in model.graph.nodes]
+
+
+def _conv_chain(*tail: onnx.NodeProto, out: str = "y", bias: bool = True) -> surgeon.Model:
+    inits = [_init("w", (4, 3, 3, 3)), _init("scale", (4,)), _init("bias", (4,)), _init("mean", (4,)),
+             _init("var", (4,), 0.5, 2.0), _init("m", (4, 1, 1)), _init("a", (1, 4, 1, 1)), _init("s", ()),
+             _init("row", (8,)), _init("rows", (8, 1))]
+    if bias:
+        inits.append(_init("b", (4,)))
+    conv = oh.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    return _model([conv, *tail], [_vi("x", ["N", 3, 8, 8])], [_vi(out, ["N", 4, 8, 8])], inits)
+
+
+def test_conv_bn_folds_batchnorm_into_the_conv():
+    model = _conv_chain(oh.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["y"],
+                                     epsilon=1e-3))
+    before = to_proto(model)
+    report = surgeon.run_pass(model, "fuse")
+    assert _ops(model) == ["Conv"]
+    conv = model.graph.nodes[0]
+    assert conv.name == "conv" and conv.outputs[0].name == "y"
+    assert [t.name for t in conv.inputs] == ["x", "w_fused", "w_fused_bias"]
+    assert report.details["fused"] == {"conv_bn": 1}
+    assert report.notes == ["fused: conv_bn x1"]
+    assert_same_outputs(before, model, random_inputs(before, {"N": 2}))
+
+
+def test_conv_without_bias_gets_one():
+    model = _conv_chain(oh.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["y"]),
+                        bias=False)
+    before = to_proto(model)
+    surgeon.run_pass(model, "fuse", patterns=["conv_bn"])
+    assert [t.name for t in model.graph.nodes[0].inputs] == ["x", "w_fused", "w_fused_bias"]
+    assert_same_outputs(before, model, random_inputs(before, {"N": 2}))
+
+
+def test_conv_mul_and_conv_add_fold_per_channel_constants():
+    model = _conv_chain(oh.make_node("Mul", ["c", "m"], ["c1"]), oh.make_node("Add", ["a", "c1"], ["c2"]),
+                        oh.make_node("Mul", ["s", "c2"], ["c3"]), oh.make_node("Sub", ["c3", "a"], ["y"]))
+    before = to_proto(model)
+    report = surgeon.run_pass(model, "fuse", patterns=["conv_mul", "conv_add"])
+    assert _ops(model) == ["Conv"]
+    assert report.details["fused"] == {"conv_mul": 2, "conv_add": 2}
+    assert_same_outputs(before, model, random_inputs(before, {"N": 2}))
+
+
+def test_bn_mul_and_bn_add_fold_into_the_batchnorm():
+    bn = oh.make_node("BatchNormalization", ["r", "scale", "bias", "mean", "var"], ["n"])
+    model = _conv_chain(oh.make_node("Relu", ["c"], ["r"]), bn, oh.make_node("Mul", ["n", "m"], ["n1"]),
+                        oh.make_node("Add", ["n1", "a"], ["y"]))
+    before = to_proto(model)
+    surgeon.run_pass(model, "fuse", patterns=["bn_mul", "bn_add"])
+    assert _ops(model) == ["Conv", "Relu", "BatchNormalization"]
+    assert model.graph.nodes[2].outputs[0].name == "y"
+    assert_same_outputs(before, model, random_inputs(before, {"N": 2}))
+
+
+def test_conv_read_twice_or_non_channel_constants_are_not_fused():
+    model = _conv_chain(oh.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["n"]),
+                        oh.make_node("Add", ["n", "c"], ["y"]))
+    before = to_proto(model).SerializeToString()
+    surgeon.run_pass(model, "fuse")
+    assert to_proto(model).SerializeToString() == before
+    for const in ("row", "rows"):  # per column, per row: not per channel
+        model = _conv_chain(oh.make_node("Mul", ["c", const], ["y"]))
+        before = to_proto(model).SerializeToString()
+        surgeon.run_pass(model, "fuse")
+        assert to_proto(model).SerializeToString() == before
+
+
+def test_matmul_add_becomes_gemm_for_2d_inputs_only():
+    inits = [_init("B", (8, 5)), _init("C", (5,))]
+    nodes = [oh.make_node("MatMul", ["a", "B"], ["p"], name="mm"), oh.make_node("Add", ["p", "C"], ["y"])]
+    model = _model(nodes, [_vi("a", ["M", 8])], [_vi("y", ["M", 5])], inits)
+    before = to_proto(model)
+    surgeon.run_pass(model, "fuse", patterns=["matmul_add"])
+    assert [(n.op, n.name, [t.name for t in n.inputs], n.outputs[0].name) for n in model.graph.nodes] == \
+        [("Gemm", "mm", ["a", "B", "C"], "y")]
+    assert_same_outputs(before, model, random_inputs(before, {"M": 3}))
+
+    model = _model(nodes, [_vi("a", ["K", "M", 8])], [_vi("y", ["K", "M", 5])], inits)
+    before = to_proto(model).SerializeToString()
+    surgeon.run_pass(model, "fuse", patterns=["matmul_add"])
+    assert to_proto(model).SerializeToString() == before
+
+
+def test_reshape_and_transpose_chains_collapse():
+    model = surgeon.load(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    agraph (float[2, 3, 4] x) => (float[6, 4] y, float[4, 3, 2] z, float[2, 3, 4] w)
+        <int64[2] flat = {6, 4}, int64[1] axis = {0}> {
+        u = Unsqueeze (x, axis)
+        r = Reshape (u, flat)
+        y = Relu (r)
+        t1 = Transpose <perm = [1, 0, 2]> (x)
+        t2 = Transpose <perm = [2, 0, 1]> (t1)
+        z = Neg (t2)
+        t3 = Transpose <perm = [1, 0, 2]> (t1)
+        w = Relu (t3)
+    }"""))
+    before = to_proto(model)
+    report = surgeon.run_pass(model, "fuse", patterns=["reshape_chain", "transpose_chain"])
+    assert [(n.op, n.inputs[0].name, n.attrs.get("perm")) for n in model.graph.nodes] == [
+        ("Reshape", "x", None), ("Relu", "r", None), ("Transpose", "x", [2, 1, 0]), ("Neg", "t2", None),
+        ("Relu", "x", None)]
+    assert report.details["fused"] == {"reshape_chain": 1, "transpose_chain": 2}
+    assert_same_outputs(before, model)
+
+
+def test_unknown_pattern_is_an_error_with_suggestions():
+    model = _conv_chain(oh.make_node("Relu", ["c"], ["y"]))
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "fuse", patterns=["conv_bn", "matmul_ad"])
+    assert str(exc.value) == "error: unknown fusion pattern 'matmul_ad'\n  hint: did you mean 'matmul_add'?"
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "fuse", patterns=["zzz"])
+    assert str(exc.value) == (
+        "error: unknown fusion pattern 'zzz'\n  hint: known patterns: conv_bn, conv_mul, conv_add, bn_mul, "
+        "bn_add, matmul_add, reshape_chain, transpose_chain")
+
+
+def test_fusion_inside_an_if_branch():
+    w, b = _init("w", (4, 3, 1, 1)), [_init(n, (4,), 0.5, 2.0) for n in ("scale", "bias", "mean", "var")]
+    then_branch = oh.make_graph(
+        [oh.make_node("Conv", ["x", "w"], ["c"]),
+         oh.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["t"])],
+        "then", [], [_vi("t", [1, 4, 2, 2])], initializer=[w, *b])
+    else_branch = oh.make_graph([oh.make_node("Neg", ["x"], ["e"])], "else", [], [_vi("e", [1, 3, 2, 2])])
+    node = oh.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch)
+    model = _model([node], [oh.make_tensor_value_info("cond", TensorProto.BOOL, []), _vi("x", [1, 3, 2, 2])],
+                   [_vi("y", None)], [])
+    before = to_proto(model)
+    surgeon.run_pass(model, "fuse")
+    assert [n.op for n in model.graph.nodes[0].attrs["then_branch"].nodes] == ["Conv"]
+    x = RNG.standard_normal((1, 3, 2, 2)).astype(np.float32)
+    assert_same_outputs(before, model, {"cond": np.array(True), "x": x})
+
+
+def test_docstring_example_runs_on_a_real_model(tmp_path):
+    path = shared_model("model_keepbn.onnx")
+    model = surgeon.load(path)
+    recipe = surgeon.parse_recipe(surgeon.registry.get("fuse").example())
+    result = surgeon.apply(recipe, model)
+    assert "BatchNormalization" not in _ops(model)
+    assert result.steps[0].details["fused"] == {"conv_bn": 2}
+    surgeon.save(model, tmp_path / "m.onnx")
+    assert_same_outputs(path, tmp_path / "m.onnx", random_inputs(path, {"N": 2}))
+
+
+@pytest.mark.parametrize("name", ["light_densenet121.onnx", "polygraphy/residual_block.onnx",
+                                  "ctrlflow_script_legacy.onnx"])
+def test_real_models_stay_equal(name, tmp_path):
+    path = shared_model(name)
+    model = surgeon.load(path)
+    if name.startswith("light"):
+        surgeon.run_pass(model, "fold_constants")  # its weights are ConstantOfShape outputs
+    surgeon.run_pass(model, "fuse")
+    out = tmp_path / path.name
+    surgeon.save(model, out)
+    assert_same_outputs(path, out, random_inputs(path))

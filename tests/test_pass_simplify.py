@@ -1,0 +1,182 @@
+"""simplify (and dedupe_initializers): at most as many nodes as onnxslim leaves, same outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper
+import onnx.parser
+import pytest
+from onnx import TensorProto
+from test_pass_fold import silero_feeds
+from util import RECIPES, assert_same_outputs, random_inputs, shared_model
+
+import surgeon
+from surgeon.errors import PassError
+from surgeon.export import to_proto
+from surgeon.external import ExternalValues
+
+# Nodes onnxslim 0.1.98 leaves (860 -> 393, 1746 -> 491, 269 -> 62, 197 -> 193): simplify must not leave more.
+ONNXSLIM = {
+    "ch_PP-OCRv4_rec_infer.onnx": 393,
+    "light_densenet121.onnx": 491,
+    "tiny_yolo_legacy.onnx": 62,
+    "transformer_encoder_dynamo.onnx": 193,
+}
+
+
+def _feeds(name: str, path) -> dict[str, np.ndarray]:
+    if name.startswith("ch_PP-OCR"):
+        return {"x": np.random.default_rng(0).standard_normal((2, 3, 48, 160)).astype(np.float32)}
+    return random_inputs(path, {"N": 2, "batch": 2, "seq": 7})
+
+
+@pytest.mark.parametrize("name", sorted(ONNXSLIM))
+def test_leaves_no_more_nodes_than_onnxslim_and_same_outputs(name, tmp_path):
+    path = shared_model(name)
+    model = surgeon.load(path)
+    report = surgeon.run_pass(model, "simplify")
+    assert len(model.graph.nodes) <= ONNXSLIM[name]
+    assert report.details["not_folded"] == []
+    surgeon.save(model, tmp_path / name)
+    assert_same_outputs(path, tmp_path / name, _feeds(name, path))
+
+
+def test_simplify_twice_changes_nothing_the_second_time():
+    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    surgeon.run_pass(model, "simplify")
+    once = to_proto(model).SerializeToString()
+    report = surgeon.run_pass(model, "simplify")
+    assert not report.changed
+    assert report.details["rounds"] == 1
+    assert to_proto(model).SerializeToString() == once
+
+
+@pytest.mark.parametrize("name", ["silero_vad.onnx", "silero_vad_16k_op15.onnx"])
+def test_silero_vad_with_nested_ifs(name, tmp_path):
+    path = shared_model(name)
+    model = surgeon.load(path)
+    surgeon.run_pass(model, "simplify")
+    assert sum(len(g.nodes) for g in model.graphs()) < 250
+    surgeon.save(model, tmp_path / name)
+    for rate in (16000, 8000):
+        assert_same_outputs(path, tmp_path / name, silero_feeds(rate))
+
+
+@pytest.mark.parametrize("name", ["ctrlflow_script_legacy.onnx", "ctrlflow_cond_dynamo.onnx",
+                                  "ctrlflow_while_dynamo.onnx", "polygraphy/scan.onnx"])
+def test_control_flow_models(name, tmp_path):
+    path = shared_model(name)
+    model = surgeon.load(path)
+    surgeon.run_pass(model, "simplify")
+    surgeon.save(model, tmp_path / path.name)
+    for seed in (0, 1):
+        assert_same_outputs(path, tmp_path / path.name, random_inputs(path, seed=seed))
+
+
+def test_docstring_example_and_ready_recipe(tmp_path):
+    path = shared_model("light_densenet121.onnx")
+    for recipe in (surgeon.parse_recipe(surgeon.registry.get("simplify").example()),
+                   surgeon.load_recipe(RECIPES / "simplify.yaml")):
+        model = surgeon.load(path)
+        result = surgeon.apply(recipe, model)
+        assert result.steps[0].details["fused"]["conv_bn"] == 59
+        surgeon.save(model, tmp_path / "d.onnx")
+        assert_same_outputs(path, tmp_path / "d.onnx", random_inputs(path))
+
+
+def test_parameter_errors():
+    model = surgeon.load(shared_model("model.onnx"))
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "simplify", max_iterations=0)
+    assert str(exc.value) == "error: max_iterations must be at least 1, got 0"
+
+
+# -- dedupe_initializers ----------------------------------------------------------------------
+
+DUPES = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[4] x) => (float[4] y)
+    <float[4] a = {1.0, 2.0, 3.0, 4.0}, float[4] b = {1.0, 2.0, 3.0, 4.0}, float[4] c = {1.0, 2.0, 3.0, 5.0},
+     float[4] z = {0.0, 0.0, 0.0, 0.0}, float[4] nz = {-0.0, 0.0, 0.0, 0.0}, double[2] d = {1.0, 2.0}> {
+    p = Add (x, a)
+    q = Mul (p, b)
+    r = Sub (q, c)
+    s = Add (r, z)
+    y = Sub (s, nz)
+}"""
+
+
+def test_dedupe_merges_identical_constants_only():
+    model = surgeon.load(onnx.parser.parse_model(DUPES))
+    before = to_proto(model)
+    report = surgeon.run_pass(model, "dedupe_initializers")
+    assert [t.name for n in model.graph.nodes for t in n.inputs if not t.name.startswith(("x", "p", "q", "r", "s"))] \
+        == ["a", "a", "c", "z", "nz"]
+    assert report.details == {"merged": 1, "bytes_saved": 16, "changed": True}
+    assert report.notes == ["merged 1 duplicate constant(s), 16 bytes"]
+    assert [i.name for i in to_proto(model).graph.initializer] == ["a", "c", "z", "nz", "d"]  # d: unused, kept
+    assert_same_outputs(before, model, exact=True)
+
+
+def test_dedupe_docstring_example_runs_on_a_real_model(tmp_path):
+    path = shared_model("light_densenet121.onnx")
+    model = surgeon.load(path)
+    recipe = surgeon.parse_recipe(surgeon.registry.get("dedupe_initializers").example())
+    result = surgeon.apply(recipe, model)
+    assert result.steps[0].details == {"merged": 88, "bytes_saved": 3264, "changed": True}
+    surgeon.save(model, tmp_path / "d.onnx")
+    assert_same_outputs(path, tmp_path / "d.onnx", random_inputs(path), exact=True)
+
+
+def test_dedupe_min_size_and_nothing_to_merge():
+    model = surgeon.load(onnx.parser.parse_model(DUPES))
+    before = to_proto(model).SerializeToString()
+    report = surgeon.run_pass(model, "dedupe_initializers", min_size=17)
+    assert not report.changed
+    assert to_proto(model).SerializeToString() == before
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "dedupe_initializers", min_size=-1)
+    assert str(exc.value) == "error: min_size must be 0 or more bytes, got -1"
+
+
+def test_dedupe_reads_external_weights_only_when_sizes_match(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 16)).astype(np.float32)
+    inits = [onnx.numpy_helper.from_array(w, "w1"), onnx.numpy_helper.from_array(w.copy(), "w2"),
+             onnx.numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w3")]
+    nodes = [oh.make_node("MatMul", ["x", "w1"], ["a"]), oh.make_node("MatMul", ["a", "w2"], ["b"]),
+             oh.make_node("MatMul", ["b", "w3"], ["y"])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], initializer=inits)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    src = tmp_path / "m" / "m.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), src,
+              save_as_external_data=True, location="m.bin", size_threshold=0)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    model = surgeon.load(src)
+    report = surgeon.run_pass(model, "dedupe_initializers")
+    assert report.details["merged"] == 1
+    matmuls = model.graph.nodes
+    assert matmuls[1].inputs[1] is matmuls[0].inputs[1]
+    assert all(isinstance(n.inputs[1]._values, ExternalValues) for n in matmuls)  # still on disk
+    surgeon.save(model, tmp_path / "out.onnx")
+    assert_same_outputs(src, tmp_path / "out.onnx", {"x": rng.standard_normal((2, 16)).astype(np.float32)})
+
+
+def test_dedupe_across_if_branches():
+    model = surgeon.load(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    agraph (bool c, float[2] x) => (float[2] y) <float[2] k0 = {5.0, 6.0}> {
+        y = If (c) <
+            then_branch = g1 () => (float[2] t) <float[2] k1 = {5.0, 6.0}> { t = Add (x, k1) },
+            else_branch = g2 () => (float[2] e) <float[2] k2 = {5.0, 6.0}> { e = Sub (x, k2) }
+        >
+    }"""))
+    before = to_proto(model)
+    report = surgeon.run_pass(model, "dedupe_initializers")
+    assert report.details["merged"] == 1  # k1 and k2; k0 has no reader
+    proto = to_proto(model)
+    assert [i.name for i in proto.graph.initializer] == ["k0", "k1"]
+    for c in (True, False):
+        assert_same_outputs(before, proto, {"c": np.array(c), "x": np.array([1.0, 2.0], np.float32)})
