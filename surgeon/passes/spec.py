@@ -364,6 +364,27 @@ class PassSpec:
             out.append("")
         return "\n".join(out).rstrip() + "\n"
 
+    def markdown(self) -> str:
+        """The pass's reference section for docs/passes.md."""
+        out = [f"## `{self.name}`", "", self.summary, ""]
+        if self.params:
+            out += ["| parameter | type | default | meaning |", "| --- | --- | --- | --- |"]
+            for p in self.params.values():
+                kind, default = p.describe()[len(p.name) + 2:-1].rsplit(", ", 1)
+                default = default.removeprefix("default ")
+                doc = p.doc.replace("|", "\\|")  # a pipe would end the table cell
+                out.append(f"| `{p.name}` | {kind} | {default} | {doc} |")
+            out.append("")
+        for title in ("Rules", "Example", "Reports"):
+            body = self.sections.get(title)
+            if not body:
+                continue
+            out.append(f"**{title}**")
+            out.append("")
+            out += (["```yaml", body, "```"] if title == "Example" else [body])
+            out.append("")
+        return "\n".join(out)
+
     def example(self) -> str | None:
         """The recipe example of the docstring's ``Example:`` section (run by a test)."""
         return self.sections.get("Example")
