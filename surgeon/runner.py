@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import Location, PassError, StepError, SurgeonError
 from surgeon.expect import check_expect
-from surgeon.graphs import quiet_gs, walk_graphs
+from surgeon.graphs import quiet_gs, subgraphs_of
 from surgeon.model import Model
 from surgeon.passes.registry import PassRegistry, registry as default_registry
 from surgeon.passes.result import PassResult
@@ -126,13 +126,16 @@ class ApplyResult:
 # -- snapshots ---------------------------------------------------------------------
 
 def _snapshot(graph: gs.Graph) -> dict[int, tuple[gs.Node, tuple]]:
-    """Per node: (node, signature). Wiring is compared by tensor identity (ids
-    are stable while the node list keeps the tensors alive); renames are
-    reported by the passes that make them."""
+    """Per node of every graph: (node, signature). Wiring is compared by tensor
+    identity; renames are reported by the passes that make them. Holding the
+    nodes keeps their ids from being reused while the snapshot lives."""
     snap = {}
-    for g in walk_graphs(graph):
-        for n in g.nodes:
+    pending = [graph]
+    while pending:
+        for n in pending.pop().nodes:
             snap[id(n)] = (n, (n.name, n.op, n.domain, tuple(map(id, n.inputs)), tuple(map(id, n.outputs))))
+            if n.attrs:
+                pending.extend(sub for _, sub in subgraphs_of(n))
     return snap
 
 
@@ -147,8 +150,14 @@ def run_step(model: Model, step: Step, registry: PassRegistry = default_registry
              in_recipe: bool = True) -> StepReport:
     """Run one step; a failure becomes a :class:`StepError` naming the step and its recipe line
     (``in_recipe=False``: the pass's own error, for direct Python calls)."""
+    return _run_step(model, step, registry, in_recipe, _snapshot(model.graph))[0]
+
+
+def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
+              before: dict[int, tuple[gs.Node, tuple]]) -> tuple[StepReport, dict[int, tuple[gs.Node, tuple]]]:
+    """Run a step given the snapshot taken before it; returns its report and the snapshot after it
+    (which is the next step's "before": one snapshot per step, not two)."""
     spec = registry.get(step.pass_name)
-    before = _snapshot(model.graph)
     start = time.perf_counter()
     try:
         with quiet_gs():
@@ -184,7 +193,7 @@ def run_step(model: Model, step: Step, registry: PassRegistry = default_registry
             f"{step.label}: the pass returned {type(returned).__name__}; a pass returns a PassResult or None",
             location=step.location,
         )
-    return report
+    return report, after
 
 
 def _locate(diag, step: Step):
@@ -204,8 +213,9 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     if not isinstance(model, Model):
         raise TypeError(f"apply() takes a surgeon.Model (from surgeon.load), not {type(model).__name__}")
     result = ApplyResult(recipe)
+    snapshot = _snapshot(model.graph)
     for step in recipe.steps:
-        report = run_step(model, step, registry)
+        report, snapshot = _run_step(model, step, registry, True, snapshot)
         result.steps.append(report)
         if step.expect:
             check_expect(model, report)
