@@ -114,7 +114,22 @@ def test_matmul_add_becomes_gemm_for_2d_inputs_only():
 
     model = _model(nodes, [_vi("a", ["K", "M", 8])], [_vi("y", ["K", "M", 5])], inits)
     before = to_proto(model).SerializeToString()
-    surgeon.run_pass(model, "fuse", patterns=["matmul_add"])
+    report = surgeon.run_pass(model, "fuse", patterns=["matmul_add_to_gemm"], allow_missing=True)
+    assert to_proto(model).SerializeToString() == before
+    assert report.notes == ["nothing to fuse"]
+
+
+def test_listed_patterns_that_fuse_nothing_are_an_error():
+    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))  # no BatchNormalization in it
+    before = to_proto(model).SerializeToString()
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "fuse", patterns=["conv_bn"])
+    assert str(exc.value) == ("error: no conv_bn pair found to fuse\n"
+                              "  hint: the model may not have (or no longer have) these node pairs; "
+                              "set allow_missing: true if the step may fuse nothing")
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "fuse", patterns=[])
+    assert str(exc.value).startswith("error: 'patterns' is empty: the step would fuse nothing\n")
     assert to_proto(model).SerializeToString() == before
 
 

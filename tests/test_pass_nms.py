@@ -574,3 +574,18 @@ def test_recipe_yolov8_deploy():
     expected = reference_nms(boxes, scores, iou_threshold=0.45, score_threshold=0.25, max_detections=100)
     assert all(len(d.scores) > 0 for d in expected)
     assert_same_detections(run(model, {"images": frames}), expected, 100)
+
+
+def test_swapped_boxes_and_scores_are_caught_through_shape_inference():
+    """tiny_yolo_legacy declares its outputs [N, Concatboxes_dim_1, Concatboxes_dim_2]: only
+    shape inference knows that 'scores' ends in 80 classes, not 4 coordinates."""
+    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    before = to_proto(model).SerializeToString()
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "insert_nms", layout="boxes_scores", boxes="scores", scores="boxes",
+                         box_format="xyxy")
+    assert str(exc.value) == (
+        "error: 'scores' has shape [N, Concatscores_dim_1, 80], which cannot be boxes [N, anchors, 4]: "
+        "dimension 2 is 80, expected 4 (the box coordinates)\n"
+        "  hint: check that 'boxes' and 'scores' are not swapped")
+    assert to_proto(model).SerializeToString() == before

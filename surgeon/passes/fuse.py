@@ -16,13 +16,16 @@ from surgeon.passes.fold import Namer, ShapeInfo, const_array, remove_dead, remo
 from surgeon.passes.result import PassResult
 
 
-def fuse(model: Model, *, patterns: list[str] | None = None) -> PassResult:
+def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool = False) -> PassResult:
     """Fuse node pairs into one node: BatchNormalization into Conv, MatMul+Add into Gemm, ...
 
     Parameters:
         patterns: the fusions to apply, by name (default: all): ``conv_bn``,
             ``conv_mul``, ``conv_add``, ``bn_mul``, ``bn_add``, ``matmul_add``,
-            ``reshape_chain``, ``transpose_chain``.
+            ``reshape_chain``, ``transpose_chain`` (``matmul_add_to_gemm`` is
+            accepted for ``matmul_add``).
+        allow_missing: when patterns are listed, finding nothing to fuse is
+            not an error.
 
     Rules:
         1. ``conv_bn``: a ``BatchNormalization`` (inference mode, constant
@@ -48,6 +51,9 @@ def fuse(model: Model, *, patterns: list[str] | None = None) -> PassResult:
            ones are no longer written once nothing reads them.
         8. Works in ``If``/``Loop``/``Scan`` bodies too; repeats until no
            pattern matches.
+        9. A step that lists ``patterns`` and fuses nothing is an error (the
+           model may have changed under the recipe) unless ``allow_missing``;
+           without ``patterns``, finding nothing is just reported.
 
     Example:
         version: 1
@@ -60,7 +66,10 @@ def fuse(model: Model, *, patterns: list[str] | None = None) -> PassResult:
         the removed and rewired nodes (by the runner), and how many times each
         pattern fired (``details.fused``).
     """
-    chosen = list(PATTERNS) if patterns is None else list(patterns)
+    if patterns is not None and not patterns:
+        raise PassError("'patterns' is empty: the step would fuse nothing",
+                        hint="list patterns (" + ", ".join(PATTERNS) + ") or leave 'patterns' out for all")
+    chosen = list(PATTERNS) if patterns is None else [ALIASES.get(p, p) for p in patterns]
     for name in chosen:
         if name not in PATTERNS:
             raise PassError(f"unknown fusion pattern '{name}'",
@@ -69,6 +78,12 @@ def fuse(model: Model, *, patterns: list[str] | None = None) -> PassResult:
     fused = fuse_model(model, ShapeInfo(model), chosen, result)
     if fused:
         result.notes.insert(0, "fused: " + ", ".join(f"{p} x{n}" for p, n in fused.items()))
+    elif patterns is not None and not allow_missing:
+        raise PassError(f"no {', '.join(chosen)} pair found to fuse",
+                        hint="the model may not have (or no longer have) these node pairs; "
+                             "set allow_missing: true if the step may fuse nothing")
+    else:
+        result.notes.append("nothing to fuse")
     result.details = {"fused": dict(fused), "changed": bool(fused)}
     return result
 
@@ -373,3 +388,6 @@ PATTERNS: dict[str, Callable[[_Site], bool]] = {
     "reshape_chain": _reshape_chain,
     "transpose_chain": _transpose_chain,
 }
+
+# Names other tools and the issue tracker use for the same fusion.
+ALIASES = {"matmul_add_to_gemm": "matmul_add"}

@@ -276,8 +276,8 @@ def _find_raw(model: Model, layout: str, output: str | None, boxes: str | None,
                             hint=f"name the boxes [N, anchors, 4] and scores [N, anchors, classes] tensors; "
                                  f"the graph outputs are {outs}")
         b, s = _tensor(model, boxes, "boxes"), _tensor(model, scores, "scores")
-        _check_shape(b, "boxes")
-        _check_shape(s, "scores")
+        _check_shape(b, "boxes", _known_shape(model, b))
+        _check_shape(s, "scores", _known_shape(model, s))
         for axis, what in ((0, "the batch size"), (1, "the number of anchors")):
             db, ds = _dim(b, axis), _dim(s, axis)
             if isinstance(db, int) and isinstance(ds, int) and db != ds:
@@ -297,7 +297,7 @@ def _find_raw(model: Model, layout: str, output: str | None, boxes: str | None,
         t = model.graph.outputs[0]
     else:
         t = _tensor(model, output, "output")
-    _check_shape(t, layout)
+    _check_shape(t, layout, _known_shape(model, t))
     return [t]
 
 
@@ -332,21 +332,41 @@ def _shape_text(shape: Any) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _check_shape(t: gs.Tensor, role: str) -> None:
-    """Refuse a tensor whose rank, dtype or static dimensions cannot match ``role``."""
+def _known_shape(model: Model, t: gs.Tensor) -> list | None:
+    """The tensor's declared shape, with dims it leaves symbolic filled in from shape inference.
+
+    The legacy exporter declares detector outputs as [N, Concatboxes_dim_1, ...]:
+    without inference, boxes and scores swapped by mistake would pass every check.
+    """
+    declared = list(t.shape) if t.shape is not None else None
+    if declared is not None and all(isinstance(d, int) for d in declared):
+        return declared
+    from surgeon.passes.outputs import infer_value_infos
+
+    vi = infer_value_infos(model)[0].get(t.name)
+    if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return declared
+    inferred = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    if declared is None or len(declared) != len(inferred):
+        return declared if declared is not None else inferred
+    return [d if isinstance(d, int) or i is None else i for d, i in zip(declared, inferred)]
+
+
+def _check_shape(t: gs.Tensor, role: str, shape: list | None) -> None:
+    """Refuse a tensor whose rank, dtype or known dimensions cannot match ``role``."""
     expected = LAYOUT_SHAPES[role]
     what = f"a {role} head {expected}" if role in ("yolov8", "yolov5") else f"{role} {expected}"
-    where = f"'{t.name}' has shape {_shape_text(t.shape)}, which cannot be {what}"
+    where = f"'{t.name}' has shape {_shape_text(shape)}, which cannot be {what}"
     if t.dtype is not None and not np.issubdtype(np.dtype(t.dtype), np.floating):
         what_t = f"a {role} head" if role in ("yolov8", "yolov5") else role
         raise PassError(f"'{t.name}' has dtype {np.dtype(t.dtype).name}; {what_t} must be a float tensor",
                         hint="name the detector's raw float output")
-    if t.shape is None:
+    if shape is None:
         return  # unknown shape: checked by the runtime
-    if len(t.shape) != 3:
-        raise PassError(f"{where}: it has {len(t.shape)} dimensions, expected 3",
+    if len(shape) != 3:
+        raise PassError(f"{where}: it has {len(shape)} dimensions, expected 3",
                         hint="check 'layout' and the tensor name")
-    d1, d2 = t.shape[1], t.shape[2]
+    d1, d2 = shape[1], shape[2]
     static = isinstance(d1, int) and isinstance(d2, int)
     if role == "yolov8":
         if isinstance(d1, int) and d1 < 5:
