@@ -60,6 +60,11 @@ def fresh_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
+def quoted(names) -> str:
+    """``'a', 'b'``: names as error messages list them."""
+    return ", ".join(f"'{n}'" for n in names)
+
+
 def all_tensor_names(graph: gs.Graph) -> set[str]:
     """Every tensor name visible anywhere in the graph and its subgraphs."""
     names: set[str] = set()

@@ -19,7 +19,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.graphs import fresh_name, node_domain, subgraphs_of, walk_graphs
+from surgeon.graphs import fresh_name, node_domain, quoted, subgraphs_of, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.outputs import infer_value_infos
 from surgeon.passes.rename import tensor_groups, where_is
@@ -101,7 +101,7 @@ def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: d
             if want not in named:
                 raise PassError(f"node '{want}' does not read '{after}'",
                                 hint=suggestion_hint(want, named)
-                                or (f"'{after}' is read by: {_quoted(sorted(named))}" if named
+                                or (f"'{after}' is read by: {quoted(sorted(named))}" if named
                                     else f"no named node reads '{after}'"))
         chosen = [n for n in readers if n.name in consumers]
     is_output = any(tensor is t for t in owner.outputs)
@@ -219,7 +219,7 @@ def replace_op(model: Model, select: Selector, *, new_op: str | None = None, new
             if key not in present:
                 raise PassError(f"keep_attrs: no selected node has an attribute '{key}'",
                                 hint=suggestion_hint(key, present)
-                                or ("their attributes are: " + _quoted(sorted(present)) if present
+                                or ("their attributes are: " + quoted(sorted(present)) if present
                                     else "the selected nodes have no attributes"))
     plans = []
     for node, _ in matches:
@@ -266,7 +266,7 @@ def convert_attrs(op: str, schema: OpSchema | None, attrs: dict[str, Any]) -> di
             if declared is None:
                 raise PassError(f"{op} has no attribute '{key}'",
                                 hint=suggestion_hint(key, schema.attributes)
-                                or (f"its attributes are: {_quoted(sorted(schema.attributes))}"
+                                or (f"its attributes are: {quoted(sorted(schema.attributes))}"
                                     if schema.attributes else f"{op} takes no attributes"))
             out[key] = _typed_attr(op, key, value, declared.type)
         else:
@@ -349,10 +349,6 @@ def _array(op: str, key: str, value: Any, default_dtype: Any) -> np.ndarray:
 
 def _domain(domain: str) -> str:
     return "" if domain == "ai.onnx" else domain
-
-
-def _quoted(names) -> str:
-    return ", ".join(f"'{n}'" for n in names)
 
 
 def _unique(nodes) -> list[gs.Node]:

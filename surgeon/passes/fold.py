@@ -34,7 +34,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from surgeon.errors import PassError, SurgeonError
-from surgeon.graphs import node_domain, subgraphs_of, walk_graphs
+from surgeon.graphs import all_tensor_names, fresh_name, node_domain, subgraphs_of, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.result import PassResult
 
@@ -658,16 +658,10 @@ class Namer:
     """Fresh tensor names that clash with no name anywhere in the model."""
 
     def __init__(self, model: Model) -> None:
-        from surgeon.graphs import all_tensor_names
-
         self.taken = all_tensor_names(model.graph)
 
     def new(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.taken:
-            name, i = f"{base}_{i}", i + 1
-        self.taken.add(name)
-        return name
+        return fresh_name(base, self.taken)
 
 
 def reshape_target(data: tuple[Elem, ...] | None, target: tuple[Elem, ...],

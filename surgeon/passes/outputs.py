@@ -20,7 +20,7 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.export import to_proto
-from surgeon.graphs import fresh_name, subgraphs_of
+from surgeon.graphs import fresh_name, quoted, subgraphs_of
 from surgeon.model import Model
 from surgeon.passes.cleanup import cleanup as cleanup_pass
 from surgeon.passes.rename import tensor_groups, where_is
@@ -66,7 +66,7 @@ def set_outputs(model: Model, *, outputs: list[str], cleanup: bool = True) -> Pa
     cleaned = cleanup_pass(model) if cleanup else PassResult()
     dropped = [n for n in before if n not in outputs]
     if dropped:
-        result.notes.append("dropped graph output(s) " + _quoted(dropped))
+        result.notes.append("dropped graph output(s) " + quoted(dropped))
     result.notes += cleaned.notes
     result.details = {"outputs": list(outputs), "dropped": dropped,
                       "changed": before != list(outputs) or bool(cleaned.details.get("changed"))}
@@ -106,7 +106,7 @@ def add_outputs(model: Model, *, outputs: list[str]) -> PassResult:
     model.graph.outputs = list(model.graph.outputs) + added
     result = PassResult(details={"added": [t.name for t in added], "changed": bool(added)})
     if present:
-        result.notes.append("already graph output(s), left in place: " + _quoted(t.name for t in present))
+        result.notes.append("already graph output(s), left in place: " + quoted(t.name for t in present))
     return result
 
 
@@ -169,10 +169,6 @@ def extract(model: Model, *, inputs: list[str], outputs: list[str]) -> PassResul
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def _quoted(names) -> str:
-    return ", ".join(f"'{n}'" for n in names)
 
 
 
@@ -321,14 +317,14 @@ def _check_depends_only_on(model: Model, inputs: list[gs.Tensor], outputs: list[
                 leaks.setdefault(x.name, x)
             elif deps[id(x)]:
                 stack.append(x)
-    described = [f"'{name}' (computed from graph input(s) {_quoted(sorted(deps[id(t)]))})"
+    described = [f"'{name}' (computed from graph input(s) {quoted(sorted(deps[id(t)]))})"
                  if id(t) not in graph_inputs else f"graph input '{name}'"
                  for name, t in sorted(leaks.items())]
     needed = sorted(set().union(*(deps[id(t)] for t in outputs)))
     raise PassError(
         "the outputs do not depend only on the given inputs: they also need "
         + ", ".join(described),
-        hint="add these tensors to inputs (or graph input(s) " + _quoted(needed) + "), "
+        hint="add these tensors to inputs (or graph input(s) " + quoted(needed) + "), "
              "or choose outputs that do not need them",
     )
 

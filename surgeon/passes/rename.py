@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.graphs import subgraphs_of, walk_graphs
+from surgeon.graphs import quoted, subgraphs_of, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.result import PassResult
 
@@ -66,7 +66,7 @@ def rename_io(model: Model, *, inputs: dict[str, str] | None = None,
                 if any(o.name == old for o in other):
                     hint = f"'{old}' is a graph {other_kind}: list it under {other_kind}s:"
                 else:
-                    hint = suggestion_hint(old, by_name) or f"the graph {kind}s are: {_quoted(by_name)}"
+                    hint = suggestion_hint(old, by_name) or f"the graph {kind}s are: {quoted(by_name)}"
                 raise PassError(f"'{old}' is not a graph {kind}", hint=hint)
             earlier = chosen.get(id(t))
             if earlier is not None and earlier[1] != new:
@@ -174,7 +174,7 @@ def rename_tensors(model: Model, *, map: dict[str, str] | None = None, prefix: s
                 raise PassError(
                     f"no node or tensor name starts with '{strip_prefix}'"
                     + ("" if include_io else " (graph inputs and outputs excluded)"),
-                    hint=("names in the model look like " + _quoted(sample) + "; " if sample else "")
+                    hint=("names in the model look like " + quoted(sample) + "; " if sample else "")
                     + "set allow_missing: true if the step may legitimately match nothing",
                 )
             result.notes.append(f"no name starts with '{strip_prefix}': skipped (allow_missing)")
@@ -198,10 +198,6 @@ def _prefixed(name: str, prefix: str | None, strip_prefix: str | None) -> str | 
             return None
         name = name[len(strip_prefix):]
     return (prefix or "") + name
-
-
-def _quoted(names) -> str:
-    return ", ".join(f"'{n}'" for n in names)
 
 
 # -- shared by the passes that rename or create tensors -------------------------------

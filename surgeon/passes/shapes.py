@@ -16,7 +16,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from surgeon.errors import PassError, did_you_mean, suggestion_hint
-from surgeon.graphs import all_tensor_names, walk_graphs, walk_nodes
+from surgeon.graphs import all_tensor_names, fresh_name, walk_graphs, walk_nodes
 from surgeon.model import Model
 from surgeon.passes._shape_infer import (
     Inferred,
@@ -589,11 +589,7 @@ def _is_graph_output(model: Model, t: gs.Tensor) -> bool:
 
 
 def _unique(model: Model, base: str) -> str:
-    taken = all_tensor_names(model.graph) | {n.name for n, _ in walk_nodes(model.graph)}
-    name, i = base, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    return name
+    return fresh_name(base, all_tensor_names(model.graph) | {n.name for n, _ in walk_nodes(model.graph)})
 
 
 # -- set_dtype ----------------------------------------------------------------------
