@@ -24,6 +24,7 @@ import onnx.defs
 from surgeon.errors import ExportError
 from surgeon.export import to_proto
 from surgeon.external import copy_range, external_ref, is_external, iter_model_tensors, set_external
+from surgeon.load import structure_problems
 from surgeon.model import Model
 
 TWO_GIB = 2**31
@@ -48,6 +49,80 @@ def default_output_path(model_path: str | Path) -> Path:
     return p.with_name(f"{stem}.surgeon.onnx")
 
 
+class Staged:
+    """An exported, checked model waiting in a private folder beside its target.
+
+    :meth:`commit` moves it into place (weights first, then the model, each
+    with an atomic rename); :meth:`discard` (or leaving the ``with`` block
+    without committing) deletes it. Between the two, callers can run more
+    checks on the staged files, e.g. numeric verification.
+    """
+
+    def __init__(self, folder: Path, target: Path, model_path: Path, data_path: Path | None,
+                 warnings: list[str]) -> None:
+        self.folder, self.target = folder, target
+        self.model_path, self.data_path = model_path, data_path
+        self.warnings = warnings
+
+    def commit(self) -> SaveResult:
+        data_target = None
+        if self.data_path is not None:
+            data_target = self.target.with_name(self.data_path.name)
+            os.replace(self.data_path, data_target)
+        os.replace(self.model_path, self.target)
+        self.discard()
+        return SaveResult(self.target, data_target, self.warnings)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "Staged":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def stage(
+    model: Model,
+    path: str | Path,
+    *,
+    in_place: bool = False,
+    check: bool = True,
+    external_data: bool | None = None,
+    folder: str | Path | None = None,
+) -> Staged:
+    """Export ``model`` for ``path`` into a private temporary folder and check it there.
+
+    The folder is created beside ``path`` (same file system: the commit is a
+    rename) unless ``folder`` names another parent (a dry run uses the
+    system's temporary folder, so nothing appears beside the target).
+    """
+    target = Path(path)
+    refuse_overwrites(model, target, in_place)
+    parent = Path(folder) if folder is not None else target.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot write {target}: folder {parent} does not exist",
+                          hint="create the folder first, or choose another output path with -o")
+    proto = to_proto(model)
+    use_external = external_data
+    if use_external is None:
+        use_external = model.has_external_data or _inline_size(proto) >= TWO_GIB - (64 << 20)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".surgeon-tmp-", dir=parent))
+    try:
+        tmp_model = tmpdir / target.name
+        data_path = None
+        if use_external:
+            data_path = tmpdir / (target.name + ".data")
+            _write_external(proto, model, data_path, data_path.name)
+        _write_proto(proto, tmp_model)
+        found = _check(tmp_model, model) if check else []
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return Staged(tmpdir, target, tmp_model, data_path, found)
+
+
 def save(
     model: Model,
     path: str | Path,
@@ -63,32 +138,11 @@ def save(
     ``<path>.data``. Checker findings that the input model already had are
     returned as warnings, not errors: only what the edit introduced fails.
     """
-    target = Path(path)
-    _refuse_overwrites(model, target, in_place)
-    proto = to_proto(model)
-    use_external = external_data
-    if use_external is None:
-        use_external = model.has_external_data or _inline_size(proto) >= TWO_GIB - (64 << 20)
-    if not target.parent.is_dir():
-        raise ExportError(f"cannot write {target}: folder {target.parent} does not exist")
-    tmpdir = Path(tempfile.mkdtemp(prefix=".surgeon-tmp-", dir=target.parent))
-    try:
-        tmp_model = tmpdir / target.name
-        data_path = None
-        if use_external:
-            data_path = target.with_name(target.name + ".data")
-            _write_external(proto, model, tmpdir / data_path.name, data_path.name)
-        _write_proto(proto, tmp_model)
-        found = _check(tmp_model, model) if check else []
-        if data_path is not None:
-            os.replace(tmpdir / data_path.name, data_path)
-        os.replace(tmp_model, target)
-        return SaveResult(target, data_path, found)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with stage(model, path, in_place=in_place, check=check, external_data=external_data) as staged:
+        return staged.commit()
 
 
-def _refuse_overwrites(model: Model, target: Path, in_place: bool) -> None:
+def refuse_overwrites(model: Model, target: Path, in_place: bool) -> None:
     src = model.source_path
     if in_place:
         return
@@ -174,15 +228,26 @@ def _write_proto(proto: onnx.ModelProto, path: Path) -> None:
 
 
 def _check(path: Path, model: Model) -> list[str]:
-    """Run the full ONNX checker on the written file; tolerate what the input already had."""
-    problem = _checker_problem(path)
+    """Run the full ONNX checker on the written file; tolerate what the input already had.
+
+    The checker stops at its first finding, so an input finding the output
+    repeats would hide anything after it. In that case every node is also
+    checked on its own, and the graph's wiring too: only findings the input
+    did not have fail the save.
+    """
+    problem = _checker_problem(path, path.parent)
     if problem is None:
         return []
-    before = None
-    if model.source_path is not None and model.source_path.exists():
-        before = _checker_problem(model.source_path)
+    source = model.source_path if model.source_path is not None and model.source_path.exists() else None
+    before = _checker_problem(source, path.parent) if source is not None else None
     if before is not None and _same_finding(before, problem):
-        return [f"the ONNX checker rejects the model, as it already rejected the input: {problem}"]
+        written = onnx.load(str(path), load_external_data=False)
+        new = _node_findings(written) - _node_findings(onnx.load(str(source), load_external_data=False))
+        new |= set(structure_problems(written.graph))
+        if not new:
+            return [f"the ONNX checker rejects the model, as it already rejected the input: {problem}"]
+        problem = sorted(new)[0]
+        before = None
     raise ExportError(
         f"the edited model fails the ONNX checker: {problem}",
         hint="the recipe introduced this (the input model passed the checker"
@@ -195,32 +260,70 @@ def _same_finding(a: str, b: str) -> bool:
     return a.splitlines()[0] == b.splitlines()[0]
 
 
-def _checker_problem(path: Path) -> str | None:
+def _node_findings(proto: onnx.ModelProto) -> set[str]:
+    """What ``onnx.checker.check_node`` says of each node, in every graph (plugin ops skipped)."""
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = proto.ir_version
+    ctx.opset_imports = {o.domain: o.version for o in proto.opset_import}
+    local = {(f.domain, f.name) for f in proto.functions}
+    found: set[str] = set()
+
+    def visit(g: onnx.GraphProto) -> None:
+        for n in g.node:
+            plugin = n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)
+            if not plugin and (n.domain, n.op_type) not in local:
+                try:
+                    onnx.checker.check_node(n, ctx)
+                except onnx.checker.ValidationError as exc:
+                    found.add(f"node '{n.name}' ({n.op_type}): {str(exc).strip().splitlines()[0]}")
+            for a in n.attribute:
+                if a.HasField("g"):
+                    visit(a.g)
+                for sub in a.graphs:
+                    visit(sub)
+
+    visit(proto.graph)
+    return found
+
+
+def _checker_problem(path: Path, scratch: Path) -> str | None:
     """The checker's complaint about a model file, or None if it passes.
 
     Plugin ops (TensorRT's ``EfficientNMS_TRT``...) live in the default
     domain but are not ONNX ops; they are checked as ops of a custom domain,
-    so that everything else is still checked in full.
+    so that everything else is still checked in full. That marked copy is
+    written into ``scratch`` (a folder surgeon owns, never the input's), with
+    the model's external data files linked (or copied) beside it.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            proto = onnx.load(str(path), load_external_data=False)
-            plugins = _mark_plugin_ops(proto)
-            if plugins:
-                tmp = path.with_name(path.name + ".plugins-check.onnx")
-                try:
-                    tmp.write_bytes(proto.SerializeToString())
-                    onnx.checker.check_model(str(tmp), full_check=True)
-                finally:
-                    tmp.unlink(missing_ok=True)
-            else:
-                onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        return str(exc).strip()
-    except Exception as exc:  # the checker raises a few other types on odd models
-        return f"{type(exc).__name__}: {exc}".strip()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = onnx.load(str(path), load_external_data=False)
+        target = path
+        if _mark_plugin_ops(proto):
+            folder = Path(tempfile.mkdtemp(prefix="plugins-check-", dir=scratch))
+            _link_external_files(proto, path.parent, folder)
+            target = folder / path.name
+            target.write_bytes(proto.SerializeToString())
+        try:
+            onnx.checker.check_model(str(target), full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            return str(exc).strip()
+        finally:
+            if target is not path:
+                shutil.rmtree(target.parent, ignore_errors=True)
     return None
+
+
+def _link_external_files(proto: onnx.ModelProto, source: Path, folder: Path) -> None:
+    locations = {e.value for t in iter_model_tensors(proto) if is_external(t)
+                 for e in t.external_data if e.key == "location"}
+    for location in locations:
+        dst = folder / location
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source / location, dst)
+        except OSError:  # another file system: copy (only on the rare plugin + external data path)
+            shutil.copyfile(source / location, dst)
 
 
 def _mark_plugin_ops(proto: onnx.ModelProto) -> set[str]:

@@ -11,21 +11,18 @@ model that fails verification is never written (a dry run never moves it).
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surgeon.errors import ExportError
 from surgeon.load import load
 from surgeon.model import Model
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
 from surgeon.report import add_provenance, file_sha256, previous_run
 from surgeon.runner import ApplyResult, apply
-from surgeon.save import SaveResult, _refuse_overwrites, default_output_path, save
+from surgeon.save import SaveResult, default_output_path, stage
 from surgeon.verify import VerificationError, VerifyReport, verify
 
 
@@ -88,18 +85,11 @@ def apply_file(
     result = FileResult(recipe, model, applied, warnings=warnings, model_path=model_path, input_sha256=input_sha,
                         dry_run=dry_run, target=target)
     options = _verify_options(recipe, verify_with)
-    if not dry_run:
-        _refuse_overwrites(model, target, in_place)
-        if not target.parent.is_dir():
-            raise ExportError(f"cannot write {target}: folder {target.parent} does not exist",
-                              hint="create the folder first, or choose another output path with -o")
     # A dry run still exports and checks the model, in the system's temporary folder.
-    tmpdir = Path(tempfile.mkdtemp(prefix=".surgeon-tmp-", dir=None if dry_run else target.parent))
-    try:
-        staged = save(model, tmpdir / target.name)
+    with stage(model, target, in_place=in_place, folder=tempfile.gettempdir() if dry_run else None) as staged:
         result.warnings += staged.warnings
         if options is not None:
-            result.verification = verify(model_path, staged.path, renamed=applied.renamed,
+            result.verification = verify(model_path, staged.model_path, renamed=applied.renamed,
                                          reference=options.reference, rtol=options.rtol, atol=options.atol,
                                          dims=options.dims, inputs=options.inputs, seed=options.seed)
             if result.verification.status in ("mismatch", "failed"):
@@ -110,16 +100,9 @@ def apply_file(
                 result.warnings.append("verification skipped: nothing was compared (see the notes above)")
         if dry_run:
             return result
-        data_path = None
-        if staged.data_path is not None:
-            data_path = target.with_name(staged.data_path.name)
-            os.replace(staged.data_path, data_path)
-        os.replace(staged.path, target)
-        result.saved = SaveResult(target, data_path, staged.warnings)
+        result.saved = staged.commit()
         result.output_sha256 = file_sha256(target)
         return result
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _verify_options(recipe: Recipe, given: VerifyOptions | None) -> VerifyOptions | None:
