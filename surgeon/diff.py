@@ -23,8 +23,8 @@ def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:
     """A JSON-ready difference of the models at ``a`` (old) and ``b`` (new)."""
     pa, pb = _read(Path(a)), _read(Path(b))
     nodes_a, nodes_b = _nodes(pa), _nodes(pb)
-    hist_a = Counter(op for op in nodes_a.values())
-    hist_b = Counter(op for op in nodes_b.values())
+    hist_a = Counter(op for _, op in nodes_a)
+    hist_b = Counter(op for _, op in nodes_b)
     inits_a, inits_b = _initializers(pa), _initializers(pb)
     opsets_a = {o.domain or "ai.onnx": o.version for o in pa.opset_import}
     opsets_b = {o.domain or "ai.onnx": o.version for o in pb.opset_import}
@@ -34,9 +34,9 @@ def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:
         "inputs": _io(pa.graph.input, pb.graph.input),
         "outputs": _io(pa.graph.output, pb.graph.output),
         "nodes": {
-            "removed": [{"name": k, "op": nodes_a[k]} for k in nodes_a if k not in nodes_b],
-            "added": [{"name": k, "op": nodes_b[k]} for k in nodes_b if k not in nodes_a],
-            "count": [sum(hist_a.values()), sum(hist_b.values())],
+            "removed": _only_in(nodes_a, nodes_b),
+            "added": _only_in(nodes_b, nodes_a),
+            "count": [len(nodes_a), len(nodes_b)],
         },
         "op_histogram_delta": {op: hist_b[op] - hist_a[op] for op in sorted(hist_a.keys() | hist_b.keys())
                                if hist_b[op] != hist_a[op]},
@@ -102,14 +102,23 @@ def _io(a: Any, b: Any) -> dict[str, Any]:
     }
 
 
-def _nodes(proto: onnx.ModelProto) -> dict[str, str]:
-    """Node key -> op, over all graphs; an unnamed node is keyed by its op and outputs."""
-    found = {}
-    for g in iter_graphs(proto.graph):
-        for node in g.node:
-            key = node.name or f"<{op_key(node)} -> {', '.join(node.output)}>"
-            found[key] = op_key(node)
-    return found
+def _nodes(proto: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(node key, op) over all graphs; an unnamed node is keyed by its op and outputs.
+    A list, not a dict: node names need not be unique."""
+    return [(node.name or f"<{op_key(node)} -> {', '.join(node.output)}>", op_key(node))
+            for g in iter_graphs(proto.graph) for node in g.node]
+
+
+def _only_in(these: list[tuple[str, str]], others: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """The nodes of ``these`` that ``others`` lacks, counting repeated names as many times as they occur."""
+    left = Counter(others)
+    out = []
+    for key, op in these:
+        if left[(key, op)]:
+            left[(key, op)] -= 1
+        else:
+            out.append({"name": key, "op": op})
+    return out
 
 
 def _initializers(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:

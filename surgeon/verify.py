@@ -220,6 +220,13 @@ def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | Non
         return check
     if want.size == 0:
         return check
+    if not (np.issubdtype(want.dtype, np.number) or want.dtype == np.bool_):
+        # Strings (and objects) have no tolerance: they match exactly or not.
+        check.ok = bool(np.array_equal(want, got))
+        if not check.ok:
+            where = tuple(int(i) for i in np.argwhere(want != got)[0])
+            check.problem = f"element {where}: expected {want[where]!r}, got {got[where]!r}"
+        return check
     a, b = want.astype(np.float64), got.astype(np.float64)
     same_nan = np.isnan(a) & np.isnan(b)
     diff = np.where(same_nan, 0.0, np.abs(a - b))

@@ -9,6 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from surgeon.cli import main
+from surgeon.diff import diff_models
 from util import FIXTURES, shared_model
 
 
@@ -84,3 +85,25 @@ def test_inspect_bad_file(tmp_path):
     bad.write_bytes(b"")
     code, _, err = _cli("inspect", bad)
     assert code == 1 and err.startswith(f"error: {bad} is not an ONNX model: the file is empty\n")
+
+
+def test_diff_counts_nodes_that_share_a_name(tmp_path):
+    from onnx import TensorProto, helper
+
+    def model(ops):
+        nodes, prev = [], "x"
+        for i, (name, op) in enumerate(ops):
+            out = "y" if i == len(ops) - 1 else f"t{i}"
+            nodes.append(helper.make_node(op, [prev], [out], name=name))
+            prev = out
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(model([("dup", "Relu"), ("dup", "Sigmoid"), ("n", "Neg")]), tmp_path / "a.onnx")
+    onnx.save(model([("dup", "Relu"), ("n", "Neg")]), tmp_path / "b.onnx")
+    d = diff_models(tmp_path / "a.onnx", tmp_path / "b.onnx")
+    assert d["nodes"]["count"] == [3, 2]
+    assert d["nodes"]["removed"] == [{"name": "dup", "op": "Sigmoid"}]
+    assert d["nodes"]["added"] == []
+    assert d["op_histogram_delta"] == {"Sigmoid": -1}

@@ -256,3 +256,37 @@ def test_step_error_without_recipe_location():
     with pytest.raises(StepError) as exc:
         surgeon.apply(recipe, model)
     assert str(exc.value).startswith("error: step 1 (remove_node): selector (op='Nope') matched no node\n")
+
+
+def test_negative_input_index_is_refused():
+    model = _model(CHAIN)
+    with pytest.raises(PassError) as exc:
+        surgeon.run_pass(model, "remove_node", op="FooOp", input=-1)
+    assert str(exc.value) == ("error: input must be 0 or more, got -1\n"
+                              "  hint: input is the index of the node input that takes the node's place "
+                              "(0: the first)")
+
+
+def test_drop_a_whole_selected_chain():
+    path = shared_model("polygraphy/identity_identity.onnx")
+    model = surgeon.load(path)
+    assert [n.op for n in model.graph.nodes] == ["Identity", "Identity"]
+    report = surgeon.run_pass(model, "remove_node", op="Identity", mode="drop")
+    assert model.graph.nodes == [] and len(report.removed) == 2
+    assert model.graph.outputs == []
+
+
+def test_bypass_many_nodes_keeps_order_and_outputs():
+    text = "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[4] x) => (float[4] y) {\n"
+    prev = "x"
+    for i in range(200):
+        text += f"  r{i} = Relu ({prev})\n  i{i} = Identity (r{i})\n"
+        prev = f"i{i}"
+    text += f"  y = Identity ({prev})\n}}"
+    model = _model(text)
+    before = to_proto(model)
+    report = surgeon.run_pass(model, "remove_node", op="Identity")
+    assert [n.op for n in model.graph.nodes] == ["Relu"] * 200
+    assert model.graph.nodes[-1].outputs[0].name == "y"
+    assert len(report.removed) == 201
+    assert_same_outputs(before, model)

@@ -835,3 +835,29 @@ def test_values_match_safe_load(value):
 def test_yaml11_scalars_match_safe_load():
     text = "a: 010\nb: 1e-3\nc: on\nd: 0o10\ne: 1_000\nf: 2024-01-01\ng: ~\nh: .inf\n"
     assert load_yaml(text, "f.yaml").value == yaml.safe_load(text)
+
+
+def test_plugin_that_fails_while_importing_points_at_its_line(tmp_path):
+    (tmp_path / "broken_passes_mod.py").write_text("import surgeon\nundefined_name\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nplugins: [broken_passes_mod]\nsteps:\n  - pass: cleanup\n")
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe)
+    assert str(exc.value) == (
+        f"{recipe}:2:11: error: plugin module 'broken_passes_mod' failed while importing: "
+        "NameError: name 'undefined_name' is not defined\n"
+        f"  hint: fix {tmp_path / 'broken_passes_mod.py'}:2")
+
+
+def test_plugin_shadowed_by_an_imported_module(tmp_path):
+    (tmp_path / "json.py").write_text("def x():\n    return 1\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nplugins: [json]\nsteps:\n  - pass: cleanup\n")
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe)
+    import json
+
+    assert str(exc.value) == (
+        f"{recipe}:2:11: error: plugin 'json' beside the recipe is shadowed by the already imported module "
+        f"'json' ({json.__file__})\n"
+        "  hint: rename json.py to a name no other module has, e.g. json_passes.py")

@@ -142,3 +142,24 @@ def test_tolerance_per_dtype():
     assert tolerance(np.dtype(np.int64), 1.0, 1.0) == (0.0, 0.0)
     assert tolerance(np.dtype(np.float16)) == (1e-2, 1e-2)
     assert tolerance(np.dtype(np.float32), rtol=0.5) == (0.5, 1e-5)
+
+
+def test_string_outputs_are_compared_exactly(tmp_path):
+    from onnx import TensorProto, helper
+
+    def model(node):
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("s", TensorProto.STRING, [2])],
+                              [helper.make_tensor_value_info("t", TensorProto.STRING, [2])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(model(helper.make_node("Identity", ["s"], ["t"])), tmp_path / "a.onnx")
+    onnx.save(model(helper.make_node("Identity", ["s"], ["t"])), tmp_path / "b.onnx")
+    swapped = model(helper.make_node("Gather", ["s", "order"], ["t"]))
+    swapped.graph.initializer.append(numpy_helper.from_array(np.array([1, 0], np.int64), "order"))
+    onnx.save(swapped, tmp_path / "swapped.onnx")
+    np.savez(tmp_path / "in.npz", s=np.array(["abc", "de"]))
+    report = surgeon.verify(tmp_path / "a.onnx", tmp_path / "b.onnx", inputs=tmp_path / "in.npz")
+    assert report.status == "match"
+    report = surgeon.verify(tmp_path / "a.onnx", tmp_path / "swapped.onnx", inputs=tmp_path / "in.npz")
+    assert report.status == "mismatch"
+    assert report.outputs[0].problem == "element (0,): expected 'abc', got 'de'"

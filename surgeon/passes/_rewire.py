@@ -28,17 +28,22 @@ def _used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
     return [t for t in node.outputs if t.outputs or t in graph.outputs]
 
 
-def _movable_producer(x: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
-    """The node of ``graph`` that produces ``x``, if it may write a graph output instead."""
+def _movable_producer(x: gs.Tensor, graph: gs.Graph, members: set[int] | None = None) -> gs.Node | None:
+    """The node of ``graph`` that produces ``x``, if it may write a graph output instead.
+
+    ``members``: ids of ``graph.nodes``, when the caller bypasses many nodes
+    (scanning the node list per call would make that quadratic)."""
     producer = x.inputs[0] if isinstance(x, gs.Variable) and len(x.inputs) == 1 else None
-    if producer is None or not any(n is producer for n in graph.nodes):
+    if members is None:
+        members = {id(n) for n in graph.nodes}
+    if producer is None or id(producer) not in members:
         return None
     if any(x is t for g_io in (graph.inputs, graph.outputs) for t in g_io):
         return None
     return producer
 
 
-def needs_identity(node: gs.Node, graph: gs.Graph, input: int) -> bool:
+def needs_identity(node: gs.Node, graph: gs.Graph, input: int, members: set[int] | None = None) -> bool:
     """Whether bypassing ``node`` must insert an ``Identity`` to keep a graph output's name.
 
     That is the case when the node produces a graph output and its input is a
@@ -47,10 +52,11 @@ def needs_identity(node: gs.Node, graph: gs.Graph, input: int) -> bool:
     used = _used_outputs(node, graph)
     if not used or not any(t is used[0] for t in graph.outputs):
         return False
-    return _movable_producer(node.inputs[input], graph) is None
+    return _movable_producer(node.inputs[input], graph, members) is None
 
 
-def bypass(node: gs.Node, graph: gs.Graph, input: int, result: PassResult, *, keep_listed: bool = False) -> None:
+def bypass(node: gs.Node, graph: gs.Graph, input: int, result: PassResult, *, keep_listed: bool = False,
+           members: set[int] | None = None) -> None:
     """Take ``node`` out of ``graph``: readers of its (one used) output read input ``input``.
 
     A graph output keeps its name: when the node produced one, the node that
@@ -76,7 +82,7 @@ def bypass(node: gs.Node, graph: gs.Graph, input: int, result: PassResult, *, ke
         detach(node, graph, keep_listed=keep_listed)
         return
     # y is a graph output: keep its name by having x's producer write y directly.
-    producer = _movable_producer(x, graph)
+    producer = _movable_producer(x, graph, members)
     detach(node, graph, keep_listed=keep_listed)
     if producer is not None:
         for consumer in list(x.outputs):
@@ -91,4 +97,6 @@ def bypass(node: gs.Node, graph: gs.Graph, input: int, result: PassResult, *, ke
     else:
         ident = gs.Node("Identity", name=(node.name or node.op) + "_bypass", inputs=[x], outputs=[y])
         graph.nodes.append(ident)
+        if members is not None:
+            members.add(id(ident))
         result.notes.append(f"graph output '{y.name}' now copies '{x.name}' through an Identity")

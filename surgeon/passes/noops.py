@@ -73,16 +73,17 @@ def eliminate(model: Model, info: ShapeInfo, result: PassResult) -> Counter:
         changed = False
         for graph in list(walk_graphs(model.graph)):
             gone: set[int] = set()
+            members = {id(n) for n in graph.nodes}
             for node in list(graph.nodes):
                 if node_domain(node) != "" or node.op not in _RULES:
                     continue
                 keep = noop_input(node, info)
                 if keep is None or any(t.outputs or any(t is o for o in graph.outputs) for t in node.outputs[1:]):
                     continue  # not a no-op, or a second output (Dropout's mask) is used
-                if needs_identity(node, graph, keep):
+                if needs_identity(node, graph, keep, members):
                     continue
                 removed[node.op] += 1
-                bypass(node, graph, keep, result, keep_listed=True)
+                bypass(node, graph, keep, result, keep_listed=True, members=members)
                 gone.add(id(node))
             if gone:
                 graph.nodes = [n for n in graph.nodes if id(n) not in gone]

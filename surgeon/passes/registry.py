@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from surgeon.errors import PassError, SurgeonError, suggestion_hint
@@ -103,9 +105,24 @@ class PassRegistry:
                 ) from exc
             self.register(ep.name, func, source=f"entry point {ep.value}")
 
-    def import_plugin(self, module: str) -> None:
-        """Import a module so that its ``@register_pass`` decorators run."""
-        if module in sys.modules:
+    def import_plugin(self, module: str, beside: str | Path | None = None) -> None:
+        """Import a module so that its ``@register_pass`` decorators run.
+
+        ``beside``: the recipe's folder; a ``<module>.py`` there must be the
+        module that gets imported, not another one of the same name that was
+        imported earlier (``json``, ``utils``...), which would silently
+        register nothing.
+        """
+        local = Path(beside) / f"{module}.py" if beside is not None else None
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            where = getattr(loaded, "__file__", None)
+            if local is not None and local.exists() and (where is None or Path(where).resolve() != local.resolve()):
+                raise SurgeonError(
+                    f"plugin '{module}' beside the recipe is shadowed by the already imported module "
+                    f"'{module}' ({where or 'built in'})",
+                    hint=f"rename {local.name} to a name no other module has, e.g. {module}_passes.py",
+                )
             return
         try:
             importlib.import_module(module)
@@ -114,6 +131,14 @@ class PassRegistry:
                 f"cannot import plugin module '{module}': {exc}",
                 hint="the module must be importable: install it, or run from the folder that holds it "
                      "(the recipe's own folder is searched too)",
+            ) from exc
+        except SurgeonError:
+            raise  # e.g. a pass name clash, already explained
+        except Exception as exc:  # the plugin's own code failed: point at it, it is not surgeon's bug
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise SurgeonError(
+                f"plugin module '{module}' failed while importing: {type(exc).__name__}: {exc}",
+                hint=f"fix {frame.filename}:{frame.lineno}",
             ) from exc
 
     # -- lookup -----------------------------------------------------------------------

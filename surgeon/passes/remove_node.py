@@ -50,21 +50,34 @@ def remove_node(model: Model, select: Selector, *, input: int = 0,
         the removed nodes (by the runner), and a note per graph output whose
         producer changed or that was removed.
     """
+    if input < 0:
+        raise PassError(f"input must be 0 or more, got {input}",
+                        hint="input is the index of the node input that takes the node's place (0: the first)")
     matches = select.select(model.graph)
+    selected = {id(node) for node, _ in matches}
     result = PassResult()
     for node, graph in matches:
-        _check(node, graph, input, mode)
+        _check(node, graph, input, mode, selected)
+    # Nodes leave their graphs' lists in one sweep per graph: removing them one
+    # by one compares nodes with gs's __eq__ and is quadratic.
+    graphs: dict[int, gs.Graph] = {}
+    members: dict[int, set[int]] = {}
     for node, graph in matches:
+        graphs[id(graph)] = graph
+        ids = members.setdefault(id(graph), {id(n) for n in graph.nodes})
         if mode == "bypass":
-            _bypass(node, graph, input, result)
+            _bypass(node, graph, input, result, keep_listed=True, members=ids)
         else:
             _drop(node, graph, result)
+    for graph in graphs.values():
+        graph.nodes = [n for n in graph.nodes if id(n) not in selected]
     return result
 
 
-def _check(node: gs.Node, graph: gs.Graph, input: int, mode: str) -> None:
+def _check(node: gs.Node, graph: gs.Graph, input: int, mode: str, selected: set[int]) -> None:
     if mode == "drop":
-        readers = [c for t in node.outputs for c in t.outputs if c is not node]
+        # Readers that are dropped in the same step do not count (dropping a chain).
+        readers = [c for t in node.outputs for c in t.outputs if id(c) not in selected]
         if readers:
             names = ", ".join(sorted({c.name or c.op for c in readers}))
             raise PassError(
@@ -92,4 +105,4 @@ def _drop(node: gs.Node, graph: gs.Graph, result: PassResult) -> None:
     if dropped:
         graph.outputs = [o for o in graph.outputs if not any(o is t for t in dropped)]
         result.notes.append("removed graph output(s) " + ", ".join(f"'{t.name}'" for t in dropped))
-    _detach(node, graph)
+    _detach(node, graph, keep_listed=True)

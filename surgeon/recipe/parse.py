@@ -178,7 +178,7 @@ class _Parser:
                        f"write the module's import name: '{module}'")
             return False
         try:
-            self.registry.import_plugin(name)
+            self.registry.import_plugin(name, beside=Path(self.filename).parent)
         except SurgeonError as exc:  # not importable, or it registers a clashing pass
             self.error(self.at(path), exc.message, exc.hint)
             return False
