@@ -278,30 +278,34 @@ def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozense
     on load: no edit can be verified on a graph that cannot run.
     """
     problems = []
+    nodes = list(gproto.node)  # protobuf builds a new wrapper per access: read each field once
+    inputs = [list(n.input) for n in nodes]
     declared = set(outer) | {v.name for v in gproto.input} | {t.name for t in gproto.initializer} \
         | {s.values.name for s in gproto.sparse_initializer} | {""}
-    producer = {o: i for i, n in enumerate(gproto.node) for o in n.output if o}
-    scope = frozenset(declared | set(producer))
-    for n in gproto.node:
-        for name in n.input:
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    scope: frozenset[str] | None = None
+    for n, ins in zip(nodes, inputs):
+        for name in ins:
             if name not in declared and name not in producer:
                 label = f"node '{n.name}' ({n.op_type})" if n.name else f"a {n.op_type} node"
                 problems.append(f"{label} in graph '{gproto.name}' reads '{name}', "
                                 "which no node, graph input or initializer provides")
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
+                if scope is None:
+                    scope = frozenset(declared | set(producer))
                 problems += structure_problems(a.g, scope)
     for out in gproto.output:
         if out.name not in declared and out.name not in producer:
             problems.append(f"graph output '{out.name}' of graph '{gproto.name}' is produced by nothing")
     # Kahn's algorithm over the edges inside this graph: what never becomes ready is on a cycle.
-    waiting = [len({producer[i] for i in n.input if i in producer and i not in declared})
-               for n in gproto.node]
-    readers: dict[int, set[int]] = {}
-    for j, n in enumerate(gproto.node):
-        for i in n.input:
-            if i in producer and i not in declared:
-                readers.setdefault(producer[i], set()).add(j)
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for j, ins in enumerate(inputs):
+        feeding = {producer[i] for i in ins if i in producer and i not in declared}
+        waiting[j] = len(feeding)
+        for k in feeding:
+            readers.setdefault(k, []).append(j)
     ready = [j for j, w in enumerate(waiting) if w == 0]
     done = 0
     while ready:
@@ -311,8 +315,8 @@ def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozense
             waiting[k] -= 1
             if waiting[k] == 0:
                 ready.append(k)
-    if done < len(gproto.node):
-        stuck = [gproto.node[j].name or gproto.node[j].op_type for j, w in enumerate(waiting) if w > 0]
+    if done < len(nodes):
+        stuck = [nodes[j].name or nodes[j].op_type for j, w in enumerate(waiting) if w > 0]
         problems.append(f"graph '{gproto.name}' has a cycle through node(s) " + ", ".join(stuck[:5])
                         + (" ..." if len(stuck) > 5 else ""))
     return problems
