@@ -7,7 +7,8 @@ type variable that its float32 inputs bind allows ``tensor(float16)``;
 inputs with a fixed ``tensor(float)`` type (``Resize`` scales,
 ``NonMaxSuppression`` boxes) stay float32, integer tensors (shapes, indices,
 ``TopK``'s K) are never touched, and ``Cast`` nodes are inserted wherever a
-float16 tensor meets a float32 reader or the other way round.
+float16 tensor meets a float32 reader or the other way round. If/Loop/Scan
+bodies are converted too, keeping one type per value across a body boundary.
 """
 
 from __future__ import annotations
@@ -69,33 +70,43 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
         node_block_list: names of nodes that stay float32.
 
     Rules:
-        1. A node of the main graph runs in float16 when every float32 input
-           it has binds a type variable that allows ``tensor(float16)`` in its
-           ONNX schema; its float32 outputs of those variables become
-           float16. Inputs typed ``tensor(float)`` outright (``Resize``
-           scales, ``NonMaxSuppression`` boxes) stay float32; integer and
-           bool tensors (shapes, indices, ``TopK``'s K) are never touched;
+        1. A node runs in float16 when every float32 input it has binds a
+           type variable that allows ``tensor(float16)`` in its ONNX schema;
+           its float32 outputs of those variables become float16. Inputs
+           typed ``tensor(float)`` outright (``Resize`` scales,
+           ``NonMaxSuppression`` boxes) stay float32; integer and bool
+           tensors (shapes, indices, ``TopK``'s K) are never touched;
            ``Shape``, ``Size`` and ``Cast`` read whatever type they get.
         2. A node stays float32 when its op is blocked (``op_block_list``), it
            is named in ``node_block_list``, its op has no ONNX schema (custom
            ops, calls of local functions), its schema has no float16 for one
-           of its float32 inputs (``Range``), an attribute sets the type of a
-           float32 output (``RandomNormal``, ``EyeLike``), or it has
-           subgraphs: ``If``/``Loop``/``Scan`` and everything in their bodies
-           stay float32, and float16 tensors they read from the outer graph
-           are cast back for them.
-        3. Initializers, ``Constant`` and ``ConstantOfShape`` values and
-           ``Cast(to=FLOAT)`` results become float16 only when every reader
-           wants float16; otherwise they stay float32 and float16 readers get
-           a Cast. Values beyond the float16 range are clamped to +-65504,
-           tiny nonzero values are raised to +-6e-08 instead of flushing to 0
-           (so an epsilon stays an epsilon); both are counted in the notes.
-        4. A ``Cast`` is inserted once per tensor and target type, right after
+           of its float32 inputs (``Range``), or an attribute sets the type of
+           a float32 output (``RandomNormal``, ``EyeLike``).
+        3. ``If``/``Loop``/``Scan`` bodies are converted by the same rules, at
+           any depth. A value crossing a body boundary keeps one type: a
+           Loop/Scan carried value (and a Scan input) is float16 in the node's
+           input, the body input, the body output and the node's output (a
+           Cast at the end of the body when the body computes it in float32);
+           an If output is float16 when a branch computes it in float16 (a
+           branch computing it in float32 gets a Cast at its output). An
+           outer tensor that a body reads in the other type gets a Cast next
+           to its producer. ``keep_io_types`` is about the main graph only. An
+           ``If``/``Loop``/``Scan`` that is blocked, or is not laid out as
+           ONNX defines it (and a Scan of opset 8), stays float32 with its
+           bodies; the notes count those nodes.
+        4. Initializers (of bodies too), ``Constant`` and ``ConstantOfShape``
+           values and ``Cast(to=FLOAT)`` results become float16 only when
+           every reader wants float16; otherwise they stay float32 and float16
+           readers get a Cast. Values beyond the float16 range are clamped to
+           +-65504, tiny nonzero values are raised to +-6e-08 instead of
+           flushing to 0 (so an epsilon stays an epsilon); both are counted in
+           the notes.
+        5. A ``Cast`` is inserted once per tensor and target type, right after
            the tensor's producer, wherever a tensor's new type differs from
            what a reader wants. Graph outputs keep their names: when an
            output's type would change, its producer writes ``<name>_fp16``
            (or ``_fp32``) and a Cast writes the output.
-        5. Local function bodies are not converted (calls stay float32; run
+        6. Local function bodies are not converted (calls stay float32; run
            ``inline_functions`` first to convert them). A model without
            float32 computation is left unchanged, so the step is idempotent.
 
@@ -107,8 +118,8 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
 
     Reports:
         the inserted Cast nodes (by the runner); how many nodes run in
-        float16, which stay float32 and why, and how many constant values
-        were clamped.
+        float16 (and how many of them in If/Loop/Scan bodies), which stay
+        float32 and why, and how many constant values were clamped.
     """
     blocked_ops = dict(DEFAULT_OP_BLOCK_LIST) if op_block_list is None else \
         {op: "op_block_list" for op in op_block_list}
@@ -118,9 +129,6 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
     result = PassResult()
     if not plan.changes():
         result.notes.append("nothing to convert: no float32 computation or constant would change")
-        inside = plan.nodes_in_subgraphs()
-        if inside:
-            result.notes.append(f"{inside} node(s) inside If/Loop/Scan bodies stay float32")
         result.details = {"changed": False}
         return result
     plan.convert_values()
@@ -164,10 +172,16 @@ class _Decision:
     """Input slot -> the float type the node reads there; slots not listed take anything."""
     outputs16: set[int] = field(default_factory=set)
     """Output slots that become float16 when the node runs in float16."""
+    follows: dict[int, list[gs.Tensor]] = field(default_factory=dict)
+    """If/Loop/Scan output slot -> the body outputs it comes from (it takes their type)."""
+    carried: set[int] = field(default_factory=set)
+    """Loop/Scan body output slots of carried values: float16, like the body inputs they feed."""
+    out_slots: dict[int, int] = field(default_factory=dict)
+    """Body output slot -> the If/Loop/Scan output slot it becomes (for ``follows``)."""
 
 
 class _Plan:
-    """Decides every node and tensor of the main graph first, then rewrites (validate before mutate)."""
+    """Decides every node and tensor of the model, bodies included, first; then rewrites (validate before mutate)."""
 
     def __init__(self, model: Model, blocked_ops: dict[str, str], blocked_names: set[str],
                  keep_io_types: bool) -> None:
@@ -176,32 +190,67 @@ class _Plan:
         self.blocked_ops = blocked_ops
         self.blocked_names = blocked_names
         self.io = F32 if keep_io_types else F16
+        self.graphs = list(walk_graphs(self.graph))
+        self.parent: dict[int, gs.Graph | None] = {id(self.graph): None}
+        self.body_of: dict[int, gs.Node] = {}      # body graph id -> its If/Loop/Scan node
+        self.graph_of: dict[int, gs.Graph] = {}    # node id -> the graph holding it
+        self.input_of: dict[int, gs.Graph] = {}    # graph input id -> its graph
+        self.output_of: dict[int, list[tuple[gs.Graph, int]]] = {}  # tensor id -> (graph, slot) it is output of
+        for g in self.graphs:
+            for t in g.inputs:
+                self.input_of[id(t)] = g
+            for k, t in enumerate(g.outputs):
+                self.output_of.setdefault(id(t), []).append((g, k))
+            for n in g.nodes:
+                self.graph_of[id(n)] = g
+                for _, sub in subgraphs_of(n):
+                    self.parent[id(sub)] = g
+                    self.body_of[id(sub)] = n
         self.f32: set[int] = set()          # ids of float32 tensors (declared or implied by a schema)
         self.decisions: dict[int, _Decision] = {}
-        self.top_nodes = {id(n) for n in self.graph.nodes}
+        self.input_home: dict[int, str] = {}  # Loop/Scan body input id -> its type after conversion
         self.home: dict[int, str] = {}       # float32 tensor id -> its type after conversion
 
     # -- deciding ---------------------------------------------------------------------------
 
     def decide(self) -> None:
-        for n in self.graph.nodes:
-            for t in n.inputs + n.outputs:
+        for g in self.graphs:
+            for t in g.inputs + g.outputs + [t for n in g.nodes for t in n.inputs + n.outputs]:
                 if _is_plain_tensor(t) and _is_float32(t.dtype):
                     self.f32.add(id(t))
-        for t in self.graph.inputs + self.graph.outputs:
-            if _is_plain_tensor(t) and _is_float32(t.dtype):
-                self.f32.add(id(t))
-        for n in self.graph.nodes:  # in order: producers are typed before their readers
-            self.decisions[id(n)] = self._decide(n)
+        # Types found in a body reach the If/Loop/Scan outputs, and from there nodes decided
+        # earlier (a loop-carried value typed only by its body output): decide until nothing new.
+        known = -1
+        while known != len(self.f32):
+            known = len(self.f32)
+            self.decisions, self.input_home = {}, {}
+            self._decide_graph(self.graph, kept=None)
         for t in self._float_tensors():
-            self.home[id(t)] = self._home(t)
+            self.home_of(t)
         self._count()
+
+    def _decide_graph(self, g: gs.Graph, kept: str | None) -> None:
+        """Decides the nodes of ``g`` in order (producers before readers); ``kept``: why all stay float32."""
+        for n in g.nodes:
+            if kept is not None:
+                schema = self._schema(n)
+                if schema is not None and not any(True for _ in subgraphs_of(n)):
+                    self._infer_types(n, schema)
+                d = _Decision(False, kept)
+            else:
+                d = self._decide(n)
+            self.decisions[id(n)] = d
+            bodies = [sub for _, sub in subgraphs_of(n)]
+            if bodies and not d.convert:
+                inner = kept or f"in the body of a float32 {n.op}"
+                for body in bodies:
+                    for t in body.inputs:
+                        self.input_home[id(t)] = F32
+                    self._decide_graph(body, inner)
 
     def _schema(self, node: gs.Node):
         domain = node_domain(node)
-        version = self.model.opset_imports.get(domain)
-        if version is None and domain == "":
-            version = self.model.opset_imports.get("ai.onnx")
+        version = self._opset(domain)
         if version is None or not onnx.defs.has(node.op, domain):
             return None
         try:
@@ -209,16 +258,23 @@ class _Plan:
         except onnx.defs.SchemaError:
             return None
 
+    def _opset(self, domain: str) -> int | None:
+        version = self.model.opset_imports.get(domain)
+        if version is None and domain == "":
+            version = self.model.opset_imports.get("ai.onnx")
+        return version
+
     def _decide(self, n: gs.Node) -> _Decision:
+        bodies = any(True for _ in subgraphs_of(n))
         schema = self._schema(n)
-        if schema is not None:
+        if schema is not None and not bodies:  # If/Loop/Scan outputs are typed by their bodies
             self._infer_types(n, schema)
         if n.name and n.name in self.blocked_names:
             return _Decision(False, "node_block_list")
         if n.op in self.blocked_ops:
             return _Decision(False, f"{n.op}: {self.blocked_ops[n.op]}")
-        if any(True for _ in subgraphs_of(n)):
-            return _Decision(False, "control flow (its bodies stay float32)")
+        if bodies:
+            return self._control_flow(n, schema)
         if schema is None:
             kind = "local function" if any(f.name == n.op and (f.domain or "") == node_domain(n)
                                            for f in self.graph.functions) else "no ONNX schema"
@@ -229,6 +285,70 @@ class _Plan:
             # Cast and the shape readers take any type; the others' outputs follow their readers (_home).
             return _Decision(True)
         return self._bind(n, schema)
+
+    def _boundary(self, n: gs.Node) -> list[tuple[bool, int | None, list[gs.Tensor], list[int], int | None]] | None:
+        """The values crossing an If/Loop/Scan body boundary, None if the node is malformed.
+
+        Each is (carried, node input slot, body inputs, body output slots, node output slot);
+        carried values (Loop/Scan state, Scan inputs) enter the body, the others come out of it.
+        """
+        bodies = dict(subgraphs_of(n))
+        if n.op == "If":
+            then, other = bodies.get("then_branch"), bodies.get("else_branch")
+            if then is None or other is None or not len(then.outputs) == len(other.outputs) == len(n.outputs):
+                return None
+            return [(False, None, [], [j], j) for j in range(len(n.outputs))]
+        body = bodies.get("body")
+        if body is None:
+            return None
+        if n.op == "Loop":  # inputs M, cond, state; body (iter, cond, state) -> (cond, state, scans)
+            state = len(n.inputs) - 2
+            if state < 0 or len(body.inputs) != state + 2 or len(body.outputs) != 1 + len(n.outputs):
+                return None
+            return ([(True, 2 + k, [body.inputs[2 + k]], [1 + k], k) for k in range(state)]
+                    + [(False, None, [], [k + 1], k) for k in range(state, len(n.outputs))])
+        # Scan (opset 9+): inputs state, scan inputs; body (state, scan elements) -> (state, scan elements)
+        scans = n.attrs.get("num_scan_inputs")
+        state = len(n.inputs) - (scans if isinstance(scans, int) else len(n.inputs) + 1)
+        if state < 0 or len(body.inputs) != len(n.inputs) or len(body.outputs) != len(n.outputs):
+            return None
+        return ([(True, k, [body.inputs[k]], [k], k) for k in range(state)]
+                + [(True, k, [body.inputs[k]], [], None) for k in range(state, len(n.inputs))]
+                + [(False, None, [], [k], k) for k in range(state, len(n.outputs))])
+
+    def _control_flow(self, n: gs.Node, schema) -> _Decision:
+        """If/Loop/Scan: the bodies are decided like the main graph; values crossing a body boundary keep one type."""
+        scan8 = n.op == "Scan" and (self._opset("") or 0) < 9
+        boundary = None if schema is None or n.op not in ("If", "Loop", "Scan") or scan8 else self._boundary(n)
+        if boundary is None:
+            why = ("Scan-8 (batched, with sequence_lens)" if scan8 else
+                   f"{n.op}: body layout not understood" if schema is not None else
+                   f"no ONNX schema: {node_domain(n) + '::' if node_domain(n) else ''}{n.op}")
+            return _Decision(False, why + " (its bodies stay float32)")
+        bodies = [sub for _, sub in subgraphs_of(n)]
+        decision = _Decision(True)
+        for carried, slot, body_inputs, out_slots, node_slot in boundary:
+            outer = n.inputs[slot] if slot is not None and slot < len(n.inputs) else None
+            node_out = n.outputs[node_slot] if node_slot is not None else None
+            group = [t for t in [outer, node_out, *body_inputs, *(b.outputs[k] for b in bodies for k in out_slots)]
+                     if t is not None and not t.is_empty() and _is_plain_tensor(t)]
+            if not any(id(t) in self.f32 for t in group):
+                continue
+            self.f32.update(id(t) for t in group)  # one value: all its tensors are float32 (until converted)
+            if carried:
+                if outer is not None and not outer.is_empty():
+                    decision.wants[slot] = F16
+                for t in body_inputs:
+                    self.input_home[id(t)] = F16
+                decision.carried.update(out_slots)
+                if node_out is not None:
+                    decision.outputs16.add(node_slot)
+            else:
+                decision.follows[node_slot] = [b.outputs[k] for b in bodies for k in out_slots]
+                decision.out_slots.update((k, node_slot) for k in out_slots)
+        for body in bodies:
+            self._decide_graph(body, kept=None)
+        return decision
 
     def _handles_containers(self, n: gs.Node, schema) -> bool:
         """Whether the node reads or writes sequences, maps or optionals (their element types stay as they are)."""
@@ -309,53 +429,101 @@ class _Plan:
 
     def _float_tensors(self) -> list[gs.Tensor]:
         seen: dict[int, gs.Tensor] = {}
-        for t in self.graph.inputs + self.graph.outputs:
-            seen.setdefault(id(t), t)
-        for n in self.graph.nodes:
-            for t in n.inputs + n.outputs:
+        for g in self.graphs:
+            for t in g.inputs + g.outputs:
                 seen.setdefault(id(t), t)
+            for n in g.nodes:
+                for t in n.inputs + n.outputs:
+                    seen.setdefault(id(t), t)
         return [t for t in seen.values() if id(t) in self.f32]
 
-    def reader_wants(self, t: gs.Tensor) -> list[tuple[gs.Node | None, int, str]]:
-        """(reader, input slot, wanted type) of every read of ``t``; reader None is a graph output."""
-        wants = []
+    def reader_wants(self, t: gs.Tensor) -> list[tuple[gs.Node | gs.Graph, int, str]]:
+        """(reader, input slot, wanted type) of every read of ``t``; a graph reader is a graph output slot."""
+        wants: list[tuple[gs.Node | gs.Graph, int, str]] = []
         for r in {id(r): r for r in t.outputs}.values():  # a node reading t twice is listed twice
             for i, x in enumerate(r.inputs):
                 if x is not t:
                     continue
                 d = self.decisions.get(id(r))
-                if id(r) not in self.top_nodes or d is None or not d.convert:
-                    wants.append((r, i, F32))  # a subgraph body, or a node kept in float32
+                if d is None or not d.convert:
+                    wants.append((r, i, F32))  # a node kept in float32
                 elif i in d.wants:
                     wants.append((r, i, d.wants[i]))
-        if any(o is t for o in self.graph.outputs):
-            wants.append((None, 0, self.io))
+        for g, k in self.output_of.get(id(t), []):
+            wants.append((g, k, self._output_wants(g, k)))
         return wants
+
+    def _output_wants(self, g: gs.Graph, k: int) -> str:
+        """The type of output ``k`` of graph ``g``: the interface type, or what its If/Loop/Scan makes of it."""
+        if g is self.graph:
+            return self.io
+        node = self.body_of[id(g)]
+        d = self.decisions[id(node)]
+        if not d.convert:
+            return F32
+        if k in d.carried:
+            return F16  # the body input it feeds next iteration is float16
+        slot = d.out_slots.get(k)
+        return F32 if slot is None else self.home_of(node.outputs[slot])
+
+    def home_of(self, t: gs.Tensor) -> str:
+        if id(t) not in self.home:
+            self.home[id(t)] = self._home(t)
+        return self.home[id(t)]
 
     def _home(self, t: gs.Tensor) -> str:
         if any(i is t for i in self.graph.inputs):
             return self.io
+        if id(t) in self.input_home:
+            return self.input_home[id(t)]
         producer = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
         if producer is not None:
             d = self.decisions.get(id(producer))
             if d is None or not d.convert:
                 return F32
             if producer.op not in _RESULTS_OF_ATTRIBUTE:
-                return F16 if any(producer.outputs[j] is t for j in d.outputs16) else F32
-        # Constants and values set by an attribute follow their readers.
+                j = next(j for j, o in enumerate(producer.outputs) if o is t)
+                if j not in d.follows:
+                    return F16 if j in d.outputs16 else F32
+                from_bodies = self._follow(d.follows[j])
+                if from_bodies is not None:
+                    return from_bodies
+        # Constants, values set by an attribute and If outputs that only bodies' constants make follow their readers.
         wanted = {w for _, _, w in self.reader_wants(t)}
         return F16 if wanted == {F16} else F32
+
+    def _follow(self, body_outputs: list[gs.Tensor]) -> str | None:
+        """The type of an If/Loop/Scan output: float16 if a body computes it in float16 (the
+        other branch is cast to match), None if only constants make it (it follows its readers)."""
+        homes = {self.home_of(b) for b in body_outputs if not self._flexible(b)}
+        return F16 if F16 in homes else F32 if homes else None
+
+    def _flexible(self, t: gs.Tensor) -> bool:
+        """Whether ``t``'s type follows its readers (constants and values set by an attribute)."""
+        if isinstance(t, gs.Constant):
+            return True
+        producer = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
+        if producer is None or id(t) in self.input_home or any(i is t for i in self.graph.inputs):
+            return False
+        d = self.decisions.get(id(producer))
+        if d is None or not d.convert:
+            return False
+        if producer.op in _RESULTS_OF_ATTRIBUTE:
+            return True
+        j = next(j for j, o in enumerate(producer.outputs) if o is t)
+        return j in d.follows and self._follow(d.follows[j]) is None
 
     def changes(self) -> bool:
         if any(h == F16 for h in self.home.values()):
             return True
-        return any(w != self.home[id(t)] for t in self._float_tensors() for _, _, w in self.reader_wants(t))
+        return any(w != self.home_of(t) for t in self._float_tensors() for _, _, w in self.reader_wants(t))
 
     # -- rewriting ---------------------------------------------------------------------------------
 
     def apply(self, result: PassResult) -> None:
-        self.names = all_tensor_names(self.graph) | {n.name for g in walk_graphs(self.graph) for n in g.nodes}
-        self.after: dict[int, list[gs.Node]] = {}  # producer id (0: graph start) -> Casts to put after it
+        self.names = all_tensor_names(self.graph) | {n.name for g in self.graphs for n in g.nodes}
+        # (graph id, producer id or 0 for the graph's start) -> Casts to put after it
+        self.after: dict[tuple[int, int], list[gs.Node]] = {}
         self.casts: dict[tuple[int, str], gs.Variable] = {}
         self._cast_outputs()
         for t in self._float_tensors():
@@ -363,13 +531,18 @@ class _Plan:
                 self._make_float16(t)
         for t in self._float_tensors():
             for reader, i, want in self.reader_wants(t):
-                if reader is not None and want != self.home[id(t)]:
+                if want == self.home[id(t)]:
+                    continue
+                if isinstance(reader, gs.Node):
                     reader.inputs[i] = self._cast(t, want)
-        nodes = list(self.after.get(0, []))
-        for n in self.graph.nodes:
-            nodes.append(n)
-            nodes += self.after.get(id(n), [])
-        self.graph.nodes = nodes
+                elif reader is not self.graph:
+                    self._cast_body_output(reader, i, want)
+        for g in self.graphs:
+            nodes = list(self.after.get((id(g), 0), []))
+            for n in g.nodes:
+                nodes.append(n)
+                nodes += self.after.get((id(g), id(n)), [])
+            g.nodes = nodes
         self._report(result, self.stats)
 
     def _unique(self, base: str) -> str:
@@ -380,23 +553,52 @@ class _Plan:
         self.names.add(name)
         return name
 
-    def _new_cast(self, src: gs.Tensor, dst: gs.Tensor, to: str) -> None:
+    def _place(self, t: gs.Tensor) -> tuple[int, int]:
+        """Where a Cast of ``t`` goes: right after its producer, or first in the graph that declares it
+        (for a constant, the innermost graph enclosing its readers), so every reader sees it."""
+        producer = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
+        if producer is not None:
+            return id(self.graph_of[id(producer)]), id(producer)
+        if id(t) in self.input_of:
+            return id(self.input_of[id(t)]), 0
+        chains = []
+        for g in [self.graph_of[id(r)] for r in t.outputs] + [g for g, _ in self.output_of.get(id(t), [])]:
+            chain: list[int] = []
+            while g is not None:
+                chain.append(id(g))
+                g = self.parent[id(g)]
+            chains.append(chain)
+        common = [gid for gid in chains[0] if all(gid in c for c in chains[1:])] if chains else [id(self.graph)]
+        return common[0], 0
+
+    def _new_cast(self, src: gs.Tensor, dst: gs.Tensor, to: str, place: tuple[int, int]) -> gs.Node:
         cast = gs.Node("Cast", name=self._unique(dst.name + "/Cast"), inputs=[src], outputs=[dst],
                        attrs={"to": onnx.TensorProto.FLOAT16 if to == F16 else onnx.TensorProto.FLOAT})
-        producer = src.inputs[0] if isinstance(src, gs.Variable) and src.inputs else None
-        self.after.setdefault(id(producer) if producer is not None else 0, []).append(cast)
+        self.after.setdefault(place, []).append(cast)
         self.decisions[id(cast)] = _Decision(True)  # a Cast reads any type
-        self.top_nodes.add(id(cast))
+        self.graph_of[id(cast)] = next(g for g in self.graphs if id(g) == place[0])
+        return cast
+
+    def _new_tensor(self, t: gs.Tensor, to: str) -> gs.Variable:
+        return gs.Variable(self._unique(f"{t.name}_{to.replace('float', 'fp')}"),
+                           dtype=np.float16 if to == F16 else np.float32,
+                           shape=None if t.shape is None else list(t.shape))
 
     def _cast(self, t: gs.Tensor, to: str) -> gs.Variable:
         key = (id(t), to)
         if key not in self.casts:
-            out = gs.Variable(self._unique(f"{t.name}_{'fp16' if to == F16 else 'fp32'}"),
-                              dtype=np.float16 if to == F16 else np.float32,
-                              shape=None if t.shape is None else list(t.shape))
-            self._new_cast(t, out, to)
-            self.casts[key] = out
+            self.casts[key] = self._new_tensor(t, to)
+            self._new_cast(t, self.casts[key], to, self._place(t))
         return self.casts[key]
+
+    def _cast_body_output(self, body: gs.Graph, k: int, to: str) -> None:
+        """A body output its If/Loop/Scan wants in the other type: a Cast at the end of the body
+        writes a new output (body outputs are matched by position, their names do not matter)."""
+        t = body.outputs[k]
+        out = self._new_tensor(t, to)
+        last = body.nodes[-1] if body.nodes else None
+        self._new_cast(t, out, to, (id(body), id(last) if last is not None else 0))
+        body.outputs[k] = out
 
     def _cast_outputs(self) -> None:
         """A graph output whose type changes keeps its name: its producer writes a new tensor, a Cast the output."""
@@ -404,10 +606,10 @@ class _Plan:
             if id(t) not in self.f32 or self.home[id(t)] == self.io:
                 continue
             producer = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
-            if producer is None or id(producer) not in self.top_nodes:
+            if producer is None or self.graph_of.get(id(producer)) is not self.graph:
                 continue  # a graph input or constant passed through: left as it is
-            inner = gs.Variable(self._unique(f"{t.name}_{self.home[id(t)].replace('float', 'fp')}"),
-                                dtype=t.dtype, shape=None if t.shape is None else list(t.shape))
+            inner = self._new_tensor(t, self.home[id(t)])
+            inner.dtype = t.dtype
             for r in list(t.outputs):
                 for i, x in enumerate(r.inputs):
                     if x is t:
@@ -417,7 +619,7 @@ class _Plan:
             self.f32.add(id(inner))
             self.home[id(inner)] = self.home[id(t)]
             self.home[id(t)] = self.io
-            self._new_cast(inner, t, self.io)
+            self._new_cast(inner, t, self.io, (id(self.graph), id(producer)))
 
     def convert_values(self) -> None:
         """The float16 values of every constant that changes, computed before anything is edited."""
@@ -483,28 +685,25 @@ class _Plan:
             values[tiny] = np.sign(values[tiny]) * FLOAT16_TINY
         return values.astype(np.float16)
 
-    def nodes_in_subgraphs(self) -> int:
-        return sum(len(g.nodes) for n in self.graph.nodes for _, sub in subgraphs_of(n) for g in walk_graphs(sub))
-
     def _count(self) -> None:
         """What the summary tells, counted on the graph as it was."""
-        self.converted = 0
+        self.converted = self.converted_inside = 0
         self.kept: dict[str, int] = {}
-        for n in self.graph.nodes:
-            d = self.decisions[id(n)]
-            if d.convert and any(self.home.get(id(t)) == F16 for t in n.outputs):
-                self.converted += 1
-            elif not d.convert and any(id(t) in self.f32 for t in n.inputs + n.outputs):
-                self.kept[d.reason] = self.kept.get(d.reason, 0) + 1
+        for g in self.graphs:
+            for n in g.nodes:
+                d = self.decisions[id(n)]
+                if d.convert and any(self.home.get(id(t)) == F16 for t in n.outputs):
+                    self.converted += 1
+                    self.converted_inside += g is not self.graph
+                elif not d.convert and any(id(t) in self.f32 for t in n.inputs + n.outputs):
+                    self.kept[d.reason] = self.kept.get(d.reason, 0) + 1
 
     def _report(self, result: PassResult, stats: dict[str, int]) -> None:
         converted, kept = self.converted, self.kept
-        inside = self.nodes_in_subgraphs()
-        result.notes.append(f"{converted} node(s) now compute in float16")
+        inside = f" ({self.converted_inside} inside If/Loop/Scan bodies)" if self.converted_inside else ""
+        result.notes.append(f"{converted} node(s) now compute in float16{inside}")
         if kept:
             result.notes.append("kept in float32: " + "; ".join(f"{reason} x{k}" for reason, k in kept.items()))
-        if inside:
-            result.notes.append(f"{inside} node(s) inside If/Loop/Scan bodies stay float32")
         if stats["clamped"]:
             result.notes.append(f"clamped {stats['clamped']} constant value(s) beyond float16's range to +-65504")
         if stats["raised"]:
@@ -513,6 +712,6 @@ class _Plan:
         if self.graph.functions:
             result.notes.append(f"{len(self.graph.functions)} local function(s) not converted "
                                 "(run inline_functions first to convert them)")
-        result.details = {"float16_nodes": converted, "kept_float32": kept, "nodes_in_subgraphs": inside,
-                          "constants_converted": stats["constants"], "clamped": stats["clamped"],
-                          "raised_tiny": stats["raised"], "changed": True}
+        result.details = {"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
+                          "kept_float32": kept, "constants_converted": stats["constants"],
+                          "clamped": stats["clamped"], "raised_tiny": stats["raised"], "changed": True}
