@@ -627,15 +627,164 @@ def test_set_batch_refuses_an_output_that_keeps_a_fixed_batch():
     model = build("""<ir_version: 8, opset_import: ["" : 17]>
         agraph (float[1, 4] x) => (float[1, 4] y, float[1, 4] z) {
             y = Relu(x)
-            s = Constant<value = int64[2] {1, 4}>()
-            z = ConstantOfShape(s)
-        }""")
+            z = Gather<axis = 0>(x, zero)
+        }""", zero=np.array([0]))
     assert error_of(model, "set_batch", size="N") == (
-        "error: cannot make the batch dynamic: graph output 'z' (written by ConstantOfShape 'z') keeps the "
+        "error: cannot make the batch dynamic: graph output 'z' (written by Gather 'z') keeps the "
         "fixed first dimension 1 however large the batch is: something before it hard-codes the batch 1 in a "
-        "way set_batch does not rewrite (e.g. ConstantOfShape, Tile, Slice)\n"
+        "way set_batch does not rewrite (e.g. a Slice or Gather along the batch)\n"
         "  hint: re-export the model with a dynamic batch axis, or leave this output out of 'outputs' if its "
         "first dimension is not the batch")
+
+
+def spread_model(old: int, body: str, **inits: np.ndarray) -> tuple[onnx.ModelProto, surgeon.Model]:
+    """A model exported at batch ``old`` (the body may write OLD for it), as a proto and loaded."""
+    model = build(body.replace("OLD", str(old)), **inits)
+    return to_proto(model), model
+
+
+def assert_spread_fixed(original: onnx.ModelProto, model: surgeon.Model):
+    """Batch 3 gives three single runs, and the edited model at the old batch gives what the original gave."""
+    assert_batch_separable(model)
+    assert_same_outputs(original, model, random_inputs(original, seed=2), exact=True)
+
+
+@pytest.mark.parametrize("old", [1, 2])
+def test_set_batch_tile_of_a_learned_query_reads_the_batch_at_run_time(old):
+    q = np.random.default_rng(0).standard_normal((1, 2, 4)).astype(np.float32)
+    original, model = spread_model(old, """<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[OLD, 3, 4] x) => (float[OLD, 5, 4] y) {
+            reps = Constant<value = int64[3] {OLD, 1, 1}>()
+            t = Tile(q, reps)
+            y = Concat<axis = 1>(x, t)
+        }""", q=q)
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert report.notes[0] == f"Tile 't': repeats entry {old} now read at run time from 'x'"
+    assert [(n.op, n.name) for n in model.graph.nodes] == [
+        ("Shape", "x_shape"), ("Gather", "x_batch"), ("Concat", "reps_target"), ("Tile", "t"), ("Concat", "y")]
+    assert [t.name for t in node(model, "reps_target").inputs] == ["x_batch", "reps_rest"]
+    assert const_of(model, "reps_target", 1) == [1, 1] and const_of(model, "x_batch", 1) == [0]
+    assert [t.name for t in node(model, "t").inputs] == ["q", "reps_target"]
+    assert io_dims(model) == {"x": ["N", 3, 4], "y": ["N", 5, 4]}
+    assert value_info(to_proto(model).graph)["t"] == [None, None, None]  # onnx: computed repeats give a rank
+    assert_spread_fixed(original, model)
+
+
+@pytest.mark.parametrize("old", [1, 2])
+def test_set_batch_tile_added_to_the_batch(old):
+    # x[B, 4] + Tile(p[1, 4], [B, 1]): broadcast alone would work at batch 1, the rewrite keeps it exact.
+    p = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    original, model = spread_model(old, """<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[OLD, 4] x) => (float[OLD, 4] y) {
+            t = Tile(p, reps)
+            y = Add(x, t)
+        }""", p=p, reps=np.array([old, 1]))
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert report.details["rewritten"] == ["t"]
+    assert [t.name for t in node(model, "t").inputs] == ["p", "reps_target"]
+    assert_spread_fixed(original, model)
+
+
+@pytest.mark.parametrize("old", [1, 2])
+def test_set_batch_constant_of_shape_reads_the_batch_at_run_time(old):
+    original, model = spread_model(old, """<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[OLD, 4] x) => (float[OLD, 6] y, float[OLD, 3] z) {
+            s = Constant<value = int64[2] {OLD, 2}>()
+            m = ConstantOfShape<value = float[1] {0.5}>(s)
+            y = Concat<axis = 1>(x, m)
+            s3 = Constant<value = int64[2] {OLD, 3}>()
+            z = ConstantOfShape<value = float[1] {2}>(s3)
+        }""")
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert report.notes[:2] == [f"ConstantOfShape 'm': shape entry {old} now read at run time from 'x'",
+                                f"ConstantOfShape 'z': shape entry {old} now read at run time from 'x'"]
+    assert [(n.op, n.name) for n in model.graph.nodes] == [
+        ("Shape", "x_shape"), ("Gather", "x_batch"), ("Concat", "s_target"), ("ConstantOfShape", "m"),
+        ("Concat", "y"), ("Shape", "x_shape_1"), ("Gather", "x_batch_1"), ("Concat", "s3_target"),
+        ("ConstantOfShape", "z")]
+    assert const_of(model, "s_target", 1) == [2] and const_of(model, "s3_target", 1) == [3]
+    assert io_dims(model) == {"x": ["N", 4], "y": ["N", 6], "z": ["N", 3]}
+    assert_spread_fixed(original, model)
+
+
+@pytest.mark.parametrize("old", [1, 2])
+def test_set_batch_expand_of_a_batch_free_tensor_reads_the_batch_at_run_time(old):
+    rng = np.random.default_rng(0)
+    original, model = spread_model(old, """<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[OLD, 4] x) => (float[OLD, 7] y) {
+            s = Constant<value = int64[2] {OLD, 4}>()
+            a = Expand(p, s)
+            s2 = Constant<value = int64[2] {OLD, 3}>()
+            b = Expand(v, s2)
+            y = Concat<axis = 1>(x, a, b)
+        }""", p=rng.standard_normal((1, 4)).astype(np.float32), v=rng.standard_normal(3).astype(np.float32))
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert report.details["rewritten"] == ["a", "b"]
+    assert report.notes[1] == f"Expand 'b': target entry {old} now read at run time from 'x'"
+    assert [t.name for t in node(model, "a").inputs] == ["p", "s_target"]
+    assert [t.name for t in node(model, "b").inputs] == ["v", "s2_target"]
+    assert io_dims(model)["y"] == ["N", 7]
+    assert_spread_fixed(original, model)
+
+
+def test_set_batch_expand_target_built_by_concat_reads_the_batch_at_run_time():
+    p = np.random.default_rng(0).standard_normal((1, 1, 4)).astype(np.float32)
+    original, model = spread_model(2, """<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[2, S, 4] x) => (float[2, S, 4] y) {
+            shp = Shape(x)
+            seq = Slice(shp, one, two)
+            head = Constant<value = int64[1] {2}>()
+            t = Concat<axis = 0>(head, seq, four)
+            e = Expand(p, t)
+            y = Add(x, e)
+        }""", p=p, one=np.array([1]), two=np.array([2]), four=np.array([4]))
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert report.notes[0] == "Expand 'e': target entry 2 now read at run time from 'x'"
+    assert [t.name for t in node(model, "t").inputs] == ["x_batch", "seq", "four"]
+    assert "head" not in {n.name for n in model.graph.nodes}
+    assert_batch_separable(model, {"S": 5})
+    assert_same_outputs(original, model, random_inputs(original, {"S": 5}), exact=True)
+
+
+def test_set_batch_leaves_a_constant_of_shape_that_never_meets_the_batch():
+    # A ConstantOfShape of [2] summed to a scalar is no batch, though 2 is the old batch.
+    original, model = spread_model(2, """<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[OLD, 4] x) => (float[OLD, 4] y) {
+            s = Constant<value = int64[1] {OLD}>()
+            c = ConstantOfShape<value = float[1] {1.5}>(s)
+            total = ReduceSum<keepdims = 0>(c)
+            y = Add(x, total)
+        }""")
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert report.details["rewritten"] == [] and const_of(model, "c", 0) == [2]
+    assert [n.name for n in model.graph.nodes] == ["s", "c", "total", "y"]
+    assert_spread_fixed(original, model)
+
+
+def test_set_batch_leaves_a_tile_that_repeats_the_batch_itself():
+    original, model = spread_model(2, """<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[OLD, 4] x) => (float[OLD, 4] y) {
+            reps = Constant<value = int64[2] {OLD, 1}>()
+            t = Tile(x, reps)
+            s = ReduceSum<keepdims = 0>(t, zero)
+            y = Add(x, s)
+        }""", zero=np.array([0]))
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert report.details["rewritten"] == [] and const_of(model, "t") == [2, 1]
+    assert_same_outputs(original, model, random_inputs(original), exact=True)
+
+
+def test_set_batch_refuses_a_runtime_batch_without_an_input_that_carries_it():
+    model = build("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[2, 4] x) => (float[2, 4] y, float[2, 3] z) {
+            y = Relu(x)
+            s = Constant<value = int64[2] {2, 3}>()
+            z = ConstantOfShape(s)
+        }""")
+    assert error_of(model, "set_batch", size="N", inputs=[], outputs=["y", "z"]) == (
+        "error: cannot make the batch dynamic: ConstantOfShape 'z' spreads 'z' to the old batch 2, which must "
+        "then be read at run time, but no chosen graph input carries the batch\n"
+        "  hint: list a graph input whose first dimension is the batch under 'inputs'")
 
 
 def test_set_batch_parameter_errors():

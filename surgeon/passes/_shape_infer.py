@@ -112,7 +112,7 @@ class Inferred:
     def tensors(self) -> dict[str, onnx.ValueInfoProto]:
         """Every typed name of every graph (inputs, outputs, value_info, initializers), outer graphs first."""
         found: dict[str, onnx.ValueInfoProto] = {}
-        for g in _all_graphs(self.proto.graph):
+        for g in graph_protos(self.proto.graph):
             for vi in list(g.input) + list(g.output) + list(g.value_info):
                 found.setdefault(vi.name, vi)
             for init in g.initializer:
@@ -200,7 +200,7 @@ def _schemaless_outputs(proto: onnx.ModelProto) -> set[str]:
     functions = {(f.domain, f.name) for f in proto.functions}
     imports = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
     names: set[str] = set()
-    for g in _all_graphs(proto.graph):
+    for g in graph_protos(proto.graph):
         for n in g.node:
             domain = "" if n.domain == "ai.onnx" else n.domain
             if (n.domain, n.op_type) in functions:
@@ -238,16 +238,17 @@ def _clear(g: onnx.GraphProto, schemaless: set[str], stale: bool, top: bool) -> 
                 _clear(a.g, schemaless, stale, top=False)
 
 
-def _all_graphs(g: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+def graph_protos(g: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``g`` and every graph nested in its nodes' attributes, outermost first."""
     yield g
     for n in g.node:
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
-                yield from _all_graphs(a.g)
+                yield from graph_protos(a.g)
 
 
 def _all_value_infos(g: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
-    for sub in _all_graphs(g):
+    for sub in graph_protos(g):
         yield from sub.input
         yield from sub.output
         yield from sub.value_info
@@ -346,7 +347,7 @@ def _node_label(name: str, op: str, proto: onnx.ModelProto) -> str:
     if name:
         return f"node '{name}' ({op})"
     # onnx names no node when it has no name: point at it by its output if the op is unique.
-    same = [n for g in _all_graphs(proto.graph) for n in g.node if n.op_type == op and not n.name]
+    same = [n for g in graph_protos(proto.graph) for n in g.node if n.op_type == op and not n.name]
     if len(same) == 1 and same[0].output:
         return f"the unnamed {op} node that writes '{same[0].output[0]}'"
     return f"an unnamed {op} node"

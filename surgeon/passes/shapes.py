@@ -23,6 +23,7 @@ from surgeon.passes._shape_infer import (
     export_for_inference,
     gs_dtype,
     graph_pairs,
+    graph_protos,
     infer,
     reinfer,
     set_dims,
@@ -188,15 +189,29 @@ def set_batch(model: Model, *, size: int | str, inputs: list[str] | None = None,
            when the target has no other zero; otherwise the batch is read at run
            time (Shape + Gather of the reshaped tensor). For an old batch over 1,
            an Expand target's batch entry becomes 1 (broadcast keeps the batch).
-        3. Which dimension carries the batch is traced by ONNX shape inference
+        3. Constants that spread a batch-free tensor to the old batch read the
+           batch at run time instead, from the first chosen graph input
+           (Shape + Gather, concatenated with the other entries): a constant
+           Tile ``repeats`` whose first entry is the old batch and whose data
+           has first dimension 1 (a learned ``[1, Q, D]`` query tiled to the
+           batch), a ConstantOfShape shape, and an Expand target whose data
+           has first dimension 1 or a lower rank (ConstantOfShape and Expand
+           also when the constant is the first piece of a Concat). Such a
+           constant is taken for the batch only when the tensor it makes
+           meets the batch of the inputs (in a broadcasting op, a MatMul, a
+           Concat along another axis) or reaches a chosen graph output first;
+           otherwise it is left as it is.
+        4. Which dimension carries the batch is traced by ONNX shape inference
            with the batch as a fresh symbol. A graph that cannot be made
            batch-dynamic safely is an error naming the node: a Reshape whose
            constant target starts with the old batch while the batch sits
-           elsewhere in its input (mixed with other dimensions), a Reshape that
-           folds the batch into a fixed dimension, or an output whose first
-           dimension stays fixed.
-        4. Constants shared with other readers are copied, never changed under them.
-        5. Intermediate shapes are then derived afresh by ONNX shape inference.
+           elsewhere in its input (mixed with other dimensions), a Tile that
+           repeats an old batch over 1 on data of unknown first dimension, a
+           Reshape that folds the batch into a fixed dimension, a batch to be
+           read at run time when no graph input carries it, or an output whose
+           first dimension stays fixed.
+        5. Constants shared with other readers are copied, never changed under them.
+        6. Intermediate shapes are then derived afresh by ONNX shape inference.
 
     Example:
         version: 1
@@ -245,19 +260,21 @@ def set_batch(model: Model, *, size: int | str, inputs: list[str] | None = None,
 class _Rewrite:
     """One constant that hard-codes the old batch, and how to change it."""
 
-    node: gs.Node              # the Reshape or Expand
+    node: gs.Node              # the Reshape, Expand, Tile or ConstantOfShape
     graph: gs.Graph            # the graph holding it
     holder: gs.Tensor          # the constant whose first entry is the batch
     values: np.ndarray         # its values
     concat: gs.Node | None     # the Concat it feeds (None: it is the node's target)
     new: np.ndarray = field(default=None)  # type: ignore[assignment]
     clear_allowzero: bool = False
-    runtime_batch: bool = False  # read the batch from the data at run time instead
+    spread: bool = False       # it spreads a batch-free tensor to the batch (rule 3)
+    source: gs.Tensor | None = None  # read the batch at run time from this tensor's first dimension
 
     def describe(self) -> str:
         what = f"{self.node.op} '{self.node.name}'"
-        if self.runtime_batch:
-            return f"{what}: target entry {self.values[0]} now read at run time from '{self.node.inputs[0].name}'"
+        if self.source is not None:
+            entry = {"Tile": "repeats", "ConstantOfShape": "shape"}.get(self.node.op, "target")
+            return f"{what}: {entry} entry {self.values[0]} now read at run time from '{self.source.name}'"
         extra = " (allowzero cleared)" if self.clear_allowzero else ""
         via = f" (piece of Concat '{self.concat.name}')" if self.concat is not None else ""
         return f"{what}: target{via} {self.values.tolist()} -> {self.new.tolist()}{extra}"
@@ -314,13 +331,15 @@ def _plan_rewrites(model: Model, chosen: list[gs.Tensor], old: int) -> list[_Rew
     whose reshaped tensor turns out not to carry the batch first are put
     back, and inference runs again, until nothing changes.
     """
-    candidates = _candidates(model, old)
     batch = _fresh_symbol(model)
+    candidates = _split_spread(model, chosen, batch, old, _candidates(model, old))
+    carrier = next((t for t in chosen if any(t is i for i in model.graph.inputs)), None)
+    spread = {id(c): carrier.name for c in candidates if c.spread and carrier is not None}
     accepted = list(candidates)
     while True:
-        inferred = _probe(model, chosen, batch, accepted)
+        inferred = _probe(model, chosen, batch, accepted, spread)
         dims = _dims_lookup(inferred)
-        keep = [c for c in accepted if _carries_batch_first(dims(c.node.inputs[0].name), batch, c)]
+        keep = [c for c in accepted if c.spread or _carries_batch_first(dims(c.node.inputs[0].name), batch, c)]
         if len(keep) == len(accepted):
             break
         accepted = keep
@@ -341,22 +360,109 @@ def _plan_rewrites(model: Model, chosen: list[gs.Tensor], old: int) -> list[_Rew
                      "axis (torch.onnx.export(..., dynamic_axes=...) or dynamic_shapes=...), or keep the "
                      "batch fixed",
             )
+    for c in accepted:
+        if c.spread and carrier is None:
+            raise PassError(
+                f"cannot make the batch dynamic: {_label(c.node)} spreads '{c.node.outputs[0].name}' to the old "
+                f"batch {old}, which must then be read at run time, but no chosen graph input carries the batch",
+                hint="list a graph input whose first dimension is the batch under 'inputs'",
+            )
     _check_batch_kept(model, chosen, dims, batch, old)
     for c in accepted:
-        _decide(c)
+        _decide(c, carrier)
     return accepted
+
+
+# Ops whose inputs meet dimension by dimension, aligned from the right (MatMul: its batch dimensions).
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "PRelu",
+                 "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift",
+                 "MatMul"}
 
 
 def _candidates(model: Model, old: int) -> list[_Rewrite]:
     found = []
     for node, graph in walk_nodes(model.graph):
-        if node.domain not in (None, "", "ai.onnx") or len(node.inputs) < 2:
+        if node.domain not in (None, "", "ai.onnx") or node.op not in ("Reshape", "Expand", "Tile", "ConstantOfShape"):
             continue
-        if node.op == "Reshape" or (node.op == "Expand" and old > 1):
-            src = _leading_constant(node.inputs[1])
-            if src is not None and int(src[1][0]) == old:
-                found.append(_Rewrite(node, graph, *src))
+        index = _target_index(node)
+        if len(node.inputs) <= index:
+            continue
+        src = _leading_constant(node.inputs[index])
+        # Tile: only plain constant repeats (the probe needs their length).
+        if src is not None and int(src[1][0]) == old and not (node.op == "Tile" and src[2] is not None):
+            found.append(_Rewrite(node, graph, *src))
     return found
+
+
+def _target_index(node: gs.Node) -> int:
+    return 0 if node.op == "ConstantOfShape" else 1
+
+
+def _split_spread(model: Model, chosen: list[gs.Tensor], batch: str, old: int,
+                  candidates: list[_Rewrite]) -> list[_Rewrite]:
+    """Mark the candidates that spread a batch-free tensor to the batch (rule 3); drop the ones that do not.
+
+    One probe gives every Expand, Tile and ConstantOfShape a first dimension of its own (a fresh symbol
+    read from an extra probe input), Reshapes copy the batch: a candidate whose symbol meets the batch
+    spreads to it. Expands of a tensor that carries the batch stay for the usual check (old batch over 1).
+    """
+    others = [c for c in candidates if c.node.op != "Reshape"]
+    symbols = {id(c): f"{batch}{i}" for i, c in enumerate(others)}
+    extra = {f"surgeon_probe_batch_{i}": symbols[id(c)] for i, c in enumerate(others)}
+    readers = {id(c): f"surgeon_probe_batch_{i}" for i, c in enumerate(others)}
+    inferred = _probe(model, chosen, batch, candidates, readers, extra)
+    dims = _dims_lookup(inferred)
+    outputs = [t.name for t in chosen if any(t is o for o in model.graph.outputs)]
+    kept = []
+    for c in candidates:
+        if c.node.op == "Reshape":
+            kept.append(c)
+            continue
+        data = None if c.node.op == "ConstantOfShape" else dims(c.node.inputs[0].name)
+        size = c.values.size if c.concat is None else (dims(c.node.inputs[_target_index(c.node)].name) or [None])[0]
+        if c.node.op == "Expand" and not _spreads(data, size):
+            if old > 1:
+                kept.append(c)  # carries the batch already (or cannot tell): the usual Expand rule
+            continue
+        if c.node.op == "Tile" and (not data or data[0] != 1):
+            if old > 1 and (not data or data[0] is None):
+                raise PassError(
+                    f"cannot make the batch dynamic: Tile '{c.node.name}' repeats "
+                    f"'{c.node.inputs[0].name}' (shape {_fmt(data, batch)}) {c.values[0]} times along its first "
+                    f"dimension, the old batch, but the first dimension of that tensor is unknown",
+                    hint="give the model's shapes first (infer_shapes), re-export it with a dynamic batch axis, "
+                         "or keep the batch fixed",
+                )
+            continue  # it repeats the batch itself, or a dimension other than 1
+        if _meets_batch(inferred, dims, symbols[id(c)], batch, outputs):
+            c.spread = True
+            kept.append(c)
+    return kept
+
+
+def _spreads(data: list | None, size: int | None) -> bool:
+    """An Expand whose target (of ``size`` entries) has its first entry facing a 1 of the data, or nothing."""
+    return data is not None and isinstance(size, int) and (len(data) < size or (len(data) == size and data[0] == 1))
+
+
+def _meets_batch(inferred: Inferred, dims, symbol: str, batch: str, outputs: list[str]) -> bool:
+    """Whether a dimension ``symbol`` meets the batch in some node, or is the first one of a chosen output."""
+    if any((dims(name) or [None])[0] == symbol for name in outputs):
+        return True
+    for g in graph_protos(inferred.proto.graph):
+        for n in g.node:
+            shapes = [d for d in (dims(i) for i in n.input if i) if d]
+            if n.op_type in _BROADCASTING:
+                rank = max((len(d) for d in shapes), default=0)
+                columns = [{d[k - rank + len(d)] for d in shapes if k - rank + len(d) >= 0} for k in range(rank)]
+            elif n.op_type == "Concat" and shapes and all(len(d) == len(shapes[0]) for d in shapes):
+                axis = next((a.i for a in n.attribute if a.name == "axis"), 0) % len(shapes[0])
+                columns = [{d[k] for d in shapes} for k in range(len(shapes[0])) if k != axis]
+            else:
+                continue
+            if any(symbol in col and batch in col for col in columns):
+                return True
+    return False
 
 
 def _leading_constant(t: gs.Tensor) -> tuple[gs.Tensor, np.ndarray, gs.Node | None] | None:
@@ -403,8 +509,13 @@ def _fresh_symbol(model: Model) -> str:
     return name
 
 
-def _probe(model: Model, chosen: list[gs.Tensor], batch: str, accepted: list[_Rewrite]) -> Inferred:
-    """Inference on a copy: inputs start with ``batch``, accepted candidates rewritten to copy it."""
+def _probe(model: Model, chosen: list[gs.Tensor], batch: str, accepted: list[_Rewrite],
+           readers: dict[int, str], extra: dict[str, str] | None = None) -> Inferred:
+    """Inference on a copy: inputs start with ``batch``, accepted candidates rewritten to copy it.
+
+    A candidate listed in ``readers`` (by id) takes its first entry from the first dimension of the
+    named tensor instead, at run time; ``extra`` adds probe inputs (name -> symbol) to read it from.
+    """
     proto = export_for_inference(model, stale=True)
     nodes = {id(n): (p, gp) for g, gp in graph_pairs(model.graph, proto.graph) for n, p in zip(g.nodes, gp.node)}
     io_dims = {}
@@ -412,20 +523,71 @@ def _probe(model: Model, chosen: list[gs.Tensor], batch: str, accepted: list[_Re
         lead = batch if any(t is i for i in model.graph.inputs) else None  # outputs: learn what comes out
         io_dims[t.name] = [lead] + list(t.shape[1:])
     _set_proto_io_dims(proto, io_dims)
+    for name, symbol in (extra or {}).items():
+        proto.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [symbol]))
+    inserts: dict[int, tuple[onnx.GraphProto, onnx.NodeProto, list[onnx.NodeProto]]] = {}
     for i, c in enumerate(accepted):
-        reader, gproto = nodes[id(c.concat if c.concat is not None else c.node)]
-        new = c.values.copy()
-        new[0] = 0 if c.node.op == "Reshape" else 1
+        node, gproto = nodes[id(c.node)]
         name = f"surgeon_probe_{i}"
-        gproto.initializer.append(onnx.numpy_helper.from_array(new, name))
-        reader.input[0 if c.concat is not None else 1] = name
+        added: list[onnx.NodeProto] = []
+        if id(c) in readers:
+            piece = _probe_runtime_batch(gproto, c, node, readers[id(c)], name, added)
+        else:
+            new = c.values.copy()
+            new[0] = 0 if c.node.op == "Reshape" else 1
+            gproto.initializer.append(onnx.numpy_helper.from_array(new, name))
+            piece = name
+        if c.concat is not None:
+            # A private copy of the Concat, as _apply makes: other readers keep the original.
+            concat = onnx.NodeProto()
+            concat.CopyFrom(nodes[id(c.concat)][0])
+            concat.input[0] = piece
+            concat.output[0] = concat.name = piece = name + "_target"
+            added.append(concat)
+        node.input[_target_index(c.node)] = piece
+        inserts[id(node)] = (gproto, node, added)
         if c.node.op == "Reshape":
             # With allowzero=0, 0 copies the input's dimension: what every rewrite amounts to.
-            reshape = nodes[id(c.node)][0]
-            kept = [a for a in reshape.attribute if a.name != "allowzero"]
-            del reshape.attribute[:]
-            reshape.attribute.extend(kept)
+            kept = [a for a in node.attribute if a.name != "allowzero"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+    # Nodes go in last: rebuilding a node list detaches the node protos held above.
+    for gproto in {id(g): g for g, _, _ in inserts.values()}.values():
+        before = {id(n): added for g, n, added in inserts.values() if g is gproto}
+        ordered = [m for n in gproto.node for m in before.get(id(n), []) + [n]]
+        copies = [onnx.NodeProto() for _ in ordered]
+        for copy, n in zip(copies, ordered):
+            copy.CopyFrom(n)
+        del gproto.node[:]
+        gproto.node.extend(copies)
     return infer(proto)
+
+
+def _probe_runtime_batch(gproto: onnx.GraphProto, c: _Rewrite, node: onnx.NodeProto, source: str, name: str,
+                         added: list[onnx.NodeProto]) -> str:
+    """Probe nodes (into ``added``) for a target piece whose first entry is ``Shape(source)[0]``; its name."""
+    make = onnx.helper.make_node
+    gproto.initializer.append(onnx.numpy_helper.from_array(np.array([0], dtype=np.int64), name + "_index"))
+    added += [make("Shape", [source], [name + "_shape"]),
+              make("Gather", [name + "_shape", name + "_index"], [name + "_batch"], axis=0)]
+    if c.node.op == "Tile":
+        # onnx infers no shape from computed repeats (nor a symbol times a repeat): tile the data's
+        # leading 1 once, then this node becomes an Expand of that 1 to the batch.
+        once = c.values.copy()
+        once[0] = 1
+        gproto.initializer.append(onnx.numpy_helper.from_array(once, name + "_once"))
+        gproto.initializer.append(onnx.numpy_helper.from_array(np.ones(c.values.size - 1, np.int64), name + "_ones"))
+        added += [make("Tile", [node.input[0], name + "_once"], [name + "_tiled"]),
+                  make("Concat", [name + "_batch", name + "_ones"], [name], axis=0)]
+        node.op_type = "Expand"
+        node.input[0] = name + "_tiled"
+        return name
+    pieces = [name + "_batch"]
+    if c.values.size > 1:
+        gproto.initializer.append(onnx.numpy_helper.from_array(c.values[1:].copy(), name + "_rest"))
+        pieces.append(name + "_rest")
+    added.append(make("Concat", pieces, [name + "_piece"], axis=0))
+    return name + "_piece"
 
 
 def _dims_lookup(inferred: Inferred):
@@ -463,15 +625,18 @@ def _check_batch_kept(model: Model, chosen: list[gs.Tensor], dims, batch: str, o
                 raise PassError(
                     f"cannot make the batch dynamic: graph output '{t.name}'{by} keeps the fixed first "
                     f"dimension {out[0]} however large the batch is: something before it hard-codes the batch "
-                    f"{old} in a way set_batch does not rewrite (e.g. ConstantOfShape, Tile, Slice)",
+                    f"{old} in a way set_batch does not rewrite (e.g. a Slice or Gather along the batch)",
                     hint="re-export the model with a dynamic batch axis, or leave this output out of "
                          "'outputs' if its first dimension is not the batch",
                 )
 
 
-def _decide(c: _Rewrite) -> None:
+def _decide(c: _Rewrite, carrier: gs.Tensor | None) -> None:
     """How an accepted candidate is rewritten (see the rules of set_batch)."""
     c.new = c.values.copy()
+    if c.spread:
+        c.source = carrier
+        return
     if c.node.op == "Expand":
         c.new[0] = 1
         return
@@ -487,11 +652,11 @@ def _decide(c: _Rewrite) -> None:
             f"Concat '{c.concat.name}' in an enclosing graph, so its batch entry cannot be read at run time",
             hint="re-export the model with a dynamic batch axis, or keep the batch fixed",
         )
-    c.runtime_batch = True
+    c.source = c.node.inputs[0]
 
 
 def _apply(model: Model, c: _Rewrite) -> None:
-    if c.runtime_batch:
+    if c.source is not None:
         _apply_runtime_batch(model, c)
         return
     if c.clear_allowzero:
@@ -508,8 +673,8 @@ def _apply(model: Model, c: _Rewrite) -> None:
 
 
 def _apply_runtime_batch(model: Model, c: _Rewrite) -> None:
-    """Replace the batch entry by ``Gather(Shape(data), [0])``, computed right before the Reshape."""
-    graph, data = c.graph, c.node.inputs[0]
+    """Replace the batch entry by ``Gather(Shape(source), [0])``, computed right before the node."""
+    graph, data = c.graph, c.source
     shape = gs.Variable(_unique(model, data.name + "_shape"), dtype=np.int64, shape=[None])
     batch = gs.Variable(_unique(model, data.name + "_batch"), dtype=np.int64, shape=[1])
     index = gs.Constant(_unique(model, data.name + "_batch_index"), np.array([0], dtype=np.int64))
@@ -529,7 +694,7 @@ def _apply_runtime_batch(model: Model, c: _Rewrite) -> None:
     else:
         target = gs.Variable(_unique(model, c.holder.name + "_target"), dtype=np.int64, shape=[c.values.size])
         nodes.append(gs.Node("Concat", name=target.name, attrs={"axis": 0}, inputs=pieces, outputs=[target]))
-        c.node.inputs[1] = target
+        c.node.inputs[_target_index(c.node)] = target
     at = next(i for i, n in enumerate(graph.nodes) if n is c.node)
     graph.nodes[at:at] = nodes
     _drop_if_dead(model, c.holder)
