@@ -186,7 +186,7 @@ def _record_graph(gproto: onnx.GraphProto, graph: gs.Graph, origin: Origin,
     # the ones nodes use are reachable from the nodes, the rest we keep here.
     used = {t.name: t for n in graph.nodes for t in n.inputs if isinstance(t, gs.Constant)}
     used.update({t.name: t for t in graph.outputs if isinstance(t, gs.Constant)})
-    unused = []
+    unused, owned = [], []
     captured = None
     for init in list(gproto.initializer) + [s.values for s in gproto.sparse_initializer]:
         const = used.get(init.name)
@@ -200,22 +200,24 @@ def _record_graph(gproto: onnx.GraphProto, graph: gs.Graph, origin: Origin,
             const = OnnxImporter.import_tensor(init)
             unused.append(const)
         origin.owner[id(const)] = (const, graph)
+        owned.append(const)
     if unused:
         origin.unused_initializers[gid] = unused
 
-    # value_info entries, for intermediate tensors and initializers alike.
-    tensors = graph.tensors()
-    for const, owner in origin.owner.values():
-        if owner is graph:
+    # value_info entries, for intermediate tensors and initializers alike
+    # (exporters that write none, like the legacy torch one, skip the tensor walk).
+    if len(gproto.value_info):
+        tensors = graph.tensors()
+        for const in owned:
             tensors.setdefault(const.name, const)
-    origin.value_info_order[gid] = {vi.name: i for i, vi in enumerate(gproto.value_info)}
-    for vi in gproto.value_info:
-        t = tensors.get(vi.name)
-        if t is not None and id(t) not in origin.value_info:
-            origin.value_info[id(t)] = (t, vi, tensor_signature(t))
+        origin.value_info_order[gid] = {vi.name: i for i, vi in enumerate(gproto.value_info)}
+        for vi in gproto.value_info:
+            t = tensors.get(vi.name)
+            if t is not None and id(t) not in origin.value_info:
+                origin.value_info[id(t)] = (t, vi, tensor_signature(t))
 
     if external_dir is not None:
-        _make_lazy_external(graph, origin, external_dir)
+        _make_lazy_external(graph, owned, external_dir)
 
     # Nodes: extras gs drops, then recurse into subgraphs.
     for nproto, node in zip(gproto.node, graph.nodes):
@@ -252,9 +254,9 @@ def _io_pairs(gproto: onnx.GraphProto, graph: gs.Graph):
         yield vi, t
 
 
-def _make_lazy_external(graph: gs.Graph, origin: Origin, folder: Path) -> None:
+def _make_lazy_external(graph: gs.Graph, owned: list[gs.Constant], folder: Path) -> None:
     """Swap gs's lazy values of external tensors for ones that read from ``folder``."""
-    consts = [c for c, g in origin.owner.values() if g is graph]
+    consts = list(owned)
     for node in graph.nodes:
         for value in node.attrs.values():
             if isinstance(value, gs.Constant):
