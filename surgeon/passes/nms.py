@@ -29,7 +29,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.graphs import walk_graphs
+from surgeon.graphs import fresh_name, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.result import PassResult
 
@@ -59,13 +59,8 @@ class GraphBuilder:
         self.taken |= {n.name for g in walk_graphs(model.graph) for n in g.nodes if n.name}
 
     def free(self, wanted: str) -> str:
-        """``wanted``, or ``wanted_2``, ``wanted_3``... whichever no tensor or node uses yet."""
-        name, i = wanted, 1
-        while name in self.taken:
-            i += 1
-            name = f"{wanted}_{i}"
-        self.taken.add(name)
-        return name
+        """``wanted``, or ``wanted_1``, ``wanted_2``... whichever no tensor or node uses yet."""
+        return fresh_name(wanted, self.taken)
 
     def name(self, base: str) -> str:
         return self.free(f"{self.prefix}/{base}")

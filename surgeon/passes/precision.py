@@ -21,7 +21,7 @@ import onnx.defs
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.graphs import all_tensor_names, node_domain, subgraphs_of, walk_graphs
+from surgeon.graphs import all_tensor_names, fresh_name, node_domain, subgraphs_of, walk_graphs
 from surgeon.model import Model
 from surgeon.passes.result import PassResult
 
@@ -546,12 +546,7 @@ class _Plan:
         self._report(result, self.stats)
 
     def _unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
+        return fresh_name(base, self.names)
 
     def _place(self, t: gs.Tensor) -> tuple[int, int]:
         """Where a Cast of ``t`` goes: right after its producer, or first in the graph that declares it
