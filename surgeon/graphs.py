@@ -60,6 +60,11 @@ def fresh_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
+def node_label(node: gs.Node) -> str:
+    """How messages name a node: ``node '/conv1/Conv' (Conv)``, or ``an unnamed Relu node``."""
+    return f"node '{node.name}' ({node.op})" if node.name else f"an unnamed {node.op} node"
+
+
 def quoted(names) -> str:
     """``'a', 'b'``: names as error messages list them."""
     return ", ".join(f"'{n}'" for n in names)

@@ -630,7 +630,7 @@ def test_set_batch_refuses_an_output_that_keeps_a_fixed_batch():
             z = Gather<axis = 0>(x, zero)
         }""", zero=np.array([0]))
     assert error_of(model, "set_batch", size="N") == (
-        "error: cannot make the batch dynamic: graph output 'z' (written by Gather 'z') keeps the "
+        "error: cannot make the batch dynamic: graph output 'z' (written by node 'z' (Gather)) keeps the "
         "fixed first dimension 1 however large the batch is: something before it hard-codes the batch 1 in a "
         "way set_batch does not rewrite (e.g. a Slice or Gather along the batch)\n"
         "  hint: re-export the model with a dynamic batch axis, or leave this output out of 'outputs' if its "
@@ -782,7 +782,7 @@ def test_set_batch_refuses_a_runtime_batch_without_an_input_that_carries_it():
             z = ConstantOfShape(s)
         }""")
     assert error_of(model, "set_batch", size="N", inputs=[], outputs=["y", "z"]) == (
-        "error: cannot make the batch dynamic: ConstantOfShape 'z' spreads 'z' to the old batch 2, which must "
+        "error: cannot make the batch dynamic: node 'z' (ConstantOfShape) spreads 'z' to the old batch 2, which must "
         "then be read at run time, but no chosen graph input carries the batch\n"
         "  hint: list a graph input whose first dimension is the batch under 'inputs'")
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from surgeon.graphs import node_label
 from surgeon.passes.result import PassResult
-
-
-def label(node: gs.Node) -> str:
-    return f"node '{node.name}' ({node.op})" if node.name else f"an unnamed {node.op} node"
 
 
 def detach(node: gs.Node, graph: gs.Graph, *, keep_listed: bool = False) -> None:
@@ -93,7 +90,7 @@ def bypass(node: gs.Node, graph: gs.Graph, input: int, result: PassResult, *, ke
         producer.outputs[idx] = y
         if y.dtype is None:
             y.dtype, y.shape = x.dtype, x.shape
-        result.notes.append(f"graph output '{y.name}' is now produced by {label(producer)}")
+        result.notes.append(f"graph output '{y.name}' is now produced by {node_label(producer)}")
     else:
         ident = gs.Node("Identity", name=(node.name or node.op) + "_bypass", inputs=[x], outputs=[y])
         graph.nodes.append(ident)

@@ -8,7 +8,8 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError
 from surgeon.model import Model
-from surgeon.passes._rewire import bypass as _bypass, detach as _detach, label as _label
+from surgeon.graphs import node_label
+from surgeon.passes._rewire import bypass as _bypass, detach as _detach
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 
@@ -81,20 +82,20 @@ def _check(node: gs.Node, graph: gs.Graph, input: int, mode: str, selected: set[
         if readers:
             names = ", ".join(sorted({c.name or c.op for c in readers}))
             raise PassError(
-                f"cannot drop {_label(node)}: its outputs are read by {names}",
+                f"cannot drop {node_label(node)}: its outputs are read by {names}",
                 hint="use mode: bypass to rewire those readers to the node's input, or remove them too",
             )
         return
     if input >= len(node.inputs) or node.inputs[input].is_empty():
         have = len([t for t in node.inputs if not t.is_empty()])
         raise PassError(
-            f"cannot bypass {_label(node)}: it has no input number {input} (it has {have} input(s))",
+            f"cannot bypass {node_label(node)}: it has no input number {input} (it has {have} input(s))",
             hint="set 'input' to the index of the data input, or use mode: drop",
         )
     used = [t for t in node.outputs if t.outputs or t in graph.outputs]
     if len(used) > 1:
         raise PassError(
-            f"cannot bypass {_label(node)}: {len(used)} of its outputs are used "
+            f"cannot bypass {node_label(node)}: {len(used)} of its outputs are used "
             f"({', '.join(t.name for t in used)}), and one input can replace only one output",
             hint="remove the readers of the extra outputs first, or use mode: drop",
         )

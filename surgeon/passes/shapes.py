@@ -16,7 +16,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from surgeon.errors import PassError, did_you_mean, suggestion_hint
-from surgeon.graphs import all_tensor_names, fresh_name, walk_graphs, walk_nodes
+from surgeon.graphs import all_tensor_names, fresh_name, node_label, walk_graphs, walk_nodes
 from surgeon.model import Model
 from surgeon.passes._shape_infer import (
     Inferred,
@@ -363,7 +363,7 @@ def _plan_rewrites(model: Model, chosen: list[gs.Tensor], old: int) -> list[_Rew
     for c in accepted:
         if c.spread and carrier is None:
             raise PassError(
-                f"cannot make the batch dynamic: {_label(c.node)} spreads '{c.node.outputs[0].name}' to the old "
+                f"cannot make the batch dynamic: {node_label(c.node)} spreads '{c.node.outputs[0].name}' to the old "
                 f"batch {old}, which must then be read at run time, but no chosen graph input carries the batch",
                 hint="list a graph input whose first dimension is the batch under 'inputs'",
             )
@@ -621,7 +621,7 @@ def _check_batch_kept(model: Model, chosen: list[gs.Tensor], dims, batch: str, o
             out = dims(t.name)
             if out and isinstance(out[0], int):
                 producer = t.inputs[0] if t.inputs else None
-                by = f" (written by {_label(producer)})" if producer is not None else ""
+                by = f" (written by {node_label(producer)})" if producer is not None else ""
                 raise PassError(
                     f"cannot make the batch dynamic: graph output '{t.name}'{by} keeps the fixed first "
                     f"dimension {out[0]} however large the batch is: something before it hard-codes the batch "
@@ -745,8 +745,6 @@ def _set_constant(t: gs.Tensor, values: np.ndarray) -> None:
         producer.attrs["value_ints"] = values.tolist()
 
 
-def _label(node: gs.Node) -> str:
-    return f"{node.op} '{node.name}'" if node.name else f"an unnamed {node.op} node"
 
 
 def _is_graph_output(model: Model, t: gs.Tensor) -> bool:
