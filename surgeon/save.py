@@ -99,6 +99,9 @@ def stage(
     system's temporary folder, so nothing appears beside the target).
     """
     target = Path(path)
+    if not str(path) or target.is_dir() or str(path).endswith(("/", "\\")):
+        raise ExportError(f"cannot write the model to {str(path)!r}: it is a folder, not a file name",
+                          hint="give the output file's name, e.g. -o out/model.onnx")
     refuse_overwrites(model, target, in_place)
     parent = Path(folder) if folder is not None else target.parent
     if not parent.is_dir():

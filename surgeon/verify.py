@@ -177,15 +177,20 @@ def verify(
     try:
         expected = _run(base_sess, base_feeds)
     except Exception as exc:
-        report.status = "failed" if reference is not None else "skipped"
-        report.notes.append(f"{baseline_name} rejected the inputs built for the edited model "
-                            f"(do the models take the same inputs?): {_short(exc)}")
+        if inputs is not None:  # the user's own inputs do not fit: their file is what is wrong
+            report.status = "failed"
+            report.notes.append(f"{baseline_name} rejected the given inputs: {_short(exc)}")
+        else:
+            report.status = "failed" if reference is not None else "skipped"
+            report.notes.append(f"{baseline_name} rejected the inputs built for the edited model "
+                                f"(do the models take the same inputs?): {_short(exc)}")
         return report
     try:
         got = _run(edited_sess, feeds)
     except Exception as exc:
         report.status = "failed"
-        report.notes.append(f"the edited model failed to run: {_short(exc)}")
+        what = "the given inputs" if inputs is not None else "the generated inputs"
+        report.notes.append(f"the edited model failed to run on {what}: {_short(exc)}")
         return report
 
     for name, want in expected.items():
@@ -238,10 +243,11 @@ def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | Non
     excess = diff - (check.atol + check.rtol * np.abs(np.nan_to_num(a)))
     check.max_abs = float(diff.max())
     check.max_rel = float(np.nan_to_num(rel, nan=np.inf).max())
-    worst = np.unravel_index(int(np.argmax(excess)), want.shape)
     check.ok = bool(excess.max() <= 0)
-    check.worst_index = [int(i) for i in worst]
-    check.expected, check.got = float(a[worst]), float(b[worst])
+    if check.max_abs > 0:  # name the worst element only when something differs
+        worst = np.unravel_index(int(np.argmax(excess)), want.shape)
+        check.worst_index = [int(i) for i in worst]
+        check.expected, check.got = float(a[worst]), float(b[worst])
     return check
 
 
@@ -251,15 +257,27 @@ def _feeds(edited_sess, base_sess, renamed: dict[str, str], dims: dict[str, int]
     if isinstance(given, (str, Path)):
         given = _load_npz(Path(given))
     base_shapes = {renamed.get(i.name, i.name): i.shape for i in base_sess.get_inputs()}
+    inverse = {new: old for old, new in renamed.items()}
+    symbols = {d for sess in (edited_sess, base_sess) for i in sess.get_inputs() for d in i.shape
+               if isinstance(d, str)}
+    unknown = sorted(set(dims) - symbols)
+    if unknown and given is None:
+        raise SurgeonError(
+            f"--dim names {', '.join(repr(u) for u in unknown)}, which no input of the models has",
+            hint=("their symbolic dimensions are " + ", ".join(repr(d) for d in sorted(symbols)))
+            if symbols else "the models' inputs have no symbolic dimensions",
+        )
     rng = np.random.default_rng(seed)
     feeds = {}
     for inp in edited_sess.get_inputs():
         if given is not None:
-            if inp.name not in given:
+            # Arrays may be named as the edited model or the original names its inputs.
+            key = inp.name if inp.name in given else inverse.get(inp.name)
+            if key not in given:
                 raise SurgeonError(f"the verification inputs have no array '{inp.name}'",
                                    hint=f"the .npz file must hold every input of the edited model: "
                                         f"{', '.join(i.name for i in edited_sess.get_inputs())}")
-            feeds[inp.name] = np.asarray(given[inp.name])
+            feeds[inp.name] = np.asarray(given[key])
             continue
         dtype = _NP_TYPES.get(inp.type)
         if dtype is None:
@@ -274,7 +292,10 @@ def _feeds(edited_sess, base_sess, renamed: dict[str, str], dims: dict[str, int]
             elif fixed is not None:
                 shape.append(fixed)
             else:
-                shape.append(dims.get(d, DEFAULT_DIM) if isinstance(d, str) else DEFAULT_DIM)
+                value = dims.get(d, DEFAULT_DIM) if isinstance(d, str) else DEFAULT_DIM
+                if isinstance(d, str):
+                    dims.setdefault(d, value)  # recorded: the report says what was really run
+                shape.append(value)
         if np.issubdtype(dtype, np.floating):
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:

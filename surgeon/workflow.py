@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from surgeon.errors import SurgeonError
 from surgeon.load import load
 from surgeon.model import Model
 from surgeon.recipe.model import Recipe
@@ -74,6 +75,12 @@ def apply_file(
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)  # before the model is touched: a bad recipe costs nothing
+    options = _verify_options(recipe, verify_with)
+    if options is not None:  # before the model is read: a typo costs nothing
+        for what, given in (("reference model", options.reference), ("verification inputs", options.inputs)):
+            if given is not None and not isinstance(given, dict) and not Path(given).is_file():
+                raise SurgeonError(f"{what} not found: {given}", hint="check the path (relative to the current "
+                                   "directory on the command line, to the recipe in its verify: section)")
     model_path = Path(model_path)
     model = load(model_path)
     input_sha = file_sha256(model_path)
@@ -84,7 +91,6 @@ def apply_file(
     target = model_path if in_place else Path(output) if output is not None else default_output_path(model_path)
     result = FileResult(recipe, model, applied, warnings=warnings, model_path=model_path, input_sha256=input_sha,
                         dry_run=dry_run, target=target)
-    options = _verify_options(recipe, verify_with)
     # A dry run still exports and checks the model, in the system's temporary folder.
     with stage(model, target, in_place=in_place, folder=tempfile.gettempdir() if dry_run else None) as staged:
         result.warnings += staged.warnings

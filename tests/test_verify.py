@@ -163,3 +163,65 @@ def test_string_outputs_are_compared_exactly(tmp_path):
     report = surgeon.verify(tmp_path / "a.onnx", tmp_path / "swapped.onnx", inputs=tmp_path / "in.npz")
     assert report.status == "mismatch"
     assert report.outputs[0].problem == "element (0,): expected 'abc', got 'de'"
+
+
+RENAME_INPUT = "version: 1\nsteps:\n  - pass: rename_io\n    with: {inputs: {input: pixels}}\n"
+
+
+def test_unknown_dim_name_is_an_error_listing_the_real_ones(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RENAME_INPUT)
+    code, out, err = _cli("apply", str(recipe), str(FIXTURES / "model.onnx"), "-o", str(tmp_path / "o.onnx"),
+                          "--verify", "--dim", "batch=4")
+    assert code == 1
+    assert err == ("error: --dim names 'batch', which no input of the models has\n"
+                   "  hint: their symbolic dimensions are 'N'\n")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_report_records_the_dims_really_used():
+    report = surgeon.verify(FIXTURES / "model.onnx", FIXTURES / "model.onnx")
+    assert report.status == "match" and report.dims == {"N": 2}
+
+
+def test_given_inputs_may_use_the_original_names(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RENAME_INPUT)
+    np.savez(tmp_path / "in.npz", input=np.ones((3, 3, 16, 16), np.float32))
+    code, out, err = _cli("apply", str(recipe), str(FIXTURES / "model.onnx"), "-o", str(tmp_path / "o.onnx"),
+                          "--verify", "--inputs", str(tmp_path / "in.npz"))
+    assert code == 0, err
+    assert "verify: match" in out
+
+
+def test_given_inputs_that_do_not_fit_fail_instead_of_skipping(tmp_path):
+    np.savez(tmp_path / "in.npz", input=np.ones((1, 3, 8, 8, 1), np.float32))  # wrong rank
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RENAME_INPUT)
+    code, out, err = _cli("apply", str(recipe), str(FIXTURES / "model.onnx"), "-o", str(tmp_path / "o.onnx"),
+                          "--verify", "--inputs", str(tmp_path / "in.npz"))
+    assert code == 1
+    assert err.startswith("error: verification failed: failed against ")
+    assert "rejected the given inputs" in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_missing_reference_is_reported_before_the_model_is_read(tmp_path):
+    code, out, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(tmp_path / "no-model.onnx"),
+                          "--verify", "--reference", str(tmp_path / "nope.onnx"))
+    assert code == 1
+    assert err == (f"error: reference model not found: {tmp_path / 'nope.onnx'}\n"
+                   "  hint: check the path (relative to the current directory on the command line, "
+                   "to the recipe in its verify: section)\n")
+
+
+@pytest.mark.parametrize("output", ["", "DIR", "DIR/"])
+def test_output_that_is_a_folder_is_a_user_error(tmp_path, output):
+    output = output.replace("DIR", str(tmp_path))
+    code, out, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(FIXTURES / "model_foo.onnx"), "-o", output)
+    assert code == 1
+    from pathlib import Path
+
+    assert err == (f"error: cannot write the model to {str(Path(output))!r}: it is a folder, not a file name\n"
+                   "  hint: give the output file's name, e.g. -o out/model.onnx\n")
+    assert list(tmp_path.iterdir()) == []
