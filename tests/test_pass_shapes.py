@@ -253,7 +253,9 @@ def test_infer_shapes_preserves_silero_outputs():
 def test_infer_shapes_example_runs_on_a_real_model():
     model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
     result = run_example("infer_shapes", model)
-    assert result.steps[0].details["tensors_updated"] == 267
+    # 267 intermediates, plus both outputs: their named dims become proven sizes
+    # (boxes [N, 2100, 4]; scores [N, Concatscores_dim_1, 80], its anchor count stays unproven).
+    assert result.steps[0].details["tensors_updated"] == 269
 
 
 # -- set_shapes -------------------------------------------------------------------------
@@ -264,7 +266,8 @@ def test_set_shapes_fixes_inputs_and_reinfers():
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "set_shapes", inputs={"input": [1, 3, 32, 32]})
     proto = to_proto(model)
-    assert io_dims(model) == {"input": [1, 3, 32, 32], "output": ["N", 16, 32, 32]}
+    # The output's N is proven to be 1 now: a named dimension gives way to a proven size.
+    assert io_dims(model) == {"input": [1, 3, 32, 32], "output": [1, 16, 32, 32]}
     assert set(map(tuple, value_info(proto.graph).values())) == {(1, 16, 32, 32)}
     assert report.notes == ["graph input 'input': [N, 3, 32, 32] -> [1, 3, 32, 32]"]
     feeds = random_inputs(path, dims={"N": 1})
@@ -906,3 +909,14 @@ def test_recipe_uint8_input():
     got = run(model, {"images": pixels})
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_batch_one_static_model_gets_static_outputs():
+    """The legacy exporter declares [N, Concatboxes_dim_1, Concatboxes_dim_2]; once the batch
+    is fixed and the shape arithmetic folded, inference proves every size."""
+    path = shared_model("tiny_yolo_legacy.onnx")
+    model = surgeon.load(path)
+    surgeon.apply(surgeon.Recipe.from_steps([("set_batch", {"size": 1}), ("fold_constants", {}),
+                                             ("infer_shapes", {})]), model)
+    assert io_dims(model) == {"images": [1, 3, 320, 320], "boxes": [1, 2100, 4], "scores": [1, 2100, 80]}
+    assert_same_outputs(path, model, random_inputs(path, dims={"N": 1}))

@@ -156,12 +156,14 @@ def infer(proto: onnx.ModelProto, *, strict: bool = False) -> Inferred:
     return Inferred(inferred, known)
 
 
-def write_back(model: Model, inferred: Inferred, *, stale: bool) -> int:
+def write_back(model: Model, inferred: Inferred, *, stale: bool, keep: tuple[gs.Tensor, ...] = ()) -> int:
     """Copy inferred types into the gs tensors of every graph; returns how many tensors changed.
 
     Graph inputs are never touched, and graph outputs of the main graph only
-    get what they lack (their declared types are the model's interface).
+    get what they lack (their declared types are the model's interface);
+    ``keep``: outputs whose shapes the user just set, left exactly as set.
     """
+    kept = {id(t) for t in keep}
     changed = 0
     for graph, gproto in graph_pairs(model.graph, inferred.proto.graph):
         top = graph is model.graph
@@ -176,7 +178,7 @@ def write_back(model: Model, inferred: Inferred, *, stale: bool) -> int:
         targets += [(t, "node") for n in graph.nodes for t in n.outputs]
         seen: set[int] = set()
         for t, role in targets:
-            if id(t) in seen or not isinstance(t, gs.Variable) or not t.name:
+            if id(t) in seen or id(t) in kept or not isinstance(t, gs.Variable) or not t.name:
                 continue
             seen.add(id(t))
             before = (str(t.dtype), None if t.shape is None else list(t.shape), t.type)
@@ -232,6 +234,14 @@ def _clear(g: onnx.GraphProto, schemaless: set[str], stale: bool, top: bool) -> 
             for dim in _dims_protos(vi):
                 if dim.HasField("dim_value"):
                     dim.Clear()
+    if top:
+        # A main-graph output declared with names for dimensions that are in fact
+        # fixed (the legacy exporter's [N, Concat_dim_1, ...]) gets its shape
+        # inferred too; write_back then fills in only those dimensions.
+        for vi in g.output:
+            dims = _dims_protos(vi)
+            if vi.name not in schemaless and any(not d.HasField("dim_value") for d in dims):
+                vi.type.tensor_type.ClearField("shape")
     for n in g.node:
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
@@ -266,11 +276,16 @@ def _dims_protos(vi: onnx.ValueInfoProto):
 def _update(t: gs.Variable, vi: onnx.ValueInfoProto | None, inferred: Inferred, role: str, stale: bool) -> None:
     typed = vi is not None and _elem_type(vi) != onnx.TensorProto.UNDEFINED
     if role == "output":
-        # The main graph's declared outputs: only fill in what is missing.
+        # The main graph's declared outputs are its interface: only fill in what is
+        # missing, and replace a named or unknown dimension only by a proven value.
         if typed and t.dtype is None:
             t.dtype = get_onnx_tensor_dtype(vi)
-        if typed and t.shape is None and vi.type.HasField("tensor_type"):
-            t.shape = inferred.dims(vi)
+        if typed and vi.type.HasField("tensor_type"):
+            found = inferred.dims(vi)
+            if t.shape is None:
+                t.shape = found
+            elif found is not None and len(found) == len(t.shape):
+                t.shape = [f if isinstance(f, int) and not isinstance(d, int) else d for d, f in zip(t.shape, found)]
         return
     if not typed:
         if stale:

@@ -64,7 +64,9 @@ def infer_shapes(model: Model, *, strict: bool = False) -> PassResult:
         2. Intermediate shapes are derived afresh; where inference learns
            nothing (custom ops, data-dependent shapes), what the model had stays.
         3. Declared graph inputs are never changed; graph outputs only get
-           what they lack (dtype, or a shape when none was declared).
+           what they lack (dtype, a shape when none was declared, and a fixed
+           size for a dimension declared by name that inference proves fixed,
+           like the legacy exporter's ``Concat_dim_1``).
         4. Tensors inside If/Loop/Scan bodies get their shapes too.
         5. A failure names the node (and the control-flow nodes around it).
 
@@ -156,7 +158,8 @@ def set_shapes(model: Model, *, inputs: dict[str, list[Dim]] | None = None,
         result.notes.append(f"graph {role} '{t.name}': {_fmt(t.shape)} -> {_fmt(dims)}")
         result.details[role + "s"][t.name] = dims
         t.shape = dims
-    result.details["tensors_updated"] = write_back(model, inferred, stale=True)
+    result.details["tensors_updated"] = write_back(model, inferred, stale=True,
+                                                   keep=tuple(t for t, _, role in plan if role == "output"))
     return result
 
 
