@@ -48,7 +48,10 @@ def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:
             "bytes": [sum(tensor_bytes(t) for t in inits_a.values()), sum(tensor_bytes(t) for t in inits_b.values())],
             "removed": sorted(inits_a.keys() - inits_b.keys()),
             "added": sorted(inits_b.keys() - inits_a.keys()),
-            "changed": [name for name in common if not _same_tensor(inits_a[name], inits_b[name])],
+            "retyped": [{"name": name, "a": _tensor_type(inits_a[name]), "b": _tensor_type(inits_b[name])}
+                        for name in common if _tensor_type(inits_a[name]) != _tensor_type(inits_b[name])],
+            "changed": [name for name in common if _tensor_type(inits_a[name]) == _tensor_type(inits_b[name])
+                        and not _same_tensor(inits_a[name], inits_b[name])],
         },
     }
 
@@ -63,9 +66,9 @@ def render_diff(d: dict[str, Any]) -> str:
         if io["order_changed"]:
             lines.append(f"{key}: order changed")
     n = d["nodes"]
-    lines.append(f"nodes: {n['count'][0]} -> {n['count'][1]}")
-    lines += [f"  - {x['name']} ({x['op']})" for x in n["removed"]]
-    lines += [f"  + {x['name']} ({x['op']})" for x in n["added"]]
+    lines.append(f"nodes: {n['count'][0]} -> {n['count'][1]} ({len(n['removed'])} removed, {len(n['added'])} added)")
+    lines += _first(f"  - {x['name']} ({x['op']})" for x in n["removed"])
+    lines += _first(f"  + {x['name']} ({x['op']})" for x in n["added"])
     if d["op_histogram_delta"]:
         lines.append("ops: " + ", ".join(f"{op} {v:+d}" for op, v in d["op_histogram_delta"].items()))
     lines += [f"opset {dom}: {v[0]} -> {v[1]}" for dom, v in d["opsets"].items()]
@@ -73,10 +76,26 @@ def render_diff(d: dict[str, Any]) -> str:
         lines.append(f"IR version: {d['ir_version'][0]} -> {d['ir_version'][1]}")
     i = d["initializers"]
     lines.append(f"initializers: {i['count'][0]} -> {i['count'][1]} ({i['bytes'][0]} -> {i['bytes'][1]} bytes)")
-    lines += [f"  - {name}" for name in i["removed"]]
-    lines += [f"  + {name}" for name in i["added"]]
-    lines += [f"  ~ {name} (values changed)" for name in i["changed"]]
+    lines += _first(f"  - {name}" for name in i["removed"])
+    lines += _first(f"  + {name}" for name in i["added"])
+    lines += _first(f"  ~ {r['name']}: {r['a']} -> {r['b']}" for r in i["retyped"])
+    lines += _first(f"  ~ {name} (values changed)" for name in i["changed"])
     return "\n".join(lines) + "\n"
+
+
+LISTED = 20
+"""Lines per list in the text rendering; --json has them all."""
+
+
+def _first(items) -> list[str]:
+    items = list(items)
+    if len(items) <= LISTED:
+        return items
+    return items[:LISTED] + [f"    ... and {len(items) - LISTED} more (--json lists them all)"]
+
+
+def _tensor_type(t: onnx.TensorProto) -> str:
+    return f"{onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name if t.data_type else '?'}{list(t.dims)}"
 
 
 def _read(path: Path) -> onnx.ModelProto:

@@ -58,7 +58,7 @@ def test_diff_after_strip(tmp_path):
     code, text, err = _cli("diff", FIXTURES / "model_foo.onnx", out)
     assert (code, err) == (0, "")
     assert text == (f"--- {FIXTURES / 'model_foo.onnx'}\n+++ {out}\n"
-                    "nodes: 5 -> 4\n  - /FooOp (devtech::FooOp)\n"
+                    "nodes: 5 -> 4 (1 removed, 0 added)\n  - /FooOp (devtech::FooOp)\n"
                     "ops: devtech::FooOp -1\n"
                     "opset devtech: 1 -> None\n"
                     "initializers: 4 -> 4 (3232 -> 3232 bytes)\n")
@@ -107,3 +107,23 @@ def test_diff_counts_nodes_that_share_a_name(tmp_path):
     assert d["nodes"]["removed"] == [{"name": "dup", "op": "Sigmoid"}]
     assert d["nodes"]["added"] == []
     assert d["op_histogram_delta"] == {"Sigmoid": -1}
+
+
+def test_diff_names_dtype_changes_and_shortens_long_lists(tmp_path):
+    import surgeon
+    from surgeon.diff import LISTED, render_diff
+
+    fp16 = tmp_path / "fp16.onnx"
+    model = surgeon.load(FIXTURES / "model.onnx")
+    surgeon.run_pass(model, "to_fp16")
+    surgeon.save(model, fp16)
+    d = diff_models(FIXTURES / "model.onnx", fp16)
+    assert d["initializers"]["changed"] == []
+    assert {"name": "onnx::Conv_21", "a": "float32[8, 3, 3, 3]", "b": "float16[8, 3, 3, 3]"} in \
+        d["initializers"]["retyped"]
+    assert "  ~ onnx::Conv_21: float32[8, 3, 3, 3] -> float16[8, 3, 3, 3]\n" in render_diff(d)
+
+    d["nodes"]["removed"] = [{"name": f"n{i}", "op": "Relu"} for i in range(LISTED + 5)]
+    text = render_diff(d)
+    assert "  - n19 (Relu)\n    ... and 5 more (--json lists them all)\n" in text
+    assert "n20" not in text
