@@ -71,12 +71,17 @@ def build_report(result: Any) -> dict[str, Any]:
 
     saved = result.saved
     verification = result.verification
-    failed = verification is not None and verification.status in ("mismatch", "failed")
+    status = "ok"
+    if verification is not None and verification.status in ("mismatch", "failed"):
+        status = "verification_failed"
+    elif verification is not None and verification.status == "skipped":
+        status = "verification_skipped"  # asked for, nothing compared: CI can tell it from a match
     return {
         "schema": REPORT_SCHEMA,
-        "status": "verification_failed" if failed else "ok",
+        "status": status,
         "surgeon_version": __version__,
         "dry_run": result.dry_run,
+        "target": str(result.target) if result.target is not None else None,
         "recipe": {"path": result.recipe.path, "sha256": recipe_sha256(result.recipe)},
         "input": {"path": str(result.model_path), "sha256": result.input_sha256},
         "output": None if saved is None else {

@@ -117,7 +117,9 @@ def stage(
         data_path = None
         if use_external:
             data_path = tmpdir / (target.name + ".data")
-            _write_external(proto, model, data_path, data_path.name)
+            if not _write_external(proto, model, data_path, data_path.name):
+                data_path.unlink()  # every weight is small or folded away: no empty data file
+                data_path = None
         _write_proto(proto, tmp_model)
         found = _check(tmp_model, model) if check else []
     except BaseException:
@@ -190,9 +192,11 @@ def _inline_size(proto: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in iter_model_tensors(proto))
 
 
-def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path, location: str) -> None:
-    """Move every external or large tensor into ``data_file``, streaming external sources."""
+def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path, location: str) -> int:
+    """Move every external or large tensor into ``data_file``, streaming external sources;
+    returns how many tensors went there."""
     base = model.base_dir
+    moved = 0
     with open(data_file, "wb") as out:
         for t in iter_model_tensors(proto):
             if is_external(t):
@@ -204,11 +208,14 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path, locat
                 offset = out.tell()
                 length = copy_range(ref.path, ref.offset, ref.length, out)
                 set_external(t, location, offset, length)
+                moved += 1
             elif t.HasField("raw_data") and len(t.raw_data) >= EXTERNAL_THRESHOLD:
                 _pad(out)
                 offset = out.tell()
                 out.write(t.raw_data)
                 set_external(t, location, offset, len(t.raw_data))
+                moved += 1
+    return moved
 
 
 def _pad(f) -> None:

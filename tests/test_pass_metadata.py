@@ -140,7 +140,7 @@ def test_yaml_numbers_as_values_are_refused_with_a_hint():
                              "r.yaml")
     assert str(excinfo.value) == (
         "r.yaml:4:29: error: parameter 'props.version': expected a string, got 1.1\n"
-        "  hint: quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)")
+        "  hint: quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)")
 
 
 def test_node_and_graph_metadata_of_a_dynamo_export_survive():

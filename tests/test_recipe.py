@@ -393,7 +393,7 @@ def test_parameter_error_points_at_the_list_item(reg):
     """
     assert error_of(text, reg) == (
         "recipe.yaml:8:11: error: parameter 'tensors[1]': expected a string, got 3\n"
-        "  hint: quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)"
+        "  hint: quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)"
     )
 
 
@@ -434,7 +434,7 @@ def test_yaml11_leading_zero_is_octal(reg):
     text = "version: 1\nsteps:\n  - pass: set_tolerance\n    with: {rtol: 0.1, label: 010}\n"
     assert error_of(text, reg) == (
         "recipe.yaml:4:30: error: parameter 'label': expected a string, got 8\n"
-        "  hint: quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)"
+        "  hint: quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)"
     )
 
 
@@ -532,7 +532,7 @@ def test_expect_is_validated(reg):
         "recipe.yaml:6:14: error: expect 'added': must be at least 0, got -1\n"
         "recipe.yaml:7:19: error: expect 'ops_absent': expected list of string, got 'FooOp'\n"
         "recipe.yaml:8:25: error: expect 'shapes.out[1]': expected integer or string, got 1.5\n"
-        "  hint: quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)\n"
+        "  hint: quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)\n"
         "recipe.yaml:10:13: error: 'expect' must be a mapping, got 3\n"
         "  hint: allowed keys: removed, added, min_removed, ops_absent, inputs, outputs, shapes"
     )
@@ -728,7 +728,7 @@ def test_from_steps_reports_every_problem_with_step_labels(global_test_pass):
         ])
     assert str(excinfo.value) == (
         "error: step 2 'drop' (recipe_test_remove): parameter 'op': expected a string, got 3\n"
-        "  hint: quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)\n"
+        "  hint: quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)\n"
         "error: step 2 'drop' (recipe_test_remove): expect 'removed': must be at least 0, got -1\n"
         "error: step 3 (recipe_test_remov): unknown pass 'recipe_test_remov'\n"
         "  hint: did you mean 'recipe_test_remove'?"

@@ -134,3 +134,13 @@ def test_weights_replaced_in_memory_on_an_external_data_model(tmp_path):
     reloaded = surgeon.load(saved.path)
     weight = next(n for n in reloaded.graph.nodes if n.op == "Conv").inputs[1]
     assert np.array_equal(weight.values, np.zeros((8, 3, 3, 3), np.float32))
+
+
+def test_no_empty_data_file_when_nothing_stays_external(tmp_path):
+    """Folding Polygraphy's external-weights model leaves only small inline constants: no data file."""
+    model = surgeon.load(shared_model("polygraphy/ext_weights_same_dir/ext_weights.onnx"))
+    assert model.has_external_data
+    surgeon.run_pass(model, "fold_constants")
+    saved = surgeon.save(model, tmp_path / "out.onnx")
+    assert saved.data_path is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]

@@ -27,6 +27,7 @@ otherwise the :class:`~surgeon.model.Model`.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import inspect
 import re
 import types
@@ -81,6 +82,8 @@ def type_name(annotation: Any) -> str:
 def _yaml_of(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"the date {value.isoformat()}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -157,7 +160,9 @@ def check_type(value: Any, annotation: Any, path: str = "") -> list[tuple[str, s
             hint = ("YAML 1.1 reads yes/no/on/off/y/n/true/false as booleans: "
                     "quote the value to keep it a string")
         elif isinstance(value, (int, float)):
-            hint = "quote the value to keep it a string (YAML reads 010 as 8 and 1e3 as a string)"
+            hint = "quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)"
+        elif isinstance(value, (datetime.date, datetime.datetime)):
+            hint = "YAML reads 2024-01-02 as a date: quote the value to keep it a string"
         return [(path, f"expected a string, got {_yaml_of(value)}", hint)]
     if origin in (list, typing.List, tuple):
         if not isinstance(value, list):

@@ -61,8 +61,10 @@ def load_recipe(path: str | Path, registry: PassRegistry | None = None) -> Recip
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        swapped = str(path).endswith(".onnx") or data[:2] == b"\x08"
         raise RecipeError(f"recipe {path} is not UTF-8 text (byte {exc.start} is invalid)",
-                          hint="save the recipe as UTF-8") from None
+                          hint="this looks like a model: the recipe comes first (surgeon apply RECIPE MODEL)"
+                          if swapped else "save the recipe as UTF-8") from None
     recipe = parse_recipe(text, filename=str(path), registry=registry)
     return dataclasses.replace(recipe, path=str(path))
 
