@@ -64,7 +64,10 @@ class StepReport:
         if self.rewired:
             parts.append(f"rewired {_count(len(self.rewired), 'node')}")
         if self.renamed:
-            parts.append(f"renamed {_count(len(self.renamed), 'tensor')}")
+            listed = ""
+            if len(self.renamed) <= 4:  # a few renames are worth reading in full
+                listed = " (" + ", ".join(f"{a} -> {b}" for a, b in self.renamed.items()) + ")"
+            parts.append(f"renamed {_count(len(self.renamed), 'tensor')}{listed}")
         if self.folded:
             parts.append(f"folded {_count(self.folded, 'node')}")
         text = "; ".join(parts) if parts else ("no change" if not self.details.get("changed") else "changed")

@@ -364,5 +364,5 @@ def test_runner_reports_renames():
     result = surgeon.apply(recipe, model)
     assert [step.renamed for step in result.steps] == [{"output": "a"}, {"a": "b"}]
     # A rename is not a rewiring: the same tensor object flows to the same nodes.
-    assert result.steps[0].summary() == "step 1 (rename_io): renamed 1 tensor"
+    assert result.steps[0].summary() == "step 1 (rename_io): renamed 1 tensor (output -> a)"
     assert result.renamed == {"output": "b"}
