@@ -59,18 +59,30 @@ class Staged:
     """
 
     def __init__(self, folder: Path, target: Path, model_path: Path, data_path: Path | None,
-                 warnings: list[str]) -> None:
+                 warnings: list[str], model: Model, written: dict[str, onnx.TensorProto]) -> None:
         self.folder, self.target = folder, target
         self.model_path, self.data_path = model_path, data_path
         self.warnings = warnings
+        self.model = model
+        self.written = written  # tensor name -> its proto as written to the data file
 
     def commit(self) -> SaveResult:
         data_target = None
-        if self.data_path is not None:
-            data_target = self.target.with_name(self.data_path.name)
-            os.replace(self.data_path, data_target)
-        os.replace(self.model_path, self.target)
-        self.discard()
+        try:
+            if self.data_path is not None:
+                data_target = self.target.with_name(self.data_path.name)
+                # In place, the new data file replaces the one the model reads its
+                # weights from: the model must then read the new file, at new offsets.
+                replaced = data_target.exists() and any(_same(data_target, f) for f in _source_data_files(self.model))
+                os.replace(self.data_path, data_target)
+                if replaced:
+                    _repoint(self.model, self.written, data_target.parent)
+            os.replace(self.model_path, self.target)
+        except OSError as exc:
+            raise ExportError(f"cannot write {self.target}: {exc.strerror or exc}",
+                              hint="write to a folder you can write to, with -o") from exc
+        finally:
+            self.discard()
         return SaveResult(self.target, data_target, self.warnings)
 
     def discard(self) -> None:
@@ -111,21 +123,34 @@ def stage(
     use_external = external_data
     if use_external is None:
         use_external = model.has_external_data or _inline_size(proto) >= TWO_GIB - (64 << 20)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".surgeon-tmp-", dir=parent))
+    if not os.access(target.parent, os.W_OK):  # a dry run would otherwise "succeed" here
+        raise ExportError(f"cannot write {target}: folder {target.parent} is not writable",
+                          hint="write to a folder you can write to, with -o")
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".surgeon-tmp-", dir=parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc} in {parent}",
+                          hint="write to a folder you can write to, with -o") from exc
     try:
         tmp_model = tmpdir / target.name
         data_path = None
+        written: dict[str, onnx.TensorProto] = {}
         if use_external:
             data_path = tmpdir / (target.name + ".data")
-            if not _write_external(proto, model, data_path, data_path.name):
+            written = _write_external(proto, model, data_path, data_path.name)
+            if not written:
                 data_path.unlink()  # every weight is small or folded away: no empty data file
                 data_path = None
         _write_proto(proto, tmp_model)
         found = _check(tmp_model, model) if check else []
+    except OSError as exc:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc}",
+                          hint="check the free disk space and that the folder is writable") from exc
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
-    return Staged(tmpdir, target, tmp_model, data_path, found)
+    return Staged(tmpdir, target, tmp_model, data_path, found, model, written)
 
 
 def save(
@@ -172,31 +197,53 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def _source_data_files(model: Model) -> set[Path]:
-    from surgeon.external import ExternalValues
+def _constants(model: Model):
+    """Every gs Constant of the model: initializers (used or not) and tensor attributes, in all graphs."""
     import onnx_graphsurgeon as gs
 
-    files = set()
     for g in model.graphs():
         for t in g.tensors().values():
-            if isinstance(t, gs.Constant) and isinstance(t._values, ExternalValues):
-                files.add(external_ref(t._values.tensor, t._values.base_dir).path)
+            if isinstance(t, gs.Constant):
+                yield t
+        for node in g.nodes:
+            for value in node.attrs.values():
+                if isinstance(value, gs.Constant):
+                    yield value
     for consts in model.origin.unused_initializers.values():
-        for t in consts:
-            if isinstance(t._values, ExternalValues):
-                files.add(external_ref(t._values.tensor, t._values.base_dir).path)
-    return files
+        yield from consts
+
+
+def _source_data_files(model: Model) -> set[Path]:
+    """The files the model's lazy weights are read from."""
+    from surgeon.external import ExternalValues
+
+    return {external_ref(c._values.tensor, c._values.base_dir).path
+            for c in _constants(model) if isinstance(c._values, ExternalValues)}
+
+
+def _repoint(model: Model, written: dict[str, onnx.TensorProto], folder: Path) -> None:
+    """Make the model's lazy weights read the data file just written (an in-place save replaced theirs)."""
+    from surgeon.external import ExternalValues
+
+    for const in _constants(model):
+        values = const._values
+        if isinstance(values, ExternalValues) and const.name in written:
+            del values.tensor.external_data[:]
+            values.tensor.external_data.extend(written[const.name].external_data)
+            values.base_dir = folder
+    model.base_dir = folder
 
 
 def _inline_size(proto: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in iter_model_tensors(proto))
 
 
-def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path, location: str) -> int:
+def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
+                    location: str) -> dict[str, onnx.TensorProto]:
     """Move every external or large tensor into ``data_file``, streaming external sources;
-    returns how many tensors went there."""
+    returns the tensors that went there, by name."""
     base = model.base_dir
-    moved = 0
+    moved: dict[str, onnx.TensorProto] = {}
     with open(data_file, "wb") as out:
         for t in iter_model_tensors(proto):
             if is_external(t):
@@ -208,13 +255,13 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path, locat
                 offset = out.tell()
                 length = copy_range(ref.path, ref.offset, ref.length, out)
                 set_external(t, location, offset, length)
-                moved += 1
+                moved[t.name] = t
             elif t.HasField("raw_data") and len(t.raw_data) >= EXTERNAL_THRESHOLD:
                 _pad(out)
                 offset = out.tell()
                 out.write(t.raw_data)
                 set_external(t, location, offset, len(t.raw_data))
-                moved += 1
+                moved[t.name] = t
     return moved
 
 
@@ -308,32 +355,36 @@ def _checker_problem(path: Path, scratch: Path) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         proto = onnx.load(str(path), load_external_data=False)
-        target = path
+        target, cleanup = path, None
         if _mark_plugin_ops(proto):
-            folder = Path(tempfile.mkdtemp(prefix="plugins-check-", dir=scratch))
-            _link_external_files(proto, path.parent, folder)
-            target = folder / path.name
+            if path.parent == scratch:
+                # Staged output: the marked copy goes beside it and finds the same data file.
+                target = cleanup = scratch / f".plugins-check-{path.name}"
+            else:
+                # The input, in a folder that is not ours: a private copy with its weights
+                # (copied: onnx refuses hard-linked and symlinked data files).
+                folder = Path(tempfile.mkdtemp(prefix="plugins-check-", dir=scratch))
+                _copy_external_files(proto, path.parent, folder)
+                target = folder / path.name
+                cleanup = folder
             target.write_bytes(proto.SerializeToString())
         try:
             onnx.checker.check_model(str(target), full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             return str(exc).strip()
         finally:
-            if target is not path:
-                shutil.rmtree(target.parent, ignore_errors=True)
+            if cleanup is not None:
+                shutil.rmtree(cleanup, ignore_errors=True) if cleanup.is_dir() else cleanup.unlink(missing_ok=True)
     return None
 
 
-def _link_external_files(proto: onnx.ModelProto, source: Path, folder: Path) -> None:
+def _copy_external_files(proto: onnx.ModelProto, source: Path, folder: Path) -> None:
     locations = {e.value for t in iter_model_tensors(proto) if is_external(t)
                  for e in t.external_data if e.key == "location"}
     for location in locations:
         dst = folder / location
         dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source / location, dst)
-        except OSError:  # another file system: copy (only on the rare plugin + external data path)
-            shutil.copyfile(source / location, dst)
+        shutil.copyfile(source / location, dst)
 
 
 def _mark_plugin_ops(proto: onnx.ModelProto) -> set[str]:

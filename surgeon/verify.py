@@ -171,6 +171,9 @@ def verify(
         return report
 
     feeds = _feeds(edited_sess, base_sess, renamed, dims, inputs, seed)
+    if inputs is None and _has_control_flow(edited):
+        report.notes.append("the model has If/Loop/Scan nodes: one set of random inputs may not take every "
+                            "branch or run every loop body; give real inputs with --inputs to cover them")
     inverse = {new: old for old, new in renamed.items()}
     base_feeds = {i.name: feeds[renamed.get(i.name, i.name)] for i in base_sess.get_inputs()
                   if renamed.get(i.name, i.name) in feeds}
@@ -233,8 +236,10 @@ def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | Non
             check.problem = f"element {where}: expected {want[where]!r}, got {got[where]!r}"
         return check
     a, b = want.astype(np.float64), got.astype(np.float64)
-    same_nan = np.isnan(a) & np.isnan(b)
-    diff = np.where(same_nan, 0.0, np.abs(a - b))
+    # Equal values (the same infinity included: log(0), attention masks) and NaN on both sides agree.
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(a - b))
     diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only is a mismatch
     # Relative error only where the expected value is non-zero (ReLU outputs are full of zeros).
     nonzero = np.nan_to_num(np.abs(a)) > 0
@@ -300,8 +305,8 @@ def _feeds(edited_sess, base_sess, renamed: dict[str, str], dims: dict[str, int]
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
-        else:  # small non-negative integers: safe as indices, sizes and ids
-            feeds[inp.name] = rng.integers(0, 4, shape).astype(dtype)
+        else:  # small positive integers: safe as indices, sizes and ids, and a Loop trip count
+            feeds[inp.name] = rng.integers(1, 4, shape).astype(dtype)  # of 0 would run no body at all
     return feeds
 
 
@@ -358,3 +363,16 @@ def _name(model: Any, default: str) -> str:
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) < 300 else text[:297] + "..."
+
+
+def _has_control_flow(model: Any) -> bool:
+    """Whether the main graph has If/Loop/Scan nodes (weights are not read)."""
+    if isinstance(model, (str, Path)):
+        proto = onnx.load(str(model), load_external_data=False)
+    elif isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, bytes):
+        proto = onnx.load_from_string(model)
+    else:
+        return any(n.op in ("If", "Loop", "Scan") for n in model.graph.nodes)
+    return any(n.op_type in ("If", "Loop", "Scan") for n in proto.graph.node)

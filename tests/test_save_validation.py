@@ -113,3 +113,73 @@ def test_checking_writes_nothing_beside_the_input(tmp_path, monkeypatch):
     assert len(result.warnings) == 1
     assert not any(src_dir in p.parents for p in written)
     assert sorted(p.name for p in src_dir.iterdir()) == before
+
+
+def _plugin_model_with_external_weights(folder):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).random((64, 64), dtype=np.float32), "W")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+         helper.make_node("FooPlugin_TRT", ["y"], ["z"], name="plug"),
+         helper.make_node("Identity", ["z"], ["out"], name="id")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 64])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, folder / "p.onnx", save_as_external_data=True, location="p.onnx.data", size_threshold=0)
+    return folder / "p.onnx"
+
+
+def test_plugin_ops_with_external_weights_save(tmp_path):
+    src = _plugin_model_with_external_weights(tmp_path)
+    model = surgeon.load(src)
+    surgeon.run_pass(model, "cleanup")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = surgeon.save(model, out_dir / "p.onnx")
+    assert result.warnings == [] and result.data_path == out_dir / "p.onnx.data"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["p.onnx", "p.onnx.data"]
+
+
+def test_in_place_save_keeps_the_model_reading_the_right_weights(tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.random((8,), dtype=np.float32), "B")
+    w = numpy_helper.from_array(rng.random((8, 8), dtype=np.float32), "W")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "B"], ["y"])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [b, w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx",
+              save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    from util import run
+
+    feeds = {"x": np.ones((1, 8), np.float32)}
+    expected = run(tmp_path / "m.onnx", feeds)["y"]
+    model = surgeon.load(tmp_path / "m.onnx")
+    surgeon.save(model, tmp_path / "m.onnx", in_place=True)  # offsets change: the data file is re-aligned
+    surgeon.save(model, tmp_path / "copy.onnx")  # reads its weights again, from the rewritten file
+    assert np.array_equal(run(tmp_path / "m.onnx", feeds)["y"], expected)
+    assert np.array_equal(run(tmp_path / "copy.onnx", feeds)["y"], expected)
+
+
+def test_unwritable_output_folder_is_a_user_error(tmp_path, monkeypatch):
+    import io
+    import tempfile
+
+    from surgeon.cli import main
+    from util import FIXTURES, RECIPES
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    err = io.StringIO()
+    code = main(["apply", str(RECIPES / "strip_fooop.yaml"), str(FIXTURES / "model_foo.onnx"),
+                 "-o", str(tmp_path / "out.onnx")], err=err)
+    assert code == 1
+    assert err.getvalue() == (f"error: cannot write {tmp_path / 'out.onnx'}: Permission denied in {tmp_path}\n"
+                              "  hint: write to a folder you can write to, with -o\n")

@@ -225,3 +225,26 @@ def test_output_that_is_a_folder_is_a_user_error(tmp_path, output):
     assert err == (f"error: cannot write the model to {str(Path(output))!r}: it is a folder, not a file name\n"
                    "  hint: give the output file's name, e.g. -o out/model.onnx\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_equal_infinities_match(tmp_path):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Log", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "log.onnx")
+    np.savez(tmp_path / "in.npz", x=np.array([0, 1, 2, 3], np.float32))  # log(0) = -inf
+    report = surgeon.verify(tmp_path / "log.onnx", tmp_path / "log.onnx", inputs=tmp_path / "in.npz")
+    assert report.status == "match"
+    assert report.outputs[0].max_abs == 0 and report.outputs[0].worst_index is None
+
+
+def test_random_inputs_run_loop_bodies_and_control_flow_is_flagged():
+    """Integers start at 1 (a trip count of 0 runs no body); random inputs on If/Loop models get a note."""
+    path = shared_model("ctrlflow_script_legacy.onnx")
+    model = surgeon.load(path)
+    surgeon.run_pass(model, "remove_node", op="Mul")  # inside the If branch and the Loop body
+    report = surgeon.verify(path, model)
+    assert report.status == "mismatch"
+    assert any("If/Loop/Scan" in note for note in report.notes)
