@@ -86,11 +86,24 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except KeyboardInterrupt:
         print("surgeon: interrupted; nothing was written", file=err)
         return EXIT_USER
+    except BrokenPipeError:  # `surgeon schema | head`: the reader left; nothing went wrong here
+        _silence_stdout()
+        return EXIT_OK
     except Exception:
         print(traceback.format_exc(), file=err)
         print("surgeon: internal error: this is a bug in surgeon, not in your recipe or model.\n"
               "Please report it with the traceback above and these versions:\n" + versions(), file=err)
         return EXIT_BUG
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout once more at exit and would complain about the closed pipe.
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def versions() -> str:

@@ -185,3 +185,17 @@ def test_console_script_runs(tmp_path, foo):
     assert proc.stdout.endswith(f"wrote {tmp_path / 'model_foo.surgeon.onnx'}\n")
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert proc.stdout.strip() == f"surgeon {surgeon.__version__}"
+
+
+def test_closed_output_pipe_is_not_a_crash(tmp_path):
+    """`surgeon schema | head` closes the pipe early: no traceback, no 'internal error'."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("surgeon")
+    if not exe.exists():
+        pytest.skip("surgeon console script not installed in this environment")
+    proc = subprocess.run(f"'{exe}' schema | head -c 10", shell=True, capture_output=True, text=True)
+    assert proc.stdout == '{\n  "$sche'
+    assert proc.stderr == ""
