@@ -49,6 +49,11 @@ DEFAULT_OP_BLOCK_LIST: dict[str, str] = {
     "MeanVarianceNormalization": "ONNX's function body for it, which onnxruntime and shape inference expand, "
                                  "mixes in float32 constants and is invalid in float16",
 }
+# Comparisons decide branches, loop conditions and masks: float16 rounding near
+# the threshold flips them, and integers cast to float for a comparison lose
+# exactness above 2048 in float16 (their Cast then stays float32 too).
+DEFAULT_OP_BLOCK_LIST.update({op: "float16 rounding can flip the comparison (integers above 2048 are inexact)"
+                              for op in ("Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal")})
 
 F16, F32 = "float16", "float32"
 _RESULTS_OF_ATTRIBUTE = ("Constant", "ConstantOfShape", "Cast")
@@ -65,8 +70,10 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
         op_block_list: op types that stay float32; replaces the default list
             (CumSum, ReduceProd, ReduceSumSquare, ReduceL2, ReduceLogSum,
             ReduceLogSumExp, whose intermediate values overflow float16 while
-            inputs and outputs fit, and MeanVarianceNormalization, whose ONNX
-            function body is float32-only). Give [] to block none.
+            inputs and outputs fit, MeanVarianceNormalization, whose ONNX
+            function body is float32-only, and the comparisons Less,
+            LessOrEqual, Greater, GreaterOrEqual and Equal, which float16
+            rounding can flip). Give [] to block none.
         node_block_list: names of nodes that stay float32.
 
     Rules:
