@@ -98,7 +98,7 @@ def test_diff_counts_nodes_that_share_a_name(tmp_path):
             prev = out
         g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
     onnx.save(model([("dup", "Relu"), ("dup", "Sigmoid"), ("n", "Neg")]), tmp_path / "a.onnx")
     onnx.save(model([("dup", "Relu"), ("n", "Neg")]), tmp_path / "b.onnx")

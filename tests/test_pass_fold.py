@@ -280,7 +280,7 @@ def test_folds_external_weights_from_any_current_directory(tmp_path, monkeypatch
          oh.make_node("MatMul", ["x", "wt"], ["y"], name="matmul")],
         "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], initializer=[w])
-    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
     (tmp_path / "model").mkdir()
     (tmp_path / "other").mkdir()
     (tmp_path / "out").mkdir()

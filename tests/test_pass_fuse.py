@@ -24,7 +24,8 @@ def _init(name: str, shape: tuple[int, ...], low: float = -1.0, high: float = 1.
 
 def _model(nodes, inputs, outputs, inits, opset: int = 17) -> surgeon.Model:
     graph = oh.make_graph(nodes, "g", inputs, outputs, initializer=inits)
-    return surgeon.load(oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)]))
+    opsets = [oh.make_opsetid("", opset)]
+    return surgeon.load(oh.make_model(graph, opset_imports=opsets, ir_version=oh.find_min_ir_version_for(opsets)))
 
 
 def _vi(name: str, shape) -> onnx.ValueInfoProto:

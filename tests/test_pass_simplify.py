@@ -152,7 +152,7 @@ def test_dedupe_reads_external_weights_only_when_sizes_match(tmp_path, monkeypat
     (tmp_path / "m").mkdir()
     (tmp_path / "elsewhere").mkdir()
     src = tmp_path / "m" / "m.onnx"
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), src,
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8), src,
               save_as_external_data=True, location="m.bin", size_threshold=0)
     monkeypatch.chdir(tmp_path / "elsewhere")
     model = surgeon.load(src)

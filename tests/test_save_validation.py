@@ -126,8 +126,7 @@ def _plugin_model_with_external_weights(folder):
          helper.make_node("Identity", ["z"], ["out"], name="id")],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 64])], [w])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(m, folder / "p.onnx", save_as_external_data=True, location="p.onnx.data", size_threshold=0)
     return folder / "p.onnx"
 
@@ -153,7 +152,7 @@ def test_in_place_save_keeps_the_model_reading_the_right_weights(tmp_path):
     g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "B"], ["y"])],
                           "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [b, w])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx",
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx",
               save_as_external_data=True, location="m.onnx.data", size_threshold=0)
     from util import run
 

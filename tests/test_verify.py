@@ -150,7 +150,7 @@ def test_string_outputs_are_compared_exactly(tmp_path):
     def model(node):
         g = helper.make_graph([node], "g", [helper.make_tensor_value_info("s", TensorProto.STRING, [2])],
                               [helper.make_tensor_value_info("t", TensorProto.STRING, [2])])
-        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
     onnx.save(model(helper.make_node("Identity", ["s"], ["t"])), tmp_path / "a.onnx")
     onnx.save(model(helper.make_node("Identity", ["s"], ["t"])), tmp_path / "b.onnx")
@@ -233,7 +233,7 @@ def test_equal_infinities_match(tmp_path):
     g = helper.make_graph([helper.make_node("Log", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "log.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "log.onnx")
     np.savez(tmp_path / "in.npz", x=np.array([0, 1, 2, 3], np.float32))  # log(0) = -inf
     report = surgeon.verify(tmp_path / "log.onnx", tmp_path / "log.onnx", inputs=tmp_path / "in.npz")
     assert report.status == "match"
