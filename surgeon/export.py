@@ -122,7 +122,14 @@ class _Exporter:
             if known is not None and known[0] is func and function_fingerprint(func) == known[2]:
                 out.functions.append(known[1])
             else:
-                out.functions.append(OnnxExporter.export_function(func))
+                fproto = OnnxExporter.export_function(func)
+                # gs keeps every import the function had; drop what its nodes no longer use
+                # (a FooOp removed from the body takes its domain with it, as at model level).
+                used = {n.domain for n in fproto.node} | {""}
+                keep = [o for o in fproto.opset_import if o.domain in used or o.domain == "ai.onnx"]
+                del fproto.opset_import[:]
+                fproto.opset_import.extend(keep)
+                out.functions.append(fproto)
         # Reuse the input's entries where unchanged (they may omit the domain field).
         original = {(o.domain, o.version): o for o in m.template.opset_import}
         wanted = [original.get((d, v)) or onnx.helper.make_opsetid(d, v) for d, v in self._opsets().items()]

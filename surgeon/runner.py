@@ -128,18 +128,28 @@ class ApplyResult:
 
 # -- snapshots ---------------------------------------------------------------------
 
-def _snapshot(graph: gs.Graph) -> dict[int, tuple[gs.Node, tuple]]:
-    """Per node of every graph: (node, signature). Wiring is compared by tensor
-    identity; renames are reported by the passes that make them. Holding the
-    nodes keeps their ids from being reused while the snapshot lives."""
+def _snapshot(graph: gs.Graph) -> dict[int, tuple[gs.Node, tuple, int]]:
+    """Per node of every graph: (node, signature, id of its local function or 0).
+
+    Wiring is compared by tensor identity; renames are reported by the passes
+    that make them. Holding the nodes keeps their ids from being reused while
+    the snapshot lives. Local function bodies are included (remove_node
+    reaches into them); a function that appears or disappears as a whole
+    (inlining) does not count its body as nodes added or removed.
+    """
     snap = {}
-    pending = [graph]
+    pending = [(graph, 0)] + [(f, id(f)) for f in graph.functions or []]
     while pending:
-        for n in pending.pop().nodes:
-            snap[id(n)] = (n, (n.name, n.op, n.domain, tuple(map(id, n.inputs)), tuple(map(id, n.outputs))))
+        g, owner = pending.pop()
+        for n in g.nodes:
+            snap[id(n)] = (n, (n.name, n.op, n.domain, tuple(map(id, n.inputs)), tuple(map(id, n.outputs))), owner)
             if n.attrs:
-                pending.extend(sub for _, sub in subgraphs_of(n))
+                pending.extend((sub, owner) for _, sub in subgraphs_of(n))
     return snap
+
+
+def _counted(entry: tuple, functions: set[int]) -> bool:
+    return entry[2] == 0 or entry[2] in functions
 
 
 def _ref(sig: tuple) -> NodeRef:
@@ -157,7 +167,7 @@ def run_step(model: Model, step: Step, registry: PassRegistry = default_registry
 
 
 def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
-              before: dict[int, tuple[gs.Node, tuple]]) -> tuple[StepReport, dict[int, tuple[gs.Node, tuple]]]:
+              before: dict[int, tuple]) -> tuple[StepReport, dict[int, tuple]]:
     """Run a step given the snapshot taken before it; returns its report and the snapshot after it
     (which is the next step's "before": one snapshot per step, not two)."""
     spec = registry.get(step.pass_name)
@@ -181,8 +191,9 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
     seconds = time.perf_counter() - start
     after = _snapshot(model.graph)
     report = StepReport(step, seconds=seconds)
-    report.removed = [_ref(sig) for key, (_, sig) in before.items() if key not in after]
-    report.added = [_ref(sig) for key, (_, sig) in after.items() if key not in before]
+    kept_functions = {e[2] for e in before.values()} & {e[2] for e in after.values()}
+    report.removed = [_ref(e[1]) for key, e in before.items() if key not in after and _counted(e, kept_functions)]
+    report.added = [_ref(e[1]) for key, e in after.items() if key not in before and _counted(e, kept_functions)]
     report.rewired = [_ref(after[key][1]) for key in before.keys() & after.keys()
                       if before[key][1] != after[key][1]]
     report.rewired.sort(key=lambda r: (r.name, r.op))

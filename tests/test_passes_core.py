@@ -290,3 +290,32 @@ def test_bypass_many_nodes_keeps_order_and_outputs():
     assert model.graph.nodes[-1].outputs[0].name == "y"
     assert len(report.removed) == 201
     assert_same_outputs(before, model)
+
+
+def test_remove_node_reaches_into_local_functions():
+    """A placeholder op inside a module exported as a local function is removed there too,
+    and its domain leaves the model's and the function's opset imports."""
+    import numpy as np
+
+    from util import RECIPES, run
+
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17, "devtech" : 1, "local" : 1]>
+    g (float[N, 4] x) => (float[N, 4] y) {
+        y = local.Block (x)
+    }
+    <domain: "local", opset_import: ["" : 17, "devtech" : 1]>
+    Block (a) => (b) {
+        r = Relu (a)
+        f = devtech.FooOp (r)
+        b = Sigmoid (f)
+    }""")
+    result = surgeon.apply(RECIPES / "strip_fooop.yaml", model)
+    assert [str(n) for n in result.steps[0].removed] == ["<unnamed> (devtech::FooOp)"]
+    proto = to_proto(model)
+    assert [n.op_type for n in proto.functions[0].node] == ["Relu", "Sigmoid"]
+    assert "devtech" not in {o.domain for o in proto.opset_import}
+    assert "devtech" not in {o.domain for o in proto.functions[0].opset_import}
+    onnx.checker.check_model(proto, full_check=True)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(proto, {"x": x})["y"], 1 / (1 + np.exp(-np.maximum(x, 0))), rtol=1e-6)

@@ -37,8 +37,10 @@ def remove_node(model: Model, select: Selector, *, input: int = 0,
            an ``Identity`` is inserted instead.
         4. Drop: graph outputs that the node produced are removed from the
            graph's outputs (reported in the notes).
-        5. Nodes inside ``If``/``Loop``/``Scan`` bodies are selected and
-           removed like any other.
+        5. Nodes inside ``If``/``Loop``/``Scan`` bodies and inside the
+           model's local functions are selected and removed like any other;
+           a domain no node uses any more leaves the opset imports of the
+           model and of the function.
 
     Example:
         version: 1

@@ -96,10 +96,18 @@ class Selector:
     def select(self, graph: gs.Graph, *, subgraphs: bool = True) -> list[tuple[gs.Node, gs.Graph]]:
         """The matching ``(node, owning graph)`` pairs, in graph order.
 
+        With ``subgraphs`` (the default) the search covers If/Loop/Scan bodies
+        and the bodies of the model's local functions (a placeholder op can sit
+        inside a module exported as a function); the owning graph is then the
+        body or the ``gs.Function``.
+
         Raises :class:`PassError` when nothing matches (unless ``allow_missing``)
         or when ``count`` is given and a different number matches.
         """
         graphs = list(walk_graphs(graph)) if subgraphs else [graph]
+        if subgraphs:
+            for func in getattr(graph, "functions", None) or []:
+                graphs += walk_graphs(func)
         found = [(n, g) for g in graphs for n in g.nodes if self.matches(n)]
         if self.count is not None and len(found) != self.count:
             if not (self.allow_missing and not found):
