@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from surgeon.errors import Diagnostic, StepError, suggestion_hint
-from surgeon.graphs import node_domain
+from surgeon.graphs import node_domain, walk_graphs
 from surgeon.model import Model
 
 _HINT = "the model or a pass changed since the recipe was written: check the step, then update 'expect'"
@@ -64,9 +64,10 @@ def _shape_failure(name: str, dims: list, tensors: dict) -> list[tuple[str, str 
 
 
 def _ops(model: Model) -> dict[str, int]:
-    """Count of nodes per op, under both 'Op' and 'domain::Op' spellings."""
+    """Count of nodes per op (local function bodies included), under both 'Op' and 'domain::Op' spellings."""
     counts: dict[str, int] = {}
-    for node in model.nodes():
+    in_functions = [n for f in model.graph.functions for g in walk_graphs(f) for n in g.nodes]
+    for node in [*model.nodes(), *in_functions]:
         keys = {node.op}
         if node_domain(node):
             keys.add(f"{node_domain(node)}::{node.op}")
