@@ -33,7 +33,13 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
             weight_bytes += tensor_bytes(t)
             if t.data_location == onnx.TensorProto.EXTERNAL:
                 external.update(e.value for e in t.external_data if e.key == "location")
-    domains = sorted({n.domain for g in iter_graphs(proto.graph) for n in g.node} - STANDARD_DOMAINS)
+    # Ops inside local function bodies (a module exported as a function) are counted apart:
+    # the main histogram shows the calls, this one what the calls run.
+    function_ops: Counter[str] = Counter(op_key(n) for f in proto.functions for g in _function_graphs(f)
+                                         for n in g)
+    domains = sorted(({n.domain for g in iter_graphs(proto.graph) for n in g.node}
+                      | {n.domain for f in proto.functions for g in _function_graphs(f) for n in g})
+                     - STANDARD_DOMAINS)
     return {
         "path": str(path),
         "ir_version": proto.ir_version,
@@ -45,6 +51,7 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
         "op_histogram": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "custom_domains": domains,
         "local_functions": [f"{f.domain}::{f.name}" for f in proto.functions],
+        "function_op_histogram": dict(sorted(function_ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "initializers": {"count": initializers, "bytes": weight_bytes},
         "external_data_files": sorted(external),
         "control_flow": {op: ops[op] for op in sorted(CONTROL_FLOW) if ops[op]},
@@ -64,6 +71,7 @@ def render_inspection(info: dict[str, Any]) -> str:
     init = info["initializers"]
     lines.append(f"initializers: {init['count']} ({_size(init['bytes'])})")
     optional = [("custom domains", info["custom_domains"]), ("local functions", info["local_functions"]),
+                ("ops in local functions", [f"{op} x{c}" for op, c in info["function_op_histogram"].items()]),
                 ("external data", info["external_data_files"]),
                 ("control flow", [f"{op} x{c}" for op, c in info["control_flow"].items()]),
                 ("metadata", [f"{k}={v if len(v) <= 40 else v[:37] + '...'}" for k, v in info["metadata_props"].items()])]
@@ -81,6 +89,15 @@ def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
                     yield from iter_graphs(g)
+
+
+def _function_graphs(func: onnx.FunctionProto) -> Iterator[list[onnx.NodeProto]]:
+    """The node lists of a local function's body and of the If/Loop/Scan bodies inside it."""
+    yield list(func.node)
+    for node in func.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from (list(g.node) for g in iter_graphs(attr.g))
 
 
 def op_key(node: onnx.NodeProto) -> str:

@@ -127,3 +127,23 @@ def test_diff_names_dtype_changes_and_shortens_long_lists(tmp_path):
     text = render_diff(d)
     assert "  - n19 (Relu)\n    ... and 5 more (--json lists them all)\n" in text
     assert "n20" not in text
+
+
+def test_inspect_shows_what_local_functions_run(tmp_path):
+    from surgeon.inspect import inspect_model, render_inspection
+
+    onnx.save(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17, "devtech" : 1, "local" : 1]>
+        g (float[N, 4] x) => (float[N, 4] y) {
+            y = local.Block (x)
+        }
+        <domain: "local", opset_import: ["" : 17, "devtech" : 1]>
+        Block (a) => (b) {
+            r = Relu (a)
+            f = devtech.FooOp (r)
+            b = Sigmoid (f)
+        }"""), tmp_path / "fn.onnx")
+    info = inspect_model(tmp_path / "fn.onnx")
+    assert info["custom_domains"] == ["devtech", "local"]
+    assert info["function_op_histogram"] == {"Relu": 1, "Sigmoid": 1, "devtech::FooOp": 1}
+    assert "ops in local functions: Relu x1, Sigmoid x1, devtech::FooOp x1\n" in render_inspection(info)
