@@ -15,7 +15,8 @@ import onnx
 from onnx import numpy_helper
 
 from surgeon.errors import ModelLoadError
-from surgeon.inspect import iter_graphs, op_key, tensor_bytes, type_text
+from surgeon.graphs import proto_graphs
+from surgeon.inspect import op_key, tensor_bytes, type_text
 from surgeon.load import read_proto
 
 
@@ -100,7 +101,7 @@ def _tensor_type(t: onnx.TensorProto) -> str:
 
 def _read(path: Path) -> onnx.ModelProto:
     proto = read_proto(path)
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for g in iter_graphs(proto.graph) for t in g.initializer):
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for g in proto_graphs(proto.graph) for t in g.initializer):
         try:
             onnx.load_external_data_for_model(proto, str(path.parent))
         except (OSError, ValueError) as exc:
@@ -125,7 +126,7 @@ def _nodes(proto: onnx.ModelProto) -> list[tuple[str, str]]:
     """(node key, op) over all graphs; an unnamed node is keyed by its op and outputs.
     A list, not a dict: node names need not be unique."""
     return [(node.name or f"<{op_key(node)} -> {', '.join(node.output)}>", op_key(node))
-            for g in iter_graphs(proto.graph) for node in g.node]
+            for g in proto_graphs(proto.graph) for node in g.node]
 
 
 def _only_in(these: list[tuple[str, str]], others: list[tuple[str, str]]) -> list[dict[str, str]]:
@@ -141,7 +142,7 @@ def _only_in(these: list[tuple[str, str]], others: list[tuple[str, str]]) -> lis
 
 
 def _initializers(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {t.name: t for g in iter_graphs(proto.graph) for t in g.initializer}
+    return {t.name: t for g in proto_graphs(proto.graph) for t in g.initializer}
 
 
 def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import onnx
 import onnx_graphsurgeon as gs
 
 
@@ -30,6 +31,19 @@ def walk_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
     for node in graph.nodes:
         for _, sub in subgraphs_of(node):
             yield from walk_graphs(sub)
+
+
+def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every GraphProto nested in its nodes' attributes, outermost first
+    (the protobuf-level twin of :func:`walk_graphs`)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from proto_graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from proto_graphs(sub)
 
 
 def walk_nodes(graph: gs.Graph) -> Iterator[tuple[gs.Node, gs.Graph]]:

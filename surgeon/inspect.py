@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import onnx
 
+from surgeon.graphs import proto_graphs
 from surgeon.load import read_proto
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
@@ -24,7 +25,7 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
     ops: Counter[str] = Counter()
     nodes = initializers = weight_bytes = 0
     external: set[str] = set()
-    for graph in iter_graphs(proto.graph):
+    for graph in proto_graphs(proto.graph):
         for node in graph.node:
             nodes += 1
             ops[op_key(node)] += 1
@@ -37,7 +38,7 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
     # the main histogram shows the calls, this one what the calls run.
     function_ops: Counter[str] = Counter(op_key(n) for f in proto.functions for g in _function_graphs(f)
                                          for n in g)
-    domains = sorted(({n.domain for g in iter_graphs(proto.graph) for n in g.node}
+    domains = sorted(({n.domain for g in proto_graphs(proto.graph) for n in g.node}
                       | {n.domain for f in proto.functions for g in _function_graphs(f) for n in g})
                      - STANDARD_DOMAINS)
     return {
@@ -79,25 +80,13 @@ def render_inspection(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """``graph`` and every subgraph inside it, outermost first."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from iter_graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from iter_graphs(g)
-
-
 def _function_graphs(func: onnx.FunctionProto) -> Iterator[list[onnx.NodeProto]]:
     """The node lists of a local function's body and of the If/Loop/Scan bodies inside it."""
     yield list(func.node)
     for node in func.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from (list(g.node) for g in iter_graphs(attr.g))
+                yield from (list(g.node) for g in proto_graphs(attr.g))
 
 
 def op_key(node: onnx.NodeProto) -> str:

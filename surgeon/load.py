@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 from onnx_graphsurgeon.importers.onnx_importer import (
+    OnnxImporter,
     get_onnx_tensor_dtype,
     get_onnx_tensor_shape,
     get_onnx_tensor_type,
@@ -24,7 +25,8 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from surgeon.errors import ModelLoadError
 from surgeon.external import ExternalValues, external_problems, is_external, iter_model_tensors
-from surgeon.graphs import node_domain, quiet_gs
+from surgeon.export import function_fingerprint
+from surgeon.graphs import node_domain, quiet_gs, walk_graphs
 from surgeon.model import Model, Origin, tensor_signature
 
 # gs logs every graph it imports at INFO/WARNING; surgeon reports changes itself.
@@ -119,8 +121,6 @@ def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None
                     graph_import_domains={(o.domain, o.version) for o in graph.import_domains or []})
     _record_graph(proto.graph, graph, origin, folder if has_external else None)
     for fproto, func in zip(proto.functions, graph.functions):
-        from surgeon.export import function_fingerprint
-
         origin.functions[id(func)] = (func, fproto, function_fingerprint(func))
         for n in fproto.node:
             origin.used_domains.add(n.domain if n.domain != "ai.onnx" else "")
@@ -195,8 +195,6 @@ def _record_graph(gproto: onnx.GraphProto, graph: gs.Graph, origin: Origin,
                 captured = _captured_constants(graph)
             const = captured.get(init.name)
         if const is None:
-            from onnx_graphsurgeon.importers.onnx_importer import OnnxImporter
-
             const = OnnxImporter.import_tensor(init)
             unused.append(const)
         origin.owner[id(const)] = (const, graph)
@@ -233,8 +231,6 @@ def _record_graph(gproto: onnx.GraphProto, graph: gs.Graph, origin: Origin,
 def _captured_constants(graph: gs.Graph) -> dict[str, gs.Constant]:
     """Constants that nodes of ``graph``'s subgraphs read (an initializer only a
     subgraph uses is reachable from there only)."""
-    from surgeon.graphs import walk_graphs
-
     found: dict[str, gs.Constant] = {}
     for g in walk_graphs(graph):
         if g is not graph:

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx_graphsurgeon as gs
 
-from surgeon.errors import Location, PassError, StepError, SurgeonError
+from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
 from surgeon.expect import check_expect
 from surgeon.graphs import quiet_gs, subgraphs_of
 from surgeon.model import Model
@@ -210,9 +210,7 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
     return report, after
 
 
-def _locate(diag, step: Step):
-    from surgeon.errors import Diagnostic
-
+def _locate(diag: Diagnostic, step: Step) -> Diagnostic:
     location = diag.location or step.location
     message = diag.message if diag.message.startswith(step.label) else f"{step.label}: {diag.message}"
     return Diagnostic(message, location, diag.hint, diag.severity)
@@ -238,11 +236,7 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
 
 def run_pass(model: Model, name: str, /, **params: Any) -> StepReport:
     """Run one pass by name with keyword parameters: ``run_pass(model, "remove_node", op="FooOp")``."""
-    step = Step(name, params, index=0, location=None)
-    problems = default_registry.get(name).validate(params)
-    if problems:
-        raise PassError(problems[0][1], hint=problems[0][2])
-    return run_step(model, step, in_recipe=False)
+    return run_step(model, Step(name, params, index=0, location=None), in_recipe=False)
 
 
 __all__ = ["ApplyResult", "NodeRef", "StepReport", "apply", "run_pass", "run_step", "Location"]

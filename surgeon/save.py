@@ -20,10 +20,11 @@ from pathlib import Path
 import onnx
 import onnx.checker
 import onnx.defs
+import onnx_graphsurgeon as gs
 
 from surgeon.errors import ExportError
 from surgeon.export import to_proto
-from surgeon.external import copy_range, external_ref, is_external, iter_model_tensors, set_external
+from surgeon.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
 from surgeon.load import structure_problems
 from surgeon.model import Model
 
@@ -199,8 +200,6 @@ def _same(a: Path, b: Path) -> bool:
 
 def _constants(model: Model):
     """Every gs Constant of the model: initializers (used or not) and tensor attributes, in all graphs."""
-    import onnx_graphsurgeon as gs
-
     for g in model.graphs():
         for t in g.tensors().values():
             if isinstance(t, gs.Constant):
@@ -215,16 +214,12 @@ def _constants(model: Model):
 
 def _source_data_files(model: Model) -> set[Path]:
     """The files the model's lazy weights are read from."""
-    from surgeon.external import ExternalValues
-
     return {external_ref(c._values.tensor, c._values.base_dir).path
             for c in _constants(model) if isinstance(c._values, ExternalValues)}
 
 
 def _repoint(model: Model, written: dict[str, onnx.TensorProto], folder: Path) -> None:
     """Make the model's lazy weights read the data file just written (an in-place save replaced theirs)."""
-    from surgeon.external import ExternalValues
-
     for const in _constants(model):
         values = const._values
         if isinstance(values, ExternalValues) and const.name in written:

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from surgeon.cli import main
 from surgeon.diff import diff_models
-from util import FIXTURES, shared_model
+from util import FIXTURES, FOOOP_IN_LOCAL_FUNCTION, shared_model
 
 
 def _cli(*argv):
@@ -132,17 +132,7 @@ def test_diff_names_dtype_changes_and_shortens_long_lists(tmp_path):
 def test_inspect_shows_what_local_functions_run(tmp_path):
     from surgeon.inspect import inspect_model, render_inspection
 
-    onnx.save(onnx.parser.parse_model("""
-        <ir_version: 8, opset_import: ["" : 17, "devtech" : 1, "local" : 1]>
-        g (float[N, 4] x) => (float[N, 4] y) {
-            y = local.Block (x)
-        }
-        <domain: "local", opset_import: ["" : 17, "devtech" : 1]>
-        Block (a) => (b) {
-            r = Relu (a)
-            f = devtech.FooOp (r)
-            b = Sigmoid (f)
-        }"""), tmp_path / "fn.onnx")
+    onnx.save(onnx.parser.parse_model(FOOOP_IN_LOCAL_FUNCTION), tmp_path / "fn.onnx")
     info = inspect_model(tmp_path / "fn.onnx")
     assert info["custom_domains"] == ["devtech", "local"]
     assert info["function_op_histogram"] == {"Relu": 1, "Sigmoid": 1, "devtech::FooOp": 1}

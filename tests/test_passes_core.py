@@ -297,19 +297,9 @@ def test_remove_node_reaches_into_local_functions():
     and its domain leaves the model's and the function's opset imports."""
     import numpy as np
 
-    from util import RECIPES, run
+    from util import FOOOP_IN_LOCAL_FUNCTION, RECIPES, run
 
-    model = _model("""
-    <ir_version: 8, opset_import: ["" : 17, "devtech" : 1, "local" : 1]>
-    g (float[N, 4] x) => (float[N, 4] y) {
-        y = local.Block (x)
-    }
-    <domain: "local", opset_import: ["" : 17, "devtech" : 1]>
-    Block (a) => (b) {
-        r = Relu (a)
-        f = devtech.FooOp (r)
-        b = Sigmoid (f)
-    }""")
+    model = _model(FOOOP_IN_LOCAL_FUNCTION)
     result = surgeon.apply(RECIPES / "strip_fooop.yaml", model)
     assert [str(n) for n in result.steps[0].removed] == ["<unnamed> (devtech::FooOp)"]
     proto = to_proto(model)

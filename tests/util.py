@@ -18,6 +18,21 @@ FIXTURES = ROOT / "fixtures"
 RECIPES = ROOT / "recipes"
 
 
+# The seed's placeholder inside a module exported as a local function (ONNX text format).
+FOOOP_IN_LOCAL_FUNCTION = """
+<ir_version: 8, opset_import: ["" : 17, "devtech" : 1, "local" : 1]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    y = local.Block (x)
+}
+<domain: "local", opset_import: ["" : 17, "devtech" : 1]>
+Block (a) => (b) {
+    r = Relu (a)
+    f = devtech.FooOp (r)
+    b = Sigmoid (f)
+}
+"""
+
+
 def shared_model(name: str) -> Path:
     """Path of a real model in ../shared/models (or peer/polygraphy/...); skips the test if absent."""
     for base in (MODELS, SHARED / "peer"):

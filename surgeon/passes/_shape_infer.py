@@ -42,6 +42,7 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 
 from surgeon.errors import PassError
 from surgeon.export import to_proto
+from surgeon.graphs import proto_graphs
 from surgeon.model import Model
 
 TWO_GIB = 2**31
@@ -112,7 +113,7 @@ class Inferred:
     def tensors(self) -> dict[str, onnx.ValueInfoProto]:
         """Every typed name of every graph (inputs, outputs, value_info, initializers), outer graphs first."""
         found: dict[str, onnx.ValueInfoProto] = {}
-        for g in graph_protos(self.proto.graph):
+        for g in proto_graphs(self.proto.graph):
             for vi in list(g.input) + list(g.output) + list(g.value_info):
                 found.setdefault(vi.name, vi)
             for init in g.initializer:
@@ -130,6 +131,23 @@ class Inferred:
             return None
         return [None if isinstance(d, str) and _GENERATED_DIM.match(d) and d not in self.known_dims else d
                 for d in dims]
+
+
+def infer_value_infos(model: Model) -> tuple[dict[str, onnx.ValueInfoProto], str | None]:
+    """Typed value infos by tensor name (subgraphs included) from ONNX shape inference, and
+    why inference failed, if it did. The model is not changed."""
+    proto = to_proto(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:  # inference refuses some valid models (e.g. over 2 GiB); then nothing is inferred
+        return {}, f"shape inference failed: {str(exc).splitlines()[0]}"
+    found: dict[str, onnx.ValueInfoProto] = {}
+    for g in proto_graphs(inferred.graph):
+        for vi in list(g.value_info) + list(g.input) + list(g.output):
+            if (vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
+                    or vi.type.HasField("sequence_type")):
+                found.setdefault(vi.name, vi)
+    return found, None
 
 
 def export_for_inference(model: Model, *, stale: bool) -> onnx.ModelProto:
@@ -202,7 +220,7 @@ def _schemaless_outputs(proto: onnx.ModelProto) -> set[str]:
     functions = {(f.domain, f.name) for f in proto.functions}
     imports = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
     names: set[str] = set()
-    for g in graph_protos(proto.graph):
+    for g in proto_graphs(proto.graph):
         for n in g.node:
             domain = "" if n.domain == "ai.onnx" else n.domain
             if (n.domain, n.op_type) in functions:
@@ -248,17 +266,8 @@ def _clear(g: onnx.GraphProto, schemaless: set[str], stale: bool, top: bool) -> 
                 _clear(a.g, schemaless, stale, top=False)
 
 
-def graph_protos(g: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """``g`` and every graph nested in its nodes' attributes, outermost first."""
-    yield g
-    for n in g.node:
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from graph_protos(a.g)
-
-
 def _all_value_infos(g: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
-    for sub in graph_protos(g):
+    for sub in proto_graphs(g):
         yield from sub.input
         yield from sub.output
         yield from sub.value_info
@@ -362,7 +371,7 @@ def _node_label(name: str, op: str, proto: onnx.ModelProto) -> str:
     if name:
         return f"node '{name}' ({op})"
     # onnx names no node when it has no name: point at it by its output if the op is unique.
-    same = [n for g in graph_protos(proto.graph) for n in g.node if n.op_type == op and not n.name]
+    same = [n for g in proto_graphs(proto.graph) for n in g.node if n.op_type == op and not n.name]
     if len(same) == 1 and same[0].output:
         return f"the unnamed {op} node that writes '{same[0].output[0]}'"
     return f"an unnamed {op} node"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from surgeon.errors import PassError
 from surgeon.graphs import walk_graphs
 from surgeon.model import Model
 from surgeon.passes.result import PassResult
@@ -81,8 +82,6 @@ def toposort(model: Model) -> PassResult:
         try:
             g.toposort(recurse_subgraphs=False, recurse_functions=False)
         except Exception as exc:  # gs raises on cycles
-            from surgeon.errors import PassError
-
             raise PassError(f"graph '{g.name}' cannot be sorted: {exc}",
                             hint="the graph has a cycle; check the nodes named above") from exc
         if [id(n) for n in g.nodes] != before:

@@ -21,7 +21,7 @@ from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graphs import fresh_name, node_domain, quoted, subgraphs_of, walk_graphs
 from surgeon.model import Model
-from surgeon.passes.outputs import infer_value_infos
+from surgeon.passes._shape_infer import infer_value_infos
 from surgeon.passes.rename import tensor_groups, where_is
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -247,16 +247,25 @@ def _conv_bn(site: _Site) -> bool:
     return True
 
 
-def _conv_affine(kind: str) -> Callable[[_Site], bool]:
+def _affine_operands(site: _Site, kind: str, producer_op: str) -> tuple[gs.Node, Any] | None:
+    """For a Mul (kind mul) or Add/Sub (kind add) of a constant after a ``producer_op``
+    whose output nothing else reads: that producer and the constant."""
     ops = ("Mul",) if kind == "mul" else ("Add", "Sub")
+    found = _binary_constant(site.node, ops, commutative=site.node.op != "Sub")
+    if found is None:
+        return None
+    x_at, c = found
+    producer = site.producer(x_at, producer_op)
+    return None if producer is None else (producer, c)
 
+
+def _conv_affine(kind: str) -> Callable[[_Site], bool]:
     def pattern(site: _Site) -> bool:
-        found = _binary_constant(site.node, ops, commutative=site.node.op != "Sub")
+        found = _affine_operands(site, kind, "Conv")
         if found is None:
             return False
-        x_at, c = found
-        conv = site.producer(x_at, "Conv")
-        conv_parts = None if conv is None else _conv_parts(conv)
+        conv, c = found
+        conv_parts = _conv_parts(conv)
         if conv_parts is None:
             return False
         w, b = conv_parts
@@ -275,15 +284,12 @@ def _conv_affine(kind: str) -> Callable[[_Site], bool]:
 
 
 def _bn_affine(kind: str) -> Callable[[_Site], bool]:
-    ops = ("Mul",) if kind == "mul" else ("Add", "Sub")
-
     def pattern(site: _Site) -> bool:
-        found = _binary_constant(site.node, ops, commutative=site.node.op != "Sub")
+        found = _affine_operands(site, kind, "BatchNormalization")
         if found is None:
             return False
-        x_at, c = found
-        bn = site.producer(x_at, "BatchNormalization")
-        parts = None if bn is None else _bn_parts(bn)
+        bn, c = found
+        parts = _bn_parts(bn)
         if parts is None:
             return False
         scale, bias = parts[0], parts[1]

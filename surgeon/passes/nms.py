@@ -30,6 +30,7 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graphs import fresh_name, walk_graphs
+from surgeon.passes._shape_infer import infer_value_infos
 from surgeon.model import Model
 from surgeon.passes.result import PassResult
 
@@ -336,8 +337,6 @@ def _known_shape(model: Model, t: gs.Tensor) -> list | None:
     declared = list(t.shape) if t.shape is not None else None
     if declared is not None and all(isinstance(d, int) for d in declared):
         return declared
-    from surgeon.passes.outputs import infer_value_infos
-
     vi = infer_value_infos(model)[0].get(t.name)
     if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
         return declared

@@ -18,7 +18,7 @@ import onnx.version_converter
 
 from surgeon.errors import PassError
 from surgeon.export import to_proto
-from surgeon.graphs import node_domain, walk_graphs
+from surgeon.graphs import node_domain, proto_graphs, walk_graphs
 from surgeon.model import Model
 from surgeon.rewrite import adopt_rewrite
 from surgeon.passes.result import PassResult
@@ -173,7 +173,7 @@ def _mask_plugins(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
     masked.CopyFrom(proto)
     declared = {o.domain for o in masked.opset_import}
     added: set[str] = set()
-    for g in _graph_protos(masked.graph):
+    for g in proto_graphs(masked.graph):
         for n in g.node:
             if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type):
                 n.domain = _PASSTHROUGH_DOMAIN
@@ -185,23 +185,13 @@ def _mask_plugins(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
 
 
 def _unmask_plugins(proto: onnx.ModelProto, added: set[str]) -> None:
-    for g in _graph_protos(proto.graph):
+    for g in proto_graphs(proto.graph):
         for n in g.node:
             if n.domain == _PASSTHROUGH_DOMAIN:
                 n.domain = ""
     kept = [o for o in proto.opset_import if o.domain not in added]
     del proto.opset_import[:]
     proto.opset_import.extend(kept)
-
-
-def _graph_protos(graph: onnx.GraphProto):
-    yield graph
-    for n in graph.node:
-        for a in n.attribute:
-            if a.HasField("g"):
-                yield from _graph_protos(a.g)
-            for sub in a.graphs:
-                yield from _graph_protos(sub)
 
 
 def _conversion_error(model: Model, message: str, current: int, target: int) -> PassError:

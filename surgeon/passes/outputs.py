@@ -10,7 +10,6 @@ local functions).
 
 from __future__ import annotations
 
-import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.importers.onnx_importer import (
     get_onnx_tensor_dtype,
@@ -19,10 +18,10 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 )
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.export import to_proto
 from surgeon.graphs import fresh_name, quoted, subgraphs_of
 from surgeon.model import Model
 from surgeon.passes.cleanup import cleanup as cleanup_pass
+from surgeon.passes._shape_infer import infer_value_infos
 from surgeon.passes.rename import tensor_groups, where_is
 from surgeon.passes.result import PassResult
 
@@ -226,31 +225,6 @@ def _fill_types(model: Model, tensors: list[gs.Tensor]) -> None:
             t.type = get_onnx_tensor_type(vi)
         if t.shape is None:
             t.shape = get_onnx_tensor_shape(vi)
-
-
-def infer_value_infos(model: Model) -> tuple[dict[str, onnx.ValueInfoProto], str | None]:
-    """Typed value infos by tensor name (subgraphs included) from ONNX shape inference, and
-    why inference failed, if it did. The model is not changed."""
-    proto = to_proto(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as exc:  # inference refuses some valid models (e.g. over 2 GiB); then nothing is inferred
-        return {}, f"shape inference failed: {str(exc).splitlines()[0]}"
-    found: dict[str, onnx.ValueInfoProto] = {}
-    for g in _proto_graphs(inferred.graph):
-        for vi in list(g.value_info) + list(g.input) + list(g.output):
-            if (vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
-                    or vi.type.HasField("sequence_type")):
-                found.setdefault(vi.name, vi)
-    return found, None
-
-
-def _proto_graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _proto_graphs(sub)
 
 
 def _check_depends_only_on(model: Model, inputs: list[gs.Tensor], outputs: list[gs.Tensor]) -> None:

@@ -128,11 +128,10 @@ class Selector:
     def _suggest(self, graphs: list[gs.Graph]) -> str:
         nodes = [n for g in graphs for n in g.nodes]
         hints = []
-        for key, value in (("name", self.name), ("name_regex", None)):
-            if value is not None:
-                close = did_you_mean(value, [n.name for n in nodes if n.name])
-                if close:
-                    hints.append("closest node names: " + ", ".join(repr(c) for c in close))
+        if self.name is not None:
+            close = did_you_mean(self.name, [n.name for n in nodes if n.name])
+            if close:
+                hints.append("closest node names: " + ", ".join(repr(c) for c in close))
         for value in self.names or []:
             if not any(n.name == value for n in nodes):
                 close = did_you_mean(value, [n.name for n in nodes if n.name])

@@ -16,14 +16,13 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from surgeon.errors import PassError, did_you_mean, suggestion_hint
-from surgeon.graphs import all_tensor_names, fresh_name, node_label, walk_graphs, walk_nodes
+from surgeon.graphs import all_tensor_names, fresh_name, node_label, proto_graphs, walk_graphs, walk_nodes
 from surgeon.model import Model
 from surgeon.passes._shape_infer import (
     Inferred,
     export_for_inference,
     gs_dtype,
     graph_pairs,
-    graph_protos,
     infer,
     reinfer,
     set_dims,
@@ -452,7 +451,7 @@ def _meets_batch(inferred: Inferred, dims, symbol: str, batch: str, outputs: lis
     """Whether a dimension ``symbol`` meets the batch in some node, or is the first one of a chosen output."""
     if any((dims(name) or [None])[0] == symbol for name in outputs):
         return True
-    for g in graph_protos(inferred.proto.graph):
+    for g in proto_graphs(inferred.proto.graph):
         for n in g.node:
             shapes = [d for d in (dims(i) for i in n.input if i) if d]
             if n.op_type in _BROADCASTING:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import inspect
 import re
 import types
@@ -425,13 +426,8 @@ def _schema_of(annotation: Any) -> dict[str, Any]:
     return {}
 
 
-_SELECTOR_HINTS: dict[str, Any] | None = None
-
-
+@functools.cache
 def hints_of_selector() -> dict[str, Any]:
-    global _SELECTOR_HINTS
-    if _SELECTOR_HINTS is None:
-        from surgeon.passes.select import Selector
+    from surgeon.passes.select import Selector  # select imports this module
 
-        _SELECTOR_HINTS = typing.get_type_hints(Selector)
-    return _SELECTOR_HINTS
+    return typing.get_type_hints(Selector)
