@@ -25,6 +25,7 @@ import onnx_graphsurgeon as gs
 from surgeon.errors import ExportError
 from surgeon.export import to_proto
 from surgeon.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
+from surgeon.graphs import proto_graphs
 from surgeon.load import structure_problems
 from surgeon.model import Model
 
@@ -143,7 +144,7 @@ def stage(
                 data_path.unlink()  # every weight is small or folded away: no empty data file
                 data_path = None
         _write_proto(proto, tmp_model)
-        found = _check(tmp_model, model) if check else []
+        found = _check(tmp_model, model, proto) if check else []
     except OSError as exc:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise ExportError(f"cannot write {target}: {exc.strerror or exc}",
@@ -279,21 +280,21 @@ def _write_proto(proto: onnx.ModelProto, path: Path) -> None:
 # -- validation --------------------------------------------------------------------
 
 
-def _check(path: Path, model: Model) -> list[str]:
+def _check(path: Path, model: Model, written: onnx.ModelProto) -> list[str]:
     """Run the full ONNX checker on the written file; tolerate what the input already had.
 
     The checker stops at its first finding, so an input finding the output
     repeats would hide anything after it. In that case every node is also
     checked on its own, and the graph's wiring too: only findings the input
-    did not have fail the save.
+    did not have fail the save. ``written`` is the proto just serialized to
+    ``path``: it is not read back from disk.
     """
-    problem = _checker_problem(path, path.parent)
+    problem = _checker_problem(path, path.parent, written)
     if problem is None:
         return []
     source = model.source_path if model.source_path is not None and model.source_path.exists() else None
     before = _checker_problem(source, path.parent) if source is not None else None
     if before is not None and _same_finding(before, problem):
-        written = onnx.load(str(path), load_external_data=False)
         new = _node_findings(written) - _node_findings(onnx.load(str(source), load_external_data=False))
         new |= set(structure_problems(written.graph))
         if not new:
@@ -319,26 +320,18 @@ def _node_findings(proto: onnx.ModelProto) -> set[str]:
     ctx.opset_imports = {o.domain: o.version for o in proto.opset_import}
     local = {(f.domain, f.name) for f in proto.functions}
     found: set[str] = set()
-
-    def visit(g: onnx.GraphProto) -> None:
+    for g in proto_graphs(proto.graph):
         for n in g.node:
-            plugin = n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)
-            if not plugin and (n.domain, n.op_type) not in local:
-                try:
-                    onnx.checker.check_node(n, ctx)
-                except onnx.checker.ValidationError as exc:
-                    found.add(f"node '{n.name}' ({n.op_type}): {str(exc).strip().splitlines()[0]}")
-            for a in n.attribute:
-                if a.HasField("g"):
-                    visit(a.g)
-                for sub in a.graphs:
-                    visit(sub)
-
-    visit(proto.graph)
+            if _is_plugin(n, proto) or (n.domain, n.op_type) in local:
+                continue
+            try:
+                onnx.checker.check_node(n, ctx)
+            except onnx.checker.ValidationError as exc:
+                found.add(f"node '{n.name}' ({n.op_type}): {str(exc).strip().splitlines()[0]}")
     return found
 
 
-def _checker_problem(path: Path, scratch: Path) -> str | None:
+def _checker_problem(path: Path, scratch: Path, proto: onnx.ModelProto | None = None) -> str | None:
     """The checker's complaint about a model file, or None if it passes.
 
     Plugin ops (TensorRT's ``EfficientNMS_TRT``...) live in the default
@@ -349,9 +342,11 @@ def _checker_problem(path: Path, scratch: Path) -> str | None:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        proto = onnx.load(str(path), load_external_data=False)
+        if proto is None:  # the proto of the file at ``path``, when the caller has it in memory
+            proto = onnx.load(str(path), load_external_data=False)
         target, cleanup = path, None
-        if _mark_plugin_ops(proto):
+        marked = _marked_for_checking(proto)
+        if marked is not None:
             if path.parent == scratch:
                 # Staged output: the marked copy goes beside it and finds the same data file.
                 target = cleanup = scratch / f".plugins-check-{path.name}"
@@ -362,7 +357,7 @@ def _checker_problem(path: Path, scratch: Path) -> str | None:
                 _copy_external_files(proto, path.parent, folder)
                 target = folder / path.name
                 cleanup = folder
-            target.write_bytes(proto.SerializeToString())
+            target.write_bytes(marked.SerializeToString())
         try:
             onnx.checker.check_model(str(target), full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -382,24 +377,25 @@ def _copy_external_files(proto: onnx.ModelProto, source: Path, folder: Path) -> 
         shutil.copyfile(source / location, dst)
 
 
-def _mark_plugin_ops(proto: onnx.ModelProto) -> set[str]:
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    found: set[str] = set()
+def _is_plugin(node: onnx.NodeProto, proto: onnx.ModelProto) -> bool:
+    """A default-domain node whose op ONNX does not define (and no local function provides)."""
+    return (node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)
+            and not any(f.name == node.op_type for f in proto.functions))
 
-    def visit(g: onnx.GraphProto) -> None:
-        for n in g.node:
-            if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type):
-                if not any(f.name == n.op_type for f in proto.functions):
-                    n.domain = PLUGIN_DOMAIN
-                    found.add(n.op_type)
-            for a in n.attribute:
-                if a.HasField("g"):
-                    visit(a.g)
-                for sub in a.graphs:
-                    visit(sub)
 
-    if opset is not None:
-        visit(proto.graph)
-    if found:
-        proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
-    return found
+def _plugin_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    if not any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+        return []
+    return [n for g in proto_graphs(proto.graph) for n in g.node if _is_plugin(n, proto)]
+
+
+def _marked_for_checking(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of ``proto`` with its plugin ops moved to a placeholder domain, or None if it has none."""
+    if not _plugin_nodes(proto):
+        return None
+    marked = onnx.ModelProto()
+    marked.CopyFrom(proto)
+    for n in _plugin_nodes(marked):
+        n.domain = PLUGIN_DOMAIN
+    marked.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return marked
