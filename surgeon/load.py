@@ -61,11 +61,13 @@ def read_proto(path: Path) -> onnx.ModelProto:
         raise ModelLoadError(f"model file not found: {path}",
                              hint="check the path; it is relative to the current directory")
     if path.is_dir():
-        raise ModelLoadError(f"{path} is a directory, not an ONNX model file")
+        raise ModelLoadError(f"{path} is a directory, not an ONNX model file",
+                             hint="give the .onnx file inside it")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc.strerror}") from exc
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror}",
+                             hint="check the file's permissions") from exc
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)

@@ -206,6 +206,7 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
         raise StepError(
             f"{step.label}: the pass returned {type(returned).__name__}; a pass returns a PassResult or None",
             location=step.location,
+            hint="return surgeon.PassResult(...) to report renames or notes, or nothing at all",
         )
     return report, after
 

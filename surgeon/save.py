@@ -245,7 +245,8 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
             if is_external(t):
                 if base is None:
                     raise ExportError(f"tensor '{t.name}' refers to external data, but the model has no "
-                                      "folder to read it from")
+                                      "folder to read it from",
+                                      hint="load the model from its file, or pass base_dir= to surgeon.load")
                 ref = external_ref(t, base)
                 _pad(out)
                 offset = out.tell()

@@ -275,7 +275,8 @@ class PassSpec:
         if not plist or plist[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
                                               inspect.Parameter.POSITIONAL_OR_KEYWORD):
             raise PassError(
-                f"pass '{name}': {func.__qualname__} must take the model (or graph) as its first parameter"
+                f"pass '{name}': {func.__qualname__} must take the model (or graph) as its first parameter",
+                hint="define it as def my_pass(graph, *, param: type = default) or def my_pass(model, ...)",
             )
         receives = "graph" if plist[0].name == "graph" else "model"
         params: dict[str, ParamSpec] = {}
