@@ -45,7 +45,7 @@ FEEDS: dict[str, Callable[[np.random.Generator], dict[str, np.ndarray]]] = {
 
 def surgeon_simplify(path: Path, out: Path) -> onnx.ModelProto:
     import surgeon
-    from surgeon.export import to_proto
+    from surgeon.io.export import to_proto
 
     model = surgeon.load(path)
     surgeon.run_pass(model, "simplify")

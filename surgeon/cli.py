@@ -181,7 +181,7 @@ def _dims(items: list[str]) -> dict[str, int]:
 def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     import json
 
-    from surgeon.inspect import inspect_model, render_inspection
+    from surgeon.views.inspect import inspect_model, render_inspection
 
     info = inspect_model(args.model)
     out.write(json.dumps(info, indent=2) + "\n" if args.json else render_inspection(info))
@@ -191,7 +191,7 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
 def _diff(args: argparse.Namespace, out: TextIO) -> int:
     import json
 
-    from surgeon.diff import diff_models, render_diff
+    from surgeon.views.diff import diff_models, render_diff
 
     delta = diff_models(args.a, args.b)
     out.write(json.dumps(delta, indent=2) + "\n" if args.json else render_diff(delta))

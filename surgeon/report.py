@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from surgeon.model import Model
+from surgeon.io.model import Model
 from surgeon.recipe.model import Recipe
 
 REPORT_SCHEMA = "surgeon.report/1"

@@ -336,13 +336,13 @@ def _session(model: Any):
     elif isinstance(model, bytes):
         source = model
     else:
-        from surgeon.model import Model
+        from surgeon.io.model import Model
 
         if not isinstance(model, Model):
             raise TypeError(f"verify() takes paths, ModelProtos or surgeon.Models, not {type(model).__name__}")
         if model.has_external_data:
             raise ValueError("a model with external data must be saved to a file and verified by path")
-        from surgeon.export import to_proto
+        from surgeon.io.export import to_proto
 
         source = to_proto(model).SerializeToString()
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])

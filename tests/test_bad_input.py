@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import surgeon
-from surgeon.save import _checker_problem
+from surgeon.io.save import _checker_problem
 from surgeon.cli import main
 from util import FIXTURES, RECIPES
 

@@ -143,7 +143,7 @@ def test_failing_user_pass_leaves_nothing(tmp_path, foo):
 
 
 def test_internal_error_exit_3_with_versions(tmp_path, foo, monkeypatch):
-    from surgeon.passes import cleanup as cleanup_module
+    from surgeon.passes.builtin import cleanup as cleanup_module
 
     def broken(model, *, remove_unused_inputs: bool = False):
         raise ZeroDivisionError("bug")

@@ -18,7 +18,7 @@ import pytest
 from onnx.backend.test.loader import load_model_tests
 
 import surgeon
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 from util import MODELS, POLYGRAPHY, SHARED, assert_same_outputs, ocr_inputs, random_inputs, silero_inputs
 
 # Data lives in data/, not beside the model: loading it must fail (tested in test_load_errors).

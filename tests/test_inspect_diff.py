@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from surgeon.cli import main
-from surgeon.diff import diff_models
+from surgeon.views.diff import diff_models
 from util import FIXTURES, FOOOP_IN_LOCAL_FUNCTION, shared_model
 
 
@@ -111,7 +111,7 @@ def test_diff_counts_nodes_that_share_a_name(tmp_path):
 
 def test_diff_names_dtype_changes_and_shortens_long_lists(tmp_path):
     import surgeon
-    from surgeon.diff import LISTED, render_diff
+    from surgeon.views.diff import LISTED, render_diff
 
     fp16 = tmp_path / "fp16.onnx"
     model = surgeon.load(FIXTURES / "model.onnx")
@@ -130,7 +130,7 @@ def test_diff_names_dtype_changes_and_shortens_long_lists(tmp_path):
 
 
 def test_inspect_shows_what_local_functions_run(tmp_path):
-    from surgeon.inspect import inspect_model, render_inspection
+    from surgeon.views.inspect import inspect_model, render_inspection
 
     onnx.save(onnx.parser.parse_model(FOOOP_IN_LOCAL_FUNCTION), tmp_path / "fn.onnx")
     info = inspect_model(tmp_path / "fn.onnx")

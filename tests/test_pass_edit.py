@@ -8,7 +8,7 @@ import pytest
 from util import RECIPES, call, error_of, random_inputs, run, shared_model
 
 import surgeon
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 
 
 

@@ -14,8 +14,8 @@ from util import RECIPES, assert_same_outputs, random_inputs, run, shared_model
 
 import surgeon
 from surgeon.errors import PassError
-from surgeon.export import to_proto
-from surgeon.external import ExternalValues
+from surgeon.io.export import to_proto
+from surgeon.io.external import ExternalValues
 
 
 def _load(text: str) -> surgeon.Model:

@@ -13,7 +13,7 @@ from util import assert_same_outputs, random_inputs, shared_model
 
 import surgeon
 from surgeon.errors import PassError
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 
 RNG = np.random.default_rng(0)
 

@@ -12,7 +12,7 @@ import pytest
 
 import surgeon
 from surgeon.errors import ExportError, PassError
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 from detectors import ANCHORS, CLASSES, blob_images, build_detector, with_batch, yolov8_from_tiny_yolo
 from nms_reference import assert_same_detections, decode, reference_nms, split_head
 from util import RECIPES, run, shared_model

@@ -9,7 +9,7 @@ import pytest
 from util import assert_same_outputs, random_inputs, shared_model
 
 import surgeon
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 
 
 def _load(text: str) -> surgeon.Model:

@@ -11,10 +11,10 @@ import pytest
 from util import POLYGRAPHY, RECIPES, random_inputs, run, shared_model, silero_inputs
 
 import surgeon
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
 from surgeon.recipe.model import Step
-from surgeon.runner import run_step
+from surgeon.passes.runner import run_step
 
 # Resize's scales are tensor(float) in the schema, ConstantOfShape's value an attribute,
 # Shape's output int64, CumSum is blocked by default, w holds a value beyond float16's range.

@@ -10,7 +10,7 @@ import pytest
 
 import surgeon
 from surgeon.errors import PassError
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 from nms_reference import assert_same_detections, decode, reference_nms
 from util import run, shared_model, tolerance
 

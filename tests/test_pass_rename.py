@@ -10,7 +10,7 @@ import pytest
 from util import RECIPES, assert_same_outputs, call, error_of, random_inputs, shared_model
 
 import surgeon
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 
 
 

@@ -11,8 +11,8 @@ from util import RECIPES, assert_same_outputs, random_inputs, run, shared_model
 
 import surgeon
 from surgeon.errors import PassError
-from surgeon.export import to_proto
-from surgeon.passes import _shape_infer
+from surgeon.io.export import to_proto
+from surgeon.graph import shapes as _shape_infer
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ def test_infer_shapes_keeps_custom_op_types():
 
 
 def test_infer_shapes_external_data_never_reads_weights(monkeypatch, tmp_path):
-    from surgeon.external import ExternalValues
+    from surgeon.io.external import ExternalValues
 
     def refuse(self):
         raise AssertionError("weights were read")

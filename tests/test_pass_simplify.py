@@ -14,8 +14,8 @@ from util import RECIPES, assert_same_outputs, random_inputs, shared_model
 
 import surgeon
 from surgeon.errors import PassError
-from surgeon.export import to_proto
-from surgeon.external import ExternalValues
+from surgeon.io.export import to_proto
+from surgeon.io.external import ExternalValues
 
 # Nodes onnxslim 0.1.98 leaves (860 -> 393, 1746 -> 491, 269 -> 62, 197 -> 193): simplify must not leave more.
 ONNXSLIM = {

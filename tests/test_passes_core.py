@@ -8,7 +8,7 @@ import pytest
 
 import surgeon
 from surgeon.errors import PassError, StepError
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 from surgeon.passes.registry import PassRegistry
 from util import assert_same_outputs, random_inputs, shared_model
 
@@ -201,7 +201,7 @@ def test_name_clash_is_an_error():
     with pytest.raises(PassError) as exc:
         surgeon.register_pass("cleanup")(lambda graph: None)
     assert str(exc.value) == ("error: cannot register pass 'cleanup' from "
-                              "test_passes_core.test_name_clash_is_an_error.<locals>.<lambda>: the name is taken by the built-in pass (surgeon.passes.cleanup:cleanup)\n"
+                              "test_passes_core.test_name_clash_is_an_error.<locals>.<lambda>: the name is taken by the built-in pass (surgeon.passes.builtin.cleanup:cleanup)\n"
                               "  hint: choose another name (passes are never silently overridden)")
 
 

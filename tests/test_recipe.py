@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from surgeon.errors import Location, RecipeError
-from surgeon.model import Model
+from surgeon.io.model import Model
 from surgeon.passes.registry import PassRegistry
 from surgeon.passes.registry import registry as global_registry
 from surgeon.passes.result import PassResult
@@ -23,7 +23,7 @@ from surgeon.passes.select import Selector
 from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
 from surgeon.recipe.schema import recipe_json_schema
 from surgeon.recipe.validate import validate_steps
-from surgeon.recipe.yaml_positions import load_yaml
+from surgeon.recipe.yaml import load_yaml
 
 
 # -- fake passes, declared like real ones ---------------------------------------------

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import surgeon
-from surgeon.export import to_proto
+from surgeon.io.export import to_proto
 from util import RECIPES, assert_same_outputs, random_inputs, run, shared_model
 
 ALL = sorted(glob.glob(str(RECIPES / "*.yaml")))

@@ -108,7 +108,7 @@ def test_large_models_get_external_data_automatically(tmp_path, monkeypatch):
     """Over 2 GiB of weights cannot be one protobuf; the limit is lowered here to test the switch."""
     import importlib
 
-    save_module = importlib.import_module("surgeon.save")  # surgeon.save is also the function
+    save_module = importlib.import_module("surgeon.io.save")
 
     monkeypatch.setattr(save_module, "TWO_GIB", 64 << 20)
     monkeypatch.setattr(save_module, "EXTERNAL_THRESHOLD", 1024)

@@ -45,7 +45,7 @@ def shared_model(name: str) -> Path:
 def as_bytes(model: Any) -> bytes:
     """Serialized model from a surgeon.Model, a ModelProto or a path."""
     from surgeon import Model
-    from surgeon.export import to_proto
+    from surgeon.io.export import to_proto
 
     if isinstance(model, Model):
         if model.has_external_data:
@@ -143,7 +143,7 @@ def call(model: Any, pass_name: str, /, **params: Any) -> Any:
 def error_of(model: Any, pass_name: str, /, **params: Any) -> str:
     """The full error text of a failing pass; asserts the failed pass left the model unchanged."""
     from surgeon.errors import PassError
-    from surgeon.export import to_proto
+    from surgeon.io.export import to_proto
 
     before = to_proto(model).SerializeToString()
     with pytest.raises(PassError) as excinfo:

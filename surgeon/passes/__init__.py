@@ -1,2 +1,3 @@
-"""The pass library. Each module holds one pass or one family; the table of
-built-ins is :data:`surgeon.passes.registry.BUILTIN_PASSES`."""
+"""The pass framework: the registry, parameter declarations (spec), the shared
+Selector, PassResult, the runner and ``expect:``. The built-in passes live in
+:mod:`surgeon.passes.builtin`."""

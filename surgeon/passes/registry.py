@@ -23,36 +23,36 @@ from surgeon.passes.spec import PassSpec
 
 BUILTIN_PASSES: dict[str, str] = {
     # structure
-    "remove_node": "surgeon.passes.remove_node:remove_node",
-    "cleanup": "surgeon.passes.cleanup:cleanup",
-    "toposort": "surgeon.passes.cleanup:toposort",
+    "remove_node": "surgeon.passes.builtin.remove_node:remove_node",
+    "cleanup": "surgeon.passes.builtin.cleanup:cleanup",
+    "toposort": "surgeon.passes.builtin.cleanup:toposort",
     # names, outputs and node edits
-    "rename_io": "surgeon.passes.rename:rename_io",
-    "rename_tensors": "surgeon.passes.rename:rename_tensors",
-    "set_outputs": "surgeon.passes.outputs:set_outputs",
-    "add_outputs": "surgeon.passes.outputs:add_outputs",
-    "extract": "surgeon.passes.outputs:extract",
-    "insert_node": "surgeon.passes.edit:insert_node",
-    "replace_op": "surgeon.passes.edit:replace_op",
+    "rename_io": "surgeon.passes.builtin.rename:rename_io",
+    "rename_tensors": "surgeon.passes.builtin.rename:rename_tensors",
+    "set_outputs": "surgeon.passes.builtin.outputs:set_outputs",
+    "add_outputs": "surgeon.passes.builtin.outputs:add_outputs",
+    "extract": "surgeon.passes.builtin.outputs:extract",
+    "insert_node": "surgeon.passes.builtin.edit:insert_node",
+    "replace_op": "surgeon.passes.builtin.edit:replace_op",
     # shapes and types
-    "infer_shapes": "surgeon.passes.shapes:infer_shapes",
-    "set_shapes": "surgeon.passes.shapes:set_shapes",
-    "set_batch": "surgeon.passes.shapes:set_batch",
-    "set_dtype": "surgeon.passes.shapes:set_dtype",
+    "infer_shapes": "surgeon.passes.builtin.shapes:infer_shapes",
+    "set_shapes": "surgeon.passes.builtin.shapes:set_shapes",
+    "set_batch": "surgeon.passes.builtin.shapes:set_batch",
+    "set_dtype": "surgeon.passes.builtin.shapes:set_dtype",
     # simplification
-    "fold_constants": "surgeon.passes.fold:fold_constants",
-    "eliminate_noops": "surgeon.passes.noops:eliminate_noops",
-    "fuse": "surgeon.passes.fuse:fuse",
-    "dedupe_initializers": "surgeon.passes.dedupe:dedupe_initializers",
-    "simplify": "surgeon.passes.simplify:simplify",
+    "fold_constants": "surgeon.passes.builtin.fold:fold_constants",
+    "eliminate_noops": "surgeon.passes.builtin.noops:eliminate_noops",
+    "fuse": "surgeon.passes.builtin.fuse:fuse",
+    "dedupe_initializers": "surgeon.passes.builtin.dedupe:dedupe_initializers",
+    "simplify": "surgeon.passes.builtin.simplify:simplify",
     # functions, precision, opsets, metadata
-    "inline_functions": "surgeon.passes.functions:inline_functions",
-    "to_fp16": "surgeon.passes.precision:to_fp16",
-    "convert_opset": "surgeon.passes.opset:convert_opset",
-    "set_metadata": "surgeon.passes.metadata:set_metadata",
+    "inline_functions": "surgeon.passes.builtin.functions:inline_functions",
+    "to_fp16": "surgeon.passes.builtin.precision:to_fp16",
+    "convert_opset": "surgeon.passes.builtin.opset:convert_opset",
+    "set_metadata": "surgeon.passes.builtin.metadata:set_metadata",
     # detectors: pre- and post-processing
-    "insert_nms": "surgeon.passes.nms:insert_nms",
-    "add_preprocess": "surgeon.passes.preprocess:add_preprocess",
+    "insert_nms": "surgeon.passes.builtin.nms:insert_nms",
+    "add_preprocess": "surgeon.passes.builtin.preprocess:add_preprocess",
 }
 
 ENTRY_POINT_GROUP = "surgeon.passes"

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, did_you_mean
-from surgeon.graphs import node_domain, walk_graphs
+from surgeon.graph.walk import node_domain, walk_graphs
 
 _SELECT_KEYS = ("name", "names", "name_regex", "op")
 

@@ -21,7 +21,7 @@ that selects nodes validates selectors the same way.
 
 The first parameter says what the pass receives: named ``graph`` it gets the
 bare ``gs.Graph`` (so an existing onnx-graphsurgeon script works unchanged),
-otherwise the :class:`~surgeon.model.Model`.
+otherwise the :class:`~surgeon.io.model.Model`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from surgeon.passes.registry import registry as global_registry
 from surgeon.passes.spec import PassSpec, check_type
 from surgeon.recipe.model import Recipe, Step
 from surgeon.recipe.validate import Field, Problem, check_fields, check_step, duplicate_ids, kind_of
-from surgeon.recipe.yaml_positions import Positions, load_yaml
+from surgeon.recipe.yaml import Positions, load_yaml
 
 SUPPORTED_VERSIONS = (1,)
 TOP_KEYS = ("version", "description", "plugins", "verify", "steps")

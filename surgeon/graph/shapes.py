@@ -1,0 +1,377 @@
+"""Shape inference shared by the shape and type passes.
+
+ONNX's own ``onnx.shape_inference.infer_shapes`` (with data propagation, so
+shapes computed by ``Shape -> Gather -> Concat`` chains are followed) runs on
+the in-memory export of the model; its results are written back into the gs
+tensors, which the exporter turns into ``value_info`` again. External
+weights stay references: inference needs tensor types and small constant
+values, never the weights themselves.
+
+Before inference every intermediate ``value_info`` is dropped from the
+exported proto, so that shapes made stale by an edit cannot survive (or make
+inference fail): each one is derived afresh. What inference cannot derive is
+handled by the caller's choice:
+
+* ``stale=False`` (nothing shape-related changed, e.g. ``infer_shapes``):
+  what a tensor had before stays where inference has nothing better.
+* ``stale=True`` (declared shapes changed, e.g. ``set_batch``): old shapes
+  may be wrong, so a tensor inference cannot shape loses its shape (its
+  dtype stays: edits here never change intermediate dtypes), and the inputs
+  and outputs of subgraphs lose their fixed dimensions (not their rank)
+  unless inference derives them again.
+
+Outputs of nodes that ONNX has no schema for (custom ops) keep their
+declared type, because inference can only learn it from there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import onnx
+import onnx.defs
+import onnx.shape_inference
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.importers.onnx_importer import (
+    get_onnx_tensor_dtype,
+    get_onnx_tensor_shape,
+    get_onnx_tensor_type,
+)
+
+from surgeon.errors import PassError
+from surgeon.io.export import to_proto
+from surgeon.graph.walk import proto_graphs
+from surgeon.io.model import Model
+
+TWO_GIB = 2**31
+# onnx's inference invents these names for dimensions it cannot name.
+_GENERATED_DIM = re.compile(r"^unk__\d+$")
+# One failure in onnx's error text: "(op_type:Add, node name: my/add): message".
+_WHERE = re.compile(r"\(op_type:([^,)]*)(?:, node name: ([^)]*))?\):\s*")
+_TAG = re.compile(r"^\s*\[\w+Error\]\s*")
+_NO_SCHEMA = re.compile(r"Cannot infer type and shape for node name (.*?)\. No opset import for domain (\S*) "
+                        r"optype (\S+)")
+
+Dims = list  # list of int | str | None
+
+
+def graph_pairs(graph: gs.Graph, gproto: onnx.GraphProto) -> Iterator[tuple[gs.Graph, onnx.GraphProto]]:
+    """``(gs graph, graph proto)`` pairs of a model and its export, subgraphs included.
+
+    The exporter writes nodes in gs order and subgraphs as attributes of the
+    same name, and inference keeps both, so the two trees walk side by side.
+    """
+    yield graph, gproto
+    for node, nproto in zip(graph.nodes, gproto.node):
+        for attr in nproto.attribute:
+            sub = node.attrs.get(attr.name)
+            if attr.type == onnx.AttributeProto.GRAPH and isinstance(sub, gs.Graph):
+                yield from graph_pairs(sub, attr.g)
+
+
+def dims_of(vi: onnx.ValueInfoProto) -> Dims | None:
+    """Dimensions of a tensor type as ints, names and None (unknown); None when the rank is unknown."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else None)
+            for d in tt.shape.dim]
+
+
+def set_dims(vi: onnx.ValueInfoProto, dims: Dims | None) -> None:
+    """Write dimensions (ints, names, None) into a tensor type; None clears the shape."""
+    tt = vi.type.tensor_type
+    tt.ClearField("shape")
+    if dims is None:
+        return
+    shape = tt.shape
+    shape.SetInParent()  # a rank-0 shape must exist even without dims
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, str):
+            dim.dim_param = d
+        elif d is not None:
+            dim.dim_value = d
+
+
+def gs_dtype(elem_type: int) -> Any:
+    """The dtype gs uses for an ONNX element type (numpy dtype, or the enum when numpy has none)."""
+    return get_onnx_tensor_dtype(onnx.helper.make_tensor_value_info("", elem_type, None))
+
+
+@dataclass
+class Inferred:
+    """The result of one inference run."""
+
+    proto: onnx.ModelProto
+    """The inferred model (same nodes, in the same order, as the model it was exported from)."""
+    known_dims: set[str]
+    """Dimension names present before inference; other ``unk__N`` names are onnx's inventions."""
+
+    def tensors(self) -> dict[str, onnx.ValueInfoProto]:
+        """Every typed name of every graph (inputs, outputs, value_info, initializers), outer graphs first."""
+        found: dict[str, onnx.ValueInfoProto] = {}
+        for g in proto_graphs(self.proto.graph):
+            for vi in list(g.input) + list(g.output) + list(g.value_info):
+                found.setdefault(vi.name, vi)
+            for init in g.initializer:
+                if init.name not in found:
+                    found[init.name] = onnx.helper.make_tensor_value_info(init.name, init.data_type,
+                                                                          list(init.dims))
+        return found
+
+    def dims(self, vi: onnx.ValueInfoProto | None) -> Dims | None:
+        """Dimensions of ``vi`` with onnx's invented names turned into None (unknown)."""
+        if vi is None:
+            return None
+        dims = dims_of(vi)
+        if dims is None:
+            return None
+        return [None if isinstance(d, str) and _GENERATED_DIM.match(d) and d not in self.known_dims else d
+                for d in dims]
+
+
+def infer_value_infos(model: Model) -> tuple[dict[str, onnx.ValueInfoProto], str | None]:
+    """Typed value infos by tensor name (subgraphs included) from ONNX shape inference, and
+    why inference failed, if it did. The model is not changed."""
+    proto = to_proto(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:  # inference refuses some valid models (e.g. over 2 GiB); then nothing is inferred
+        return {}, f"shape inference failed: {str(exc).splitlines()[0]}"
+    found: dict[str, onnx.ValueInfoProto] = {}
+    for g in proto_graphs(inferred.graph):
+        for vi in list(g.value_info) + list(g.input) + list(g.output):
+            if (vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
+                    or vi.type.HasField("sequence_type")):
+                found.setdefault(vi.name, vi)
+    return found, None
+
+
+def export_for_inference(model: Model, *, stale: bool) -> onnx.ModelProto:
+    """The model's proto with intermediate shape information removed (see the module notes)."""
+    proto = to_proto(model)
+    schemaless = _schemaless_outputs(proto)
+    _clear(proto.graph, schemaless, stale, top=True)
+    return proto
+
+
+def infer(proto: onnx.ModelProto, *, strict: bool = False) -> Inferred:
+    """Run onnx's shape inference on ``proto`` (not changed); failures become a PassError naming the node."""
+    if proto.ByteSize() >= TWO_GIB:
+        raise PassError(
+            "shape inference cannot run on this model: its protobuf is over 2 GiB in memory",
+            hint="models over 2 GiB are out of scope for the shape passes; save the model with external "
+                 "data first (its weights then stay on disk and are not part of the protobuf)",
+        )
+    known = {d.dim_param for vi in _all_value_infos(proto.graph) for d in _dims_protos(vi) if d.dim_param}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=strict, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise inference_error(str(exc), proto, strict) from exc
+    return Inferred(inferred, known)
+
+
+def write_back(model: Model, inferred: Inferred, *, stale: bool, keep: tuple[gs.Tensor, ...] = ()) -> int:
+    """Copy inferred types into the gs tensors of every graph; returns how many tensors changed.
+
+    Graph inputs are never touched, and graph outputs of the main graph only
+    get what they lack (their declared types are the model's interface);
+    ``keep``: outputs whose shapes the user just set, left exactly as set.
+    """
+    kept = {id(t) for t in keep}
+    changed = 0
+    for graph, gproto in graph_pairs(model.graph, inferred.proto.graph):
+        top = graph is model.graph
+        info = {vi.name: vi for vi in list(gproto.value_info) + list(gproto.input) + list(gproto.output)}
+        # Each tensor is updated by the graph that owns it: a subgraph output may be
+        # an outer tensor (even a graph input), which that subgraph must not touch.
+        targets: list[tuple[gs.Tensor, str]] = []
+        if top:
+            targets += [(t, "output") for t in graph.outputs]
+        else:
+            targets += [(t, "io") for t in graph.inputs]
+        targets += [(t, "node") for n in graph.nodes for t in n.outputs]
+        seen: set[int] = set()
+        for t, role in targets:
+            if id(t) in seen or id(t) in kept or not isinstance(t, gs.Variable) or not t.name:
+                continue
+            seen.add(id(t))
+            before = (str(t.dtype), None if t.shape is None else list(t.shape), t.type)
+            _update(t, info.get(t.name), inferred, role, stale)
+            if before != (str(t.dtype), None if t.shape is None else list(t.shape), t.type):
+                changed += 1
+    return changed
+
+
+def reinfer(model: Model, *, strict: bool = False, stale: bool = True) -> int:
+    """Clear intermediate shapes, run inference, write the results back; returns tensors changed."""
+    inferred = infer(export_for_inference(model, stale=stale), strict=strict)
+    return write_back(model, inferred, stale=stale)
+
+
+# -- preparing the proto -------------------------------------------------------------
+
+
+def _schemaless_outputs(proto: onnx.ModelProto) -> set[str]:
+    """Outputs of nodes onnx cannot infer (no schema, no local function): their types are kept."""
+    functions = {(f.domain, f.name) for f in proto.functions}
+    imports = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+    names: set[str] = set()
+    for g in proto_graphs(proto.graph):
+        for n in g.node:
+            domain = "" if n.domain == "ai.onnx" else n.domain
+            if (n.domain, n.op_type) in functions:
+                continue
+            try:
+                onnx.defs.get_schema(n.op_type, imports.get(domain, 1), domain)
+            except onnx.defs.SchemaError:
+                names.update(o for o in n.output if o)
+    return names
+
+
+def _clear(g: onnx.GraphProto, schemaless: set[str], stale: bool, top: bool) -> None:
+    io = {vi.name for vi in list(g.input) + list(g.output)}
+    kept = []  # copies: entries removed from a repeated field are not ours to keep
+    for vi in g.value_info:
+        if vi.name in schemaless and vi.name not in io:
+            copy = onnx.ValueInfoProto()
+            copy.CopyFrom(vi)
+            if stale and copy.type.HasField("tensor_type"):
+                copy.type.tensor_type.ClearField("shape")
+            kept.append(copy)
+    del g.value_info[:]
+    g.value_info.extend(kept)
+    if stale and not top:
+        # Inputs/outputs of Loop/Scan/If bodies may carry old fixed dimensions too. onnx
+        # does not infer body inputs again and onnxruntime needs their rank (a Loop's
+        # iteration count must be a scalar), so only the fixed dimensions are forgotten.
+        for vi in list(g.input) + list(g.output):
+            for dim in _dims_protos(vi):
+                if dim.HasField("dim_value"):
+                    dim.Clear()
+    if top:
+        # A main-graph output declared with names for dimensions that are in fact
+        # fixed (the legacy exporter's [N, Concat_dim_1, ...]) gets its shape
+        # inferred too; write_back then fills in only those dimensions.
+        for vi in g.output:
+            dims = _dims_protos(vi)
+            if vi.name not in schemaless and any(not d.HasField("dim_value") for d in dims):
+                vi.type.tensor_type.ClearField("shape")
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _clear(a.g, schemaless, stale, top=False)
+
+
+def _all_value_infos(g: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
+    for sub in proto_graphs(g):
+        yield from sub.input
+        yield from sub.output
+        yield from sub.value_info
+
+
+def _dims_protos(vi: onnx.ValueInfoProto):
+    if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+        return vi.type.tensor_type.shape.dim
+    return []
+
+
+# -- writing back --------------------------------------------------------------------
+
+
+def _update(t: gs.Variable, vi: onnx.ValueInfoProto | None, inferred: Inferred, role: str, stale: bool) -> None:
+    typed = vi is not None and _elem_type(vi) != onnx.TensorProto.UNDEFINED
+    if role == "output":
+        # The main graph's declared outputs are its interface: only fill in what is
+        # missing, and replace a named or unknown dimension only by a proven value.
+        if typed and t.dtype is None:
+            t.dtype = get_onnx_tensor_dtype(vi)
+        if typed and vi.type.HasField("tensor_type"):
+            found = inferred.dims(vi)
+            if t.shape is None:
+                t.shape = found
+            elif found is not None and len(found) == len(t.shape):
+                t.shape = [f if isinstance(f, int) and not isinstance(d, int) else d for d, f in zip(t.shape, found)]
+        return
+    if not typed:
+        if stale:
+            t.shape = None
+        return
+    t.dtype = get_onnx_tensor_dtype(vi)
+    t.type = get_onnx_tensor_type(vi)
+    shape = inferred.dims(vi) if vi.type.HasField("tensor_type") else get_onnx_tensor_shape(vi)
+    if not stale:
+        shape = _merge(t.shape, shape)
+    t.shape = shape
+
+
+def _elem_type(vi: onnx.ValueInfoProto) -> int:
+    """The element type of a tensor, sequence-of-tensor or sparse type; UNDEFINED for anything else."""
+    kind = vi.type.WhichOneof("value")
+    if kind == "tensor_type":
+        return vi.type.tensor_type.elem_type
+    if kind == "sparse_tensor_type":
+        return vi.type.sparse_tensor_type.elem_type
+    if kind == "sequence_type" and vi.type.sequence_type.elem_type.HasField("tensor_type"):
+        return vi.type.sequence_type.elem_type.tensor_type.elem_type
+    return onnx.TensorProto.UNDEFINED
+
+
+def _merge(old: Dims | None, new: Dims | None) -> Dims | None:
+    """``new``, with dimensions it leaves unknown taken from ``old`` when the ranks agree."""
+    if old is None:
+        return new
+    if new is None:
+        return list(old)
+    if len(old) != len(new):
+        return new
+    return [o if n is None else n for o, n in zip(old, new)]
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def inference_error(text: str, proto: onnx.ModelProto, strict: bool) -> PassError:
+    """A PassError naming the node(s) where onnx's shape inference failed."""
+    at_nodes, other = [], []  # "node 'x' (Add): message"; onnx's own text where it names no node
+    for line in text.splitlines():
+        m = _NO_SCHEMA.search(line)
+        chain = list(_WHERE.finditer(line))
+        if m:
+            name, domain, op = m.groups()
+            at_nodes.append(f"{_node_label(name, op, proto)}: the model does not import the opset of its "
+                            f"domain '{domain}'")
+        elif chain:
+            where = [_node_label(c.group(2) or "", c.group(1), proto) for c in chain]
+            message = _TAG.sub("", line[chain[-1].end():]).strip()
+            at_nodes.append(where[-1] + "".join(f" inside {w}" for w in reversed(where[:-1])) + f": {message}")
+        elif line.strip():
+            other.append(_TAG.sub("", line).strip())
+    if len(at_nodes) == 1 and not other:
+        head = f"shape inference failed at {at_nodes[0]}"
+    elif at_nodes:
+        listed = at_nodes + other
+        head = f"shape inference failed at {len(at_nodes)} nodes:\n  " + "\n  ".join(listed[:10])
+        if len(listed) > 10:
+            head += f"\n  ... and {len(listed) - 10} more"
+    else:
+        head = "shape inference failed: " + ("\n  ".join(other) or "onnx gave no reason")
+    hint = ("the model is inconsistent there: check the shapes and dtypes that reach the node "
+            "(set_shapes, set_dtype)")
+    if strict:
+        hint += "; with strict: false, nodes whose shapes cannot be inferred are skipped instead"
+    return PassError(head, hint=hint)
+
+
+def _node_label(name: str, op: str, proto: onnx.ModelProto) -> str:
+    name = name.strip()
+    if name:
+        return f"node '{name}' ({op})"
+    # onnx names no node when it has no name: point at it by its output if the op is unique.
+    same = [n for g in proto_graphs(proto.graph) for n in g.node if n.op_type == op and not n.name]
+    if len(same) == 1 and same[0].output:
+        return f"the unnamed {op} node that writes '{same[0].output[0]}'"
+    return f"an unnamed {op} node"

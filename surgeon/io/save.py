@@ -1,0 +1,402 @@
+"""Saving: validate the exported model and write it atomically.
+
+Files are first written into a private temporary folder beside the target
+(same file system, so the final ``rename`` is atomic), checked there with
+``onnx.checker`` by path (so external data is found next to the model), and
+only then moved into place: a failed save leaves neither a half-written
+model nor stray temporary files, and the input is never overwritten unless
+the caller says ``in_place=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import onnx.checker
+import onnx.defs
+import onnx_graphsurgeon as gs
+
+from surgeon.errors import ExportError
+from surgeon.io.export import to_proto
+from surgeon.io.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
+from surgeon.graph.walk import proto_graphs
+from surgeon.io.load import structure_problems
+from surgeon.io.model import Model
+
+TWO_GIB = 2**31
+# Inline tensors at least this big go to the data file when a model keeps
+# external data (onnx.save's own default threshold).
+EXTERNAL_THRESHOLD = 1024
+ALIGN = 4096  # data-file offsets aligned for mmap-friendly readers
+PLUGIN_DOMAIN = "surgeon.plugin"
+
+
+@dataclass
+class SaveResult:
+    path: Path
+    data_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_output_path(model_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.surgeon.onnx`` beside it."""
+    p = Path(model_path)
+    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.surgeon.onnx")
+
+
+class Staged:
+    """An exported, checked model waiting in a private folder beside its target.
+
+    :meth:`commit` moves it into place (weights first, then the model, each
+    with an atomic rename); :meth:`discard` (or leaving the ``with`` block
+    without committing) deletes it. Between the two, callers can run more
+    checks on the staged files, e.g. numeric verification.
+    """
+
+    def __init__(self, folder: Path, target: Path, model_path: Path, data_path: Path | None,
+                 warnings: list[str], model: Model, written: dict[str, onnx.TensorProto]) -> None:
+        self.folder, self.target = folder, target
+        self.model_path, self.data_path = model_path, data_path
+        self.warnings = warnings
+        self.model = model
+        self.written = written  # tensor name -> its proto as written to the data file
+
+    def commit(self) -> SaveResult:
+        data_target = None
+        try:
+            if self.data_path is not None:
+                data_target = self.target.with_name(self.data_path.name)
+                # In place, the new data file replaces the one the model reads its
+                # weights from: the model must then read the new file, at new offsets.
+                replaced = data_target.exists() and any(_same(data_target, f) for f in _source_data_files(self.model))
+                os.replace(self.data_path, data_target)
+                if replaced:
+                    _repoint(self.model, self.written, data_target.parent)
+            os.replace(self.model_path, self.target)
+        except OSError as exc:
+            raise ExportError(f"cannot write {self.target}: {exc.strerror or exc}",
+                              hint="write to a folder you can write to, with -o") from exc
+        finally:
+            self.discard()
+        return SaveResult(self.target, data_target, self.warnings)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "Staged":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def stage(
+    model: Model,
+    path: str | Path,
+    *,
+    in_place: bool = False,
+    check: bool = True,
+    external_data: bool | None = None,
+    folder: str | Path | None = None,
+) -> Staged:
+    """Export ``model`` for ``path`` into a private temporary folder and check it there.
+
+    The folder is created beside ``path`` (same file system: the commit is a
+    rename) unless ``folder`` names another parent (a dry run uses the
+    system's temporary folder, so nothing appears beside the target).
+    """
+    target = Path(path)
+    if not str(path) or target.is_dir() or str(path).endswith(("/", "\\")):
+        raise ExportError(f"cannot write the model to {str(path)!r}: it is a folder, not a file name",
+                          hint="give the output file's name, e.g. -o out/model.onnx")
+    refuse_overwrites(model, target, in_place)
+    parent = Path(folder) if folder is not None else target.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot write {target}: folder {parent} does not exist",
+                          hint="create the folder first, or choose another output path with -o")
+    proto = to_proto(model)
+    use_external = external_data
+    if use_external is None:
+        use_external = model.has_external_data or _inline_size(proto) >= TWO_GIB - (64 << 20)
+    if not os.access(target.parent, os.W_OK):  # a dry run would otherwise "succeed" here
+        raise ExportError(f"cannot write {target}: folder {target.parent} is not writable",
+                          hint="write to a folder you can write to, with -o")
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".surgeon-tmp-", dir=parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc} in {parent}",
+                          hint="write to a folder you can write to, with -o") from exc
+    try:
+        tmp_model = tmpdir / target.name
+        data_path = None
+        written: dict[str, onnx.TensorProto] = {}
+        if use_external:
+            data_path = tmpdir / (target.name + ".data")
+            written = _write_external(proto, model, data_path, data_path.name)
+            if not written:
+                data_path.unlink()  # every weight is small or folded away: no empty data file
+                data_path = None
+        _write_proto(proto, tmp_model)
+        found = _check(tmp_model, model, proto) if check else []
+    except OSError as exc:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc}",
+                          hint="check the free disk space and that the folder is writable") from exc
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return Staged(tmpdir, target, tmp_model, data_path, found, model, written)
+
+
+def save(
+    model: Model,
+    path: str | Path,
+    *,
+    in_place: bool = False,
+    check: bool = True,
+    external_data: bool | None = None,
+) -> SaveResult:
+    """Validate ``model`` and write it to ``path`` atomically.
+
+    ``external_data``: None keeps the input's choice (and switches to external
+    data for models over 2 GiB); True/False forces it. The data file is
+    ``<path>.data``. Checker findings that the input model already had are
+    returned as warnings, not errors: only what the edit introduced fails.
+    """
+    with stage(model, path, in_place=in_place, check=check, external_data=external_data) as staged:
+        return staged.commit()
+
+
+def refuse_overwrites(model: Model, target: Path, in_place: bool) -> None:
+    src = model.source_path
+    if in_place:
+        return
+    if src is not None and target.exists() and _same(target, src):
+        raise ExportError(
+            f"refusing to overwrite the input model {src}",
+            hint="write to another file with -o, or pass --in-place (in_place=True) to replace it",
+        )
+    if model.base_dir is not None:
+        data = target.with_name(target.name + ".data")
+        if data.exists() and any(_same(data, f) for f in _source_data_files(model)):
+            raise ExportError(
+                f"refusing to overwrite {data}: the input model reads its weights from it",
+                hint="choose another output name, or pass --in-place (in_place=True)",
+            )
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _constants(model: Model):
+    """Every gs Constant of the model: initializers (used or not) and tensor attributes, in all graphs."""
+    for g in model.graphs():
+        for t in g.tensors().values():
+            if isinstance(t, gs.Constant):
+                yield t
+        for node in g.nodes:
+            for value in node.attrs.values():
+                if isinstance(value, gs.Constant):
+                    yield value
+    for consts in model.origin.unused_initializers.values():
+        yield from consts
+
+
+def _source_data_files(model: Model) -> set[Path]:
+    """The files the model's lazy weights are read from."""
+    return {external_ref(c._values.tensor, c._values.base_dir).path
+            for c in _constants(model) if isinstance(c._values, ExternalValues)}
+
+
+def _repoint(model: Model, written: dict[str, onnx.TensorProto], folder: Path) -> None:
+    """Make the model's lazy weights read the data file just written (an in-place save replaced theirs)."""
+    for const in _constants(model):
+        values = const._values
+        if isinstance(values, ExternalValues) and const.name in written:
+            del values.tensor.external_data[:]
+            values.tensor.external_data.extend(written[const.name].external_data)
+            values.base_dir = folder
+    model.base_dir = folder
+
+
+def _inline_size(proto: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in iter_model_tensors(proto))
+
+
+def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
+                    location: str) -> dict[str, onnx.TensorProto]:
+    """Move every external or large tensor into ``data_file``, streaming external sources;
+    returns the tensors that went there, by name."""
+    base = model.base_dir
+    moved: dict[str, onnx.TensorProto] = {}
+    with open(data_file, "wb") as out:
+        for t in iter_model_tensors(proto):
+            if is_external(t):
+                if base is None:
+                    raise ExportError(f"tensor '{t.name}' refers to external data, but the model has no "
+                                      "folder to read it from",
+                                      hint="load the model from its file, or pass base_dir= to surgeon.load")
+                ref = external_ref(t, base)
+                _pad(out)
+                offset = out.tell()
+                length = copy_range(ref.path, ref.offset, ref.length, out)
+                set_external(t, location, offset, length)
+                moved[t.name] = t
+            elif t.HasField("raw_data") and len(t.raw_data) >= EXTERNAL_THRESHOLD:
+                _pad(out)
+                offset = out.tell()
+                out.write(t.raw_data)
+                set_external(t, location, offset, len(t.raw_data))
+                moved[t.name] = t
+    return moved
+
+
+def _pad(f) -> None:
+    pos = f.tell()
+    if pos % ALIGN:
+        f.write(b"\0" * (ALIGN - pos % ALIGN))
+
+
+def _write_proto(proto: onnx.ModelProto, path: Path) -> None:
+    try:
+        data = proto.SerializeToString()
+    except ValueError as exc:  # protobuf refuses messages over 2 GiB
+        raise ExportError(f"the model is too large to serialize ({exc})",
+                          hint="save with external_data=True") from exc
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+# -- validation --------------------------------------------------------------------
+
+
+def _check(path: Path, model: Model, written: onnx.ModelProto) -> list[str]:
+    """Run the full ONNX checker on the written file; tolerate what the input already had.
+
+    The checker stops at its first finding, so an input finding the output
+    repeats would hide anything after it. In that case every node is also
+    checked on its own, and the graph's wiring too: only findings the input
+    did not have fail the save. ``written`` is the proto just serialized to
+    ``path``: it is not read back from disk.
+    """
+    problem = _checker_problem(path, path.parent, written)
+    if problem is None:
+        return []
+    source = model.source_path if model.source_path is not None and model.source_path.exists() else None
+    before = _checker_problem(source, path.parent) if source is not None else None
+    if before is not None and _same_finding(before, problem):
+        new = _node_findings(written) - _node_findings(onnx.load(str(source), load_external_data=False))
+        new |= set(structure_problems(written.graph))
+        if not new:
+            return [f"the ONNX checker rejects the model, as it already rejected the input: {problem}"]
+        problem = sorted(new)[0]
+        before = None
+    raise ExportError(
+        f"the edited model fails the ONNX checker: {problem}",
+        hint="the recipe introduced this (the input model passed the checker"
+             + ("" if before is None else " with a different finding") + "); "
+             "check the steps that touched the names above",
+    )
+
+
+def _same_finding(a: str, b: str) -> bool:
+    return a.splitlines()[0] == b.splitlines()[0]
+
+
+def _node_findings(proto: onnx.ModelProto) -> set[str]:
+    """What ``onnx.checker.check_node`` says of each node, in every graph (plugin ops skipped)."""
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = proto.ir_version
+    ctx.opset_imports = {o.domain: o.version for o in proto.opset_import}
+    local = {(f.domain, f.name) for f in proto.functions}
+    found: set[str] = set()
+    for g in proto_graphs(proto.graph):
+        for n in g.node:
+            if _is_plugin(n, proto) or (n.domain, n.op_type) in local:
+                continue
+            try:
+                onnx.checker.check_node(n, ctx)
+            except onnx.checker.ValidationError as exc:
+                found.add(f"node '{n.name}' ({n.op_type}): {str(exc).strip().splitlines()[0]}")
+    return found
+
+
+def _checker_problem(path: Path, scratch: Path, proto: onnx.ModelProto | None = None) -> str | None:
+    """The checker's complaint about a model file, or None if it passes.
+
+    Plugin ops (TensorRT's ``EfficientNMS_TRT``...) live in the default
+    domain but are not ONNX ops; they are checked as ops of a custom domain,
+    so that everything else is still checked in full. That marked copy is
+    written into ``scratch`` (a folder surgeon owns, never the input's), with
+    the model's external data files linked (or copied) beside it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if proto is None:  # the proto of the file at ``path``, when the caller has it in memory
+            proto = onnx.load(str(path), load_external_data=False)
+        target, cleanup = path, None
+        marked = _marked_for_checking(proto)
+        if marked is not None:
+            if path.parent == scratch:
+                # Staged output: the marked copy goes beside it and finds the same data file.
+                target = cleanup = scratch / f".plugins-check-{path.name}"
+            else:
+                # The input, in a folder that is not ours: a private copy with its weights
+                # (copied: onnx refuses hard-linked and symlinked data files).
+                folder = Path(tempfile.mkdtemp(prefix="plugins-check-", dir=scratch))
+                _copy_external_files(proto, path.parent, folder)
+                target = folder / path.name
+                cleanup = folder
+            target.write_bytes(marked.SerializeToString())
+        try:
+            onnx.checker.check_model(str(target), full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            return str(exc).strip()
+        finally:
+            if cleanup is not None:
+                shutil.rmtree(cleanup, ignore_errors=True) if cleanup.is_dir() else cleanup.unlink(missing_ok=True)
+    return None
+
+
+def _copy_external_files(proto: onnx.ModelProto, source: Path, folder: Path) -> None:
+    locations = {e.value for t in iter_model_tensors(proto) if is_external(t)
+                 for e in t.external_data if e.key == "location"}
+    for location in locations:
+        dst = folder / location
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / location, dst)
+
+
+def _is_plugin(node: onnx.NodeProto, proto: onnx.ModelProto) -> bool:
+    """A default-domain node whose op ONNX does not define (and no local function provides)."""
+    return (node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)
+            and not any(f.name == node.op_type for f in proto.functions))
+
+
+def _plugin_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    if not any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+        return []
+    return [n for g in proto_graphs(proto.graph) for n in g.node if _is_plugin(n, proto)]
+
+
+def _marked_for_checking(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of ``proto`` with its plugin ops moved to a placeholder domain, or None if it has none."""
+    if not _plugin_nodes(proto):
+        return None
+    marked = onnx.ModelProto()
+    marked.CopyFrom(proto)
+    for n in _plugin_nodes(marked):
+        n.domain = PLUGIN_DOMAIN
+    marked.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return marked

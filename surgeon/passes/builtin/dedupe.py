@@ -1,0 +1,99 @@
+"""dedupe_initializers: make identical constants one."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import SparseValues
+
+from surgeon.errors import PassError
+from surgeon.graph.walk import walk_graphs
+from surgeon.io.model import Model
+from surgeon.passes.builtin.fold import const_array, const_nbytes
+from surgeon.passes.result import PassResult
+
+
+def dedupe_initializers(model: Model, *, min_size: int = 0) -> PassResult:
+    """Merge constants with the same dtype, shape and bytes into one initializer.
+
+    Parameters:
+        min_size: leave constants smaller than this many bytes alone.
+
+    Rules:
+        1. Constants are grouped by dtype, shape and size first; only
+           constants that share all three are read (external weights stay on
+           disk otherwise) and compared by a SHA-256 of their bytes, then byte
+           for byte.
+        2. Every reader of a duplicate reads the first of its group (in graph
+           order, outer graphs first) instead, in subgraphs too; the file
+           places the kept initializer where all its readers see it.
+        3. A constant that is a graph output keeps its name and is not
+           merged; sparse constants are not merged.
+        4. Values are compared as bytes: ``0.0`` and ``-0.0`` differ, two NaNs
+           with the same bits are equal.
+
+    Example:
+        version: 1
+        steps:
+          - pass: dedupe_initializers
+            with: {min_size: 16}
+
+    Reports:
+        how many constants were merged and the bytes saved
+        (``details.merged``, ``details.bytes_saved``).
+    """
+    if min_size < 0:
+        raise PassError(f"min_size must be 0 or more bytes, got {min_size}")
+    merged, saved = dedupe(model, min_size)
+    result = PassResult()
+    if merged:
+        result.notes.append(f"merged {merged} duplicate constant(s), {saved} bytes")
+    result.details = {"merged": merged, "bytes_saved": saved, "changed": bool(merged)}
+    return result
+
+
+def dedupe(model: Model, min_size: int = 0) -> tuple[int, int]:
+    """Merge duplicate constants; returns (constants merged, bytes saved)."""
+    graphs = list(walk_graphs(model.graph))
+    outputs = {id(t) for g in graphs for t in g.outputs}
+    consts: dict[int, gs.Constant] = {}
+    for g in graphs:
+        for node in g.nodes:
+            for t in node.inputs:
+                if isinstance(t, gs.Constant) and id(t) not in outputs and not isinstance(t._values, SparseValues):
+                    consts.setdefault(id(t), t)
+    by_layout: dict[tuple, list[gs.Constant]] = {}
+    for c in consts.values():
+        size = const_nbytes(c)
+        if size >= min_size:
+            by_layout.setdefault((str(c.dtype), tuple(c.shape), size), []).append(c)
+    replace: dict[int, gs.Constant] = {}
+    saved = 0
+    for group in by_layout.values():
+        if len(group) < 2:
+            continue
+        kept: dict[bytes, list[gs.Constant]] = {}
+        for c in group:
+            data = _bytes(c)
+            digest = hashlib.sha256(data).digest()
+            # Keepers are re-read for the byte check, so one group never sits in memory at once.
+            same = next((k for k in kept.get(digest, []) if _bytes(k) == data), None)
+            if same is None:
+                kept.setdefault(digest, []).append(c)
+            else:
+                replace[id(c)] = same
+                saved += len(data)
+    if not replace:
+        return 0, 0
+    for g in graphs:
+        for node in g.nodes:
+            for i, t in enumerate(node.inputs):
+                if id(t) in replace:
+                    node.inputs[i] = replace[id(t)]
+    return len(replace), saved
+
+
+def _bytes(c: gs.Constant) -> bytes:
+    return np.ascontiguousarray(const_array(c)).tobytes()

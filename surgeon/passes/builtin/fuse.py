@@ -1,0 +1,399 @@
+"""fuse: merge common node pairs into one node (the fusions onnxsim and onnxslim do)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from surgeon.errors import PassError, suggestion_hint
+from surgeon.graph.walk import node_domain, walk_graphs
+from surgeon.io.model import Model
+from surgeon.graph.edit import bypass, needs_identity
+from surgeon.passes.builtin.fold import Namer, ShapeInfo, const_array, remove_dead, remove_nodes
+from surgeon.passes.result import PassResult
+
+
+def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool = False) -> PassResult:
+    """Fuse node pairs into one node: BatchNormalization into Conv, MatMul+Add into Gemm, ...
+
+    Parameters:
+        patterns: the fusions to apply, by name (default: all): ``conv_bn``,
+            ``conv_mul``, ``conv_add``, ``bn_mul``, ``bn_add``, ``matmul_add``,
+            ``reshape_chain``, ``transpose_chain`` (``matmul_add_to_gemm`` is
+            accepted for ``matmul_add``).
+        allow_missing: when patterns are listed, finding nothing to fuse is
+            not an error.
+
+    Rules:
+        1. ``conv_bn``: a ``BatchNormalization`` (inference mode, constant
+           parameters) after a ``Conv`` with constant weights folds into the
+           Conv's weights and bias (computed in float64).
+        2. ``conv_mul`` / ``conv_add``: a ``Mul`` / ``Add`` (or ``Sub`` of) a
+           constant that is per output channel (or a scalar) after a ``Conv``
+           folds into its weights / bias.
+        3. ``bn_mul`` / ``bn_add``: the same after a ``BatchNormalization``
+           folds into its scale / bias.
+        4. ``matmul_add``: ``MatMul(A, B) + C`` becomes ``Gemm(A, B, C)`` when
+           ``A`` is 2-D, ``B`` a constant 2-D float matrix and ``C`` a
+           constant that broadcasts to the product's shape.
+        5. ``reshape_chain``: a ``Reshape`` to a constant shape (without
+           ``0`` copies) reads the input of a ``Reshape``/``Flatten``/
+           ``Squeeze``/``Unsqueeze`` before it directly.
+        6. ``transpose_chain``: two ``Transpose`` in a row become one (or none,
+           when the permutations cancel).
+        7. The first node of a pair is fused only when nothing else reads its
+           output (``reshape_chain``/``transpose_chain`` leave it for its other
+           readers); the second node's output tensor, and so every graph
+           output name, stays. Fused constants are new initializers; the old
+           ones are no longer written once nothing reads them.
+        8. Works in ``If``/``Loop``/``Scan`` bodies too; repeats until no
+           pattern matches.
+        9. A step that lists ``patterns`` and fuses nothing is an error (the
+           model may have changed under the recipe) unless ``allow_missing``;
+           without ``patterns``, finding nothing is just reported.
+
+    Example:
+        version: 1
+        steps:
+          - pass: fuse
+            with: {patterns: [conv_bn, conv_mul, conv_add]}
+          - pass: cleanup
+
+    Reports:
+        the removed and rewired nodes (by the runner), and how many times each
+        pattern fired (``details.fused``).
+    """
+    if patterns is not None and not patterns:
+        raise PassError("'patterns' is empty: the step would fuse nothing",
+                        hint="list patterns (" + ", ".join(PATTERNS) + ") or leave 'patterns' out for all")
+    chosen = list(PATTERNS) if patterns is None else [ALIASES.get(p, p) for p in patterns]
+    for name in chosen:
+        if name not in PATTERNS:
+            raise PassError(f"unknown fusion pattern '{name}'",
+                            hint=suggestion_hint(name, PATTERNS) or "known patterns: " + ", ".join(PATTERNS))
+    result = PassResult()
+    fused = fuse_model(model, ShapeInfo(model), chosen, result)
+    if fused:
+        result.notes.insert(0, "fused: " + ", ".join(f"{p} x{n}" for p, n in fused.items()))
+    elif patterns is not None and not allow_missing:
+        raise PassError(f"no {', '.join(chosen)} pair found to fuse",
+                        hint="the model may not have (or no longer have) these node pairs; "
+                             "set allow_missing: true if the step may fuse nothing")
+    else:
+        result.notes.append("nothing to fuse")
+    result.details = {"fused": dict(fused), "changed": bool(fused)}
+    return result
+
+
+def fuse_model(model: Model, info: ShapeInfo, patterns: list[str], result: PassResult) -> Counter:
+    """Apply ``patterns`` until none matches; returns how often each fired."""
+    namer = Namer(model)
+    opset = model.opset
+    fused: Counter = Counter()
+    changed = True
+    while changed:
+        changed = False
+        for name in patterns:
+            for graph in list(walk_graphs(model.graph)):
+                here = {id(n) for n in graph.nodes}  # stays right: only second nodes leave mid-sweep
+                for node in list(graph.nodes):
+                    if node_domain(node) != "" or not node.outputs:
+                        continue
+                    if PATTERNS[name](_Site(graph, here, node, info, namer, result, opset)):
+                        fused[name] += 1
+                        changed = True
+    return fused
+
+
+class _Site:
+    """A candidate second node of a pair, with what the patterns need to look at it."""
+
+    def __init__(self, graph: gs.Graph, here: set[int], node: gs.Node, info: ShapeInfo, namer: Namer,
+                 result: PassResult, opset: int) -> None:
+        self.graph, self.here, self.node, self.info, self.namer = graph, here, node, info, namer
+        self.result, self.opset = result, opset
+
+    def producer(self, i: int, op: str) -> gs.Node | None:
+        """The node of ``op`` producing input ``i``, when this node is its output's only reader."""
+        if i >= len(self.node.inputs):
+            return None
+        t = self.node.inputs[i]
+        if not isinstance(t, gs.Variable) or len(t.inputs) != 1:
+            return None
+        p = t.inputs[0]
+        if p.op != op or node_domain(p) != "" or len(t.outputs) != 1 or self.is_output(t):
+            return None
+        if id(p) not in self.here:
+            return None  # produced in an outer graph
+        return p
+
+    def is_output(self, t: gs.Tensor) -> bool:
+        return any(t is o for o in self.graph.outputs)
+
+    def constant(self, name: str, values: np.ndarray) -> gs.Constant:
+        return gs.Constant(self.namer.new(name), np.ascontiguousarray(values))
+
+    def absorb(self, first: gs.Node) -> None:
+        """``first`` takes over this node's output tensor; this node goes."""
+        second = self.node
+        out = second.outputs[0]
+        second.outputs.clear()
+        first.outputs[0] = out
+        remove_nodes(self.graph, [second])
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _float_const(t: gs.Tensor) -> np.ndarray | None:
+    if not isinstance(t, gs.Constant):
+        return None
+    try:
+        dtype = np.dtype(t.dtype)
+    except TypeError:
+        return None
+    if dtype.kind != "f":
+        return None
+    return const_array(t)
+
+
+def _channel_vector(c: np.ndarray, channels: int, rank: int | None) -> np.ndarray | None:
+    """``c`` as one value per channel (axis 1 of a rank-``rank`` tensor), if it is that or a scalar."""
+    if c.size == 1 and c.ndim <= (rank if rank is not None else 1):
+        return np.full(channels, c.reshape(()), dtype=np.float64)
+    if rank is None or c.ndim > rank or c.ndim < rank - 1:
+        return None
+    padded = (1,) * (rank - c.ndim) + c.shape
+    if padded[1] != channels or any(d != 1 for i, d in enumerate(padded) if i != 1):
+        return None
+    return c.reshape(channels).astype(np.float64)
+
+
+def _conv_parts(conv: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weights and bias (zeros when absent) of a Conv with constant float parameters."""
+    if len(conv.inputs) < 2:
+        return None
+    w = _float_const(conv.inputs[1])
+    if w is None or w.ndim < 3:
+        return None
+    if len(conv.inputs) > 2 and not conv.inputs[2].is_empty():
+        b = _float_const(conv.inputs[2])
+        if b is None or b.dtype != w.dtype:
+            return None
+    else:
+        b = np.zeros(w.shape[0], dtype=w.dtype)
+    return w, b
+
+
+def _set_conv(site: _Site, conv: gs.Node, w: np.ndarray | None, b: np.ndarray, dtype: np.dtype) -> None:
+    """New weights (unless ``w`` is None) and bias for ``conv``."""
+    base = conv.inputs[1].name
+    if w is not None:
+        conv.inputs[1] = site.constant(f"{base}_fused", w.astype(dtype))
+    bias = site.constant(f"{base}_fused_bias", b.astype(dtype))
+    if len(conv.inputs) > 2:
+        conv.inputs[2] = bias
+    else:
+        conv.inputs.append(bias)
+
+
+def _bn_parts(bn: gs.Node) -> tuple[np.ndarray, ...] | None:
+    """scale, bias, mean, var of an inference-mode BatchNormalization with constant parameters."""
+    if len(bn.inputs) != 5 or bn.attrs.get("training_mode", 0) or bn.attrs.get("spatial", 1) != 1 \
+            or bn.attrs.get("is_test", 1) == 0:
+        return None
+    if any(t.outputs for t in bn.outputs[1:]):
+        return None
+    parts = [_float_const(t) for t in bn.inputs[1:]]
+    if any(p is None or p.ndim != 1 for p in parts) or len({p.shape for p in parts}) != 1:
+        return None
+    return tuple(parts)
+
+
+def _binary_constant(node: gs.Node, ops: tuple[str, ...], commutative: bool) -> tuple[int, np.ndarray] | None:
+    """(index of the variable input, constant) of ``Op(x, c)`` (or ``Op(c, x)`` if commutative)."""
+    if node.op not in ops or len(node.inputs) != 2:
+        return None
+    for c_at in ((1, 0) if commutative else (1,)):
+        c = _float_const(node.inputs[c_at])
+        if c is not None and not isinstance(node.inputs[1 - c_at], gs.Constant):
+            return 1 - c_at, c
+    return None
+
+
+# -- patterns ------------------------------------------------------------------------------
+
+
+def _conv_bn(site: _Site) -> bool:
+    bn = site.node
+    if bn.op != "BatchNormalization":
+        return False
+    conv = site.producer(0, "Conv")
+    parts = _bn_parts(bn)
+    conv_parts = None if conv is None else _conv_parts(conv)
+    if parts is None or conv_parts is None:
+        return False
+    (w, b), (scale, bias, mean, var) = conv_parts, parts
+    if scale.shape[0] != w.shape[0]:
+        return False
+    s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(bn.attrs.get("epsilon", 1e-5)))
+    new_w = w.astype(np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1))
+    new_b = (b.astype(np.float64) - mean) * s + bias
+    _set_conv(site, conv, new_w, new_b, w.dtype)
+    site.absorb(conv)
+    return True
+
+
+def _affine_operands(site: _Site, kind: str, producer_op: str) -> tuple[gs.Node, Any] | None:
+    """For a Mul (kind mul) or Add/Sub (kind add) of a constant after a ``producer_op``
+    whose output nothing else reads: that producer and the constant."""
+    ops = ("Mul",) if kind == "mul" else ("Add", "Sub")
+    found = _binary_constant(site.node, ops, commutative=site.node.op != "Sub")
+    if found is None:
+        return None
+    x_at, c = found
+    producer = site.producer(x_at, producer_op)
+    return None if producer is None else (producer, c)
+
+
+def _conv_affine(kind: str) -> Callable[[_Site], bool]:
+    def pattern(site: _Site) -> bool:
+        found = _affine_operands(site, kind, "Conv")
+        if found is None:
+            return False
+        conv, c = found
+        conv_parts = _conv_parts(conv)
+        if conv_parts is None:
+            return False
+        w, b = conv_parts
+        vec = _channel_vector(c, w.shape[0], w.ndim)
+        if vec is None or c.dtype != w.dtype:
+            return False
+        if kind == "mul":
+            new_w, new_b = w.astype(np.float64) * vec.reshape((-1,) + (1,) * (w.ndim - 1)), b * vec
+        else:
+            new_w, new_b = None, b.astype(np.float64) + (vec if site.node.op == "Add" else -vec)
+        _set_conv(site, conv, new_w, new_b, w.dtype)
+        site.absorb(conv)
+        return True
+
+    return pattern
+
+
+def _bn_affine(kind: str) -> Callable[[_Site], bool]:
+    def pattern(site: _Site) -> bool:
+        found = _affine_operands(site, kind, "BatchNormalization")
+        if found is None:
+            return False
+        bn, c = found
+        parts = _bn_parts(bn)
+        if parts is None:
+            return False
+        scale, bias = parts[0], parts[1]
+        vec = _channel_vector(c, scale.shape[0], site.info.rank(bn.inputs[0]))
+        if vec is None or c.dtype != scale.dtype:
+            return False
+        if kind == "mul":
+            scale, bias = scale * vec, bias * vec
+        else:
+            bias = bias + (vec if site.node.op == "Add" else -vec)
+        bn.inputs[1] = site.constant(f"{bn.inputs[1].name}_fused", scale.astype(parts[0].dtype))
+        bn.inputs[2] = site.constant(f"{bn.inputs[2].name}_fused", bias.astype(parts[1].dtype))
+        site.absorb(bn)
+        return True
+
+    return pattern
+
+
+def _matmul_add(site: _Site) -> bool:
+    found = _binary_constant(site.node, ("Add",), commutative=True)
+    if found is None:
+        return False
+    x_at, c = found
+    mm = site.producer(x_at, "MatMul")
+    if mm is None or len(mm.inputs) != 2 or site.opset < 7:  # Gemm broadcasts C since opset 7
+        return False
+    a, b = mm.inputs[0], _float_const(mm.inputs[1])
+    a_shape = site.info.shape(a)
+    if b is None or b.ndim != 2 or a_shape is None or len(a_shape) != 2 or c.dtype != b.dtype or c.ndim > 2:
+        return False
+    if site.info.dtype(a) != b.dtype or b.dtype not in (np.float16, np.float32, np.float64):
+        return False
+    rows, cols = (1,) * (2 - c.ndim) + c.shape
+    if cols not in (1, b.shape[1]) or rows not in (1, a_shape[0]):
+        return False
+    mm.op = "Gemm"
+    mm.inputs.append(site.node.inputs[1 - x_at])
+    site.absorb(mm)
+    return True
+
+
+_RESHAPING = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _reshape_chain(site: _Site) -> bool:
+    outer = site.node
+    if outer.op != "Reshape" or len(outer.inputs) != 2 or not isinstance(outer.inputs[1], gs.Constant):
+        return False
+    target = const_array(outer.inputs[1])
+    if 0 in target.tolist() and not outer.attrs.get("allowzero", 0):
+        return False  # a 0 copies a dim of the middle tensor
+    middle = outer.inputs[0]
+    if not isinstance(middle, gs.Variable) or len(middle.inputs) != 1:
+        return False
+    inner = middle.inputs[0]
+    if inner.op not in _RESHAPING or node_domain(inner) != "" or not inner.inputs:
+        return False
+    outer.inputs[0] = inner.inputs[0]
+    remove_dead(site.graph, [middle])
+    return True
+
+
+def _transpose_chain(site: _Site) -> bool:
+    outer = site.node
+    if outer.op != "Transpose":
+        return False
+    middle = outer.inputs[0]
+    if not isinstance(middle, gs.Variable) or len(middle.inputs) != 1 or middle.inputs[0].op != "Transpose":
+        return False
+    inner = middle.inputs[0]
+    p1, p2 = _perm(inner, site.info), _perm(outer, site.info)
+    if p1 is None or p2 is None or len(p1) != len(p2) or node_domain(inner) != "":
+        return False
+    perm = [p1[i] for i in p2]
+    if perm == list(range(len(perm))):
+        outer.inputs[0] = inner.inputs[0]
+        if needs_identity(outer, site.graph, 0):
+            outer.inputs[0] = middle
+            return False
+        bypass(outer, site.graph, 0, site.result)
+    else:
+        outer.inputs[0] = inner.inputs[0]
+        outer.attrs["perm"] = perm
+    remove_dead(site.graph, [middle])
+    return True
+
+
+def _perm(node: gs.Node, info: ShapeInfo) -> list[int] | None:
+    if "perm" in node.attrs:
+        return list(node.attrs["perm"])
+    rank = info.rank(node.inputs[0])
+    return None if rank is None else list(reversed(range(rank)))
+
+
+PATTERNS: dict[str, Callable[[_Site], bool]] = {
+    "conv_bn": _conv_bn,
+    "conv_mul": _conv_affine("mul"),
+    "conv_add": _conv_affine("add"),
+    "bn_mul": _bn_affine("mul"),
+    "bn_add": _bn_affine("add"),
+    "matmul_add": _matmul_add,
+    "reshape_chain": _reshape_chain,
+    "transpose_chain": _transpose_chain,
+}
+
+# Names other tools and the issue tracker use for the same fusion.
+ALIASES = {"matmul_add_to_gemm": "matmul_add"}

@@ -1,0 +1,1 @@
+"""Read-only views of models for people: ``inspect`` and ``diff``."""
