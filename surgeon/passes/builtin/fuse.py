@@ -11,8 +11,10 @@ import onnx_graphsurgeon as gs
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
-from surgeon.graph.edit import bypass, needs_identity
-from surgeon.passes.builtin.fold import Namer, ShapeInfo, const_array, remove_dead, remove_nodes
+from surgeon.graph.constants import const_array
+from surgeon.graph.edit import bypass, needs_identity, remove_dead, remove_nodes
+from surgeon.graph.shape_values import ShapeInfo
+from surgeon.passes.builtin.fold import Namer
 from surgeon.passes.result import PassResult
 
 
@@ -369,7 +371,10 @@ def _transpose_chain(site: _Site) -> bool:
         if needs_identity(outer, site.graph, 0):
             outer.inputs[0] = middle
             return False
-        bypass(outer, site.graph, 0, site.result)
+        note = bypass(outer, site.graph, 0).note
+        remove_nodes(site.graph, [outer], detach=False)
+        if note is not None:
+            site.result.notes.append(note)
     else:
         outer.inputs[0] = inner.inputs[0]
         outer.attrs["perm"] = perm
