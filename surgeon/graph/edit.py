@@ -62,15 +62,21 @@ def remove_nodes(graph: gs.Graph, nodes: Iterable[gs.Node], *, detach: bool = Tr
     graph.nodes = [n for n in graph.nodes if id(n) not in gone]
 
 
-def remove_dead(graph: gs.Graph, tensors: Iterable[gs.Tensor]) -> int:
+def remove_dead(graph: gs.Graph, tensors: Iterable[gs.Tensor], *, members: set[int] | None = None,
+                later: list[gs.Node] | None = None) -> int:
     """Remove the producers in ``graph`` of ``tensors`` (and theirs) that nothing reads any more.
 
     A pass that rewired readers away from ``tensors`` calls this instead of a
     full cleanup: only the chain that became dead is visited. Nodes with
     subgraphs stay (their bodies may read tensors the walk does not see).
     Returns how many nodes went.
+
+    A pass calling this once per rewrite passes ``members`` (ids of
+    ``graph.nodes``, kept up to date here) and ``later`` (the dead nodes are
+    detached and collected there for one :func:`remove_nodes` at the end of
+    its sweep), so that many calls stay linear in the graph.
     """
-    here = {id(n) for n in graph.nodes}
+    here = {id(n) for n in graph.nodes} if members is None else members
     outputs = {id(t) for t in graph.outputs}
     dead: list[gs.Node] = []
     work = [t for t in tensors if isinstance(t, gs.Variable)]
@@ -85,7 +91,12 @@ def remove_dead(graph: gs.Graph, tensors: Iterable[gs.Tensor]) -> int:
         here.discard(id(node))
         dead.append(node)
         node.inputs.clear()
-    remove_nodes(graph, dead)
+    if later is None:
+        remove_nodes(graph, dead)
+    else:
+        for node in dead:
+            detach(node)
+        later.extend(dead)
     return len(dead)
 
 
