@@ -19,7 +19,6 @@ import onnx_graphsurgeon as gs
 from surgeon.graph.constants import const_array, is_sparse
 from surgeon.graph import shapes as shape_inference
 from surgeon.graph.walk import node_domain, proto_value_infos, walk_graphs
-from surgeon.io.model import Model
 
 # A dim or an element of a shape-like value: a number, a named symbol, or unknown.
 Elem = int | str | None
@@ -54,7 +53,9 @@ class ShapeInfo:
     remaining tensor's shape (bypassing no-ops, fusions).
     """
 
-    def __init__(self, model: Model, *, infer: bool = True) -> None:
+    def __init__(self, model: Any, *, infer: bool = True) -> None:
+        """``model``: a :class:`surgeon.Model` (typed loosely: the graph layer does not import io/,
+        only :mod:`surgeon.graph.shapes` exports). ``infer``: False uses gs's declared shapes only."""
         self.problem: str | None = None
         self._inferred: dict[str, tuple[Elem, ...] | None] = {}
         self._dtypes: dict[str, int] = {}
@@ -66,7 +67,7 @@ class ShapeInfo:
 
     # inference ---------------------------------------------------------------------
 
-    def _infer(self, model: Model) -> None:
+    def _infer(self, model: Any) -> None:
         # Shapes are hints here: a model inference fails on is still worked on, with
         # gs's declared shapes only, and the failure is reported by the caller.
         inferred = shape_inference.infer(model, errors="report")
