@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from surgeon.errors import SurgeonError
+from surgeon.graph.constants import np_dtype_of_ort
 
 DEFAULT_DIM = 2
 """Value of a symbolic dimension nobody bound: 2, not 1, so batch-mixing bugs show."""
@@ -27,14 +28,6 @@ _TOLERANCES = {
     np.dtype(np.float32): (1e-4, 1e-5),
     np.dtype(np.float64): (1e-7, 1e-10),
 }
-
-_NP_TYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
-    "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
-}
-
 
 class VerificationError(SurgeonError):
     """The edited model's outputs differ from the baseline's (or it cannot run).
@@ -284,8 +277,8 @@ def _feeds(edited_sess, base_sess, renamed: dict[str, str], dims: dict[str, int]
                                         f"{', '.join(i.name for i in edited_sess.get_inputs())}")
             feeds[inp.name] = np.asarray(given[key])
             continue
-        dtype = _NP_TYPES.get(inp.type)
-        if dtype is None:
+        dtype = np_dtype_of_ort(inp.type)
+        if dtype is None or dtype.kind not in "biuf":  # numpy cannot make bfloat16 and friends
             raise SurgeonError(f"cannot make random values for input '{inp.name}' of type {inp.type}",
                                hint="give real inputs with --inputs FILE.npz")
         other = base_shapes.get(inp.name) or []

@@ -177,13 +177,49 @@ def test_infer_shapes_external_data_never_reads_weights(monkeypatch, tmp_path):
     assert_same_outputs(path, tmp_path / "out.onnx")
 
 
-def test_infer_shapes_over_2_gib_is_refused(monkeypatch):
+def test_infer_shapes_over_2_gib_without_weights_is_refused(monkeypatch):
     model = build(CHAIN)
-    monkeypatch.setattr(_shape_infer, "TWO_GIB", 10)
+    monkeypatch.setattr(_shape_infer, "PROTO_LIMIT", 10)
     assert error_of(model, "infer_shapes") == (
-        "error: shape inference cannot run on this model: its protobuf is over 2 GiB in memory\n"
-        "  hint: models over 2 GiB are out of scope for the shape passes; save the model with external data "
-        "first (its weights then stay on disk and are not part of the protobuf)")
+        "error: shape inference cannot run on this model: even without its weights, its graph is over 2 GiB "
+        "as one protobuf, the most onnx's shape inference can take\n"
+        "  hint: weights do not count (inference sees only their types), so the nodes, names and attributes "
+        "themselves are this large; split the model, or skip the steps that need shapes (fold_constants with "
+        "fold_shapes: false)")
+
+
+# x @ w, then a Reshape whose target is computed from shapes; w is 4 KiB of weights held in memory.
+WEIGHTED = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[N, 3, 32] x) => (float[N, 96] y) {
+    m = MatMul(x, w)
+    s = Shape(m)
+    i = Constant<value = int64[1] {0}>()
+    b = Gather<axis = 0>(s, i)
+    k = Constant<value = int64[1] {96}>()
+    t = Concat<axis = 0>(b, k)
+    y = Reshape(m, t)
+}"""
+
+
+def test_weights_in_memory_never_make_shape_inference_refuse(monkeypatch):
+    """The 2 GiB limit counts the graph, not its weights: lowered to 1 KiB, a model with 4 KiB of
+    in-memory weights is still inferred, by infer_shapes and by fold_constants alike."""
+    weights = np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32)
+    monkeypatch.setattr(_shape_infer, "PROTO_LIMIT", 1024)
+    model = build(WEIGHTED, w=weights)
+    assert to_proto(model).ByteSize() > 1024  # the limit would bite if weights counted
+    call(model, "infer_shapes")
+    assert value_info(to_proto(model).graph)["m"] == ["N", 3, 32]
+    assert np.array_equal(model.graph.tensors()["w"].values, weights)  # the model keeps its weights
+
+    model = build(WEIGHTED, w=weights)
+    result = call(model, "fold_constants")
+    assert not [n for n in result.notes if "shape inference" in n]
+    assert result.details["reshape_targets"] == 1
+    assert const_of(model, "y") == [0, 96]
+    monkeypatch.undo()
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 32)).astype(np.float32)}
+    assert np.allclose(run(to_proto(model), feeds)["y"], (feeds["x"] @ weights).reshape(2, 96), atol=1e-5)
 
 
 def test_infer_shapes_error_names_the_node():

@@ -10,6 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from surgeon.graph.constants import np_dtype_of_ort
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MODELS = SHARED / "models"
@@ -64,11 +66,6 @@ def session(model: Any) -> ort.InferenceSession:
     return ort.InferenceSession(as_bytes(model), opts, providers=["CPUExecutionProvider"])
 
 
-_NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-       "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-       "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-
-
 def random_inputs(model: Any, dims: dict[str, int] | None = None, seed: int = 0,
                   default_dim: int = 2) -> dict[str, np.ndarray]:
     """Seeded random feeds for every input; symbolic dims from ``dims`` (else ``default_dim``)."""
@@ -76,7 +73,7 @@ def random_inputs(model: Any, dims: dict[str, int] | None = None, seed: int = 0,
     feeds = {}
     for inp in session(model).get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else (dims or {}).get(d, default_dim) for d in inp.shape]
-        dtype = _NP[inp.type]
+        dtype = np_dtype_of_ort(inp.type)
         if np.issubdtype(dtype, np.floating):
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:

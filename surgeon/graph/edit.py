@@ -1,28 +1,116 @@
-"""Rewiring helpers shared by passes that take nodes out of a graph.
+"""Editing the wiring of a gs graph: replacing uses, removing, detaching and bypassing nodes.
 
-``remove_node`` bypasses what a recipe selects; ``eliminate_noops`` bypasses
-nodes that provably compute their input. Both must keep graph output names
-stable, so both use :func:`bypass`.
+Every pass that takes nodes out or points readers elsewhere goes through
+these, so they all keep the same guarantees: graph output names stay, readers
+inside subgraphs are rewired with the others, and the cost stays linear in
+the graph (gs nodes compare with a slow ``__eq__``, so nothing here uses
+``list.remove`` or ``in`` on node lists: membership is by ``id``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Iterable
+
 import onnx_graphsurgeon as gs
 
 from surgeon.graph.names import node_label
-from surgeon.passes.result import PassResult
+from surgeon.graph.walk import subgraphs_of
 
 
-def detach(node: gs.Node, graph: gs.Graph, *, keep_listed: bool = False) -> None:
-    """Disconnect ``node`` and drop it from ``graph.nodes`` (unless the caller drops many at once)."""
+def replace_uses(old: gs.Tensor, new: gs.Tensor, *, readers: Iterable[gs.Node] | None = None
+                 ) -> list[tuple[gs.Node, int]]:
+    """Make the readers of ``old`` read ``new`` instead; returns the ``(node, input index)`` pairs
+    rewired, so a caller that must undo can put ``old`` back.
+
+    ``readers``: only these nodes (default: every node that reads ``old``,
+    in any graph: nodes in If/Loop/Scan bodies that read an outer tensor are
+    among its readers). Graph outputs are never replaced: an output's name is
+    the model's interface, so a caller that must keep it moves the producer
+    instead (see :func:`bypass`).
+    """
+    chosen = list(old.outputs) if readers is None else list(readers)
+    done: set[int] = set()  # a node reading ``old`` twice is listed twice
+    rewired: list[tuple[gs.Node, int]] = []
+    for node in chosen:
+        if id(node) in done:
+            continue
+        done.add(id(node))
+        for i, t in enumerate(node.inputs):
+            if t is old:
+                node.inputs[i] = new
+                rewired.append((node, i))
+    return rewired
+
+
+def remove_nodes(graph: gs.Graph, nodes: Iterable[gs.Node], *, detach: bool = True) -> None:
+    """Drop ``nodes`` from ``graph.nodes`` in one sweep (by identity: gs nodes compare by value).
+
+    ``detach``: also disconnect them from their tensors (the usual case);
+    False when the caller moves a node elsewhere with its wiring intact.
+    Removing many nodes costs one pass over the graph: callers collect the
+    nodes of a sweep and remove them together.
+    """
+    nodes = list(nodes)
+    if not nodes:
+        return
+    gone = {id(n) for n in nodes}
+    if detach:
+        for node in nodes:
+            node.inputs.clear()
+            node.outputs.clear()
+    graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+
+
+def remove_dead(graph: gs.Graph, tensors: Iterable[gs.Tensor], *, members: set[int] | None = None,
+                later: list[gs.Node] | None = None) -> int:
+    """Remove the producers in ``graph`` of ``tensors`` (and theirs) that nothing reads any more.
+
+    A pass that rewired readers away from ``tensors`` calls this instead of a
+    full cleanup: only the chain that became dead is visited. Nodes with
+    subgraphs stay (their bodies may read tensors the walk does not see).
+    Returns how many nodes went.
+
+    A pass calling this once per rewrite passes ``members`` (ids of
+    ``graph.nodes``, kept up to date here) and ``later`` (the dead nodes are
+    detached and collected there for one :func:`remove_nodes` at the end of
+    its sweep), so that many calls stay linear in the graph.
+    """
+    here = {id(n) for n in graph.nodes} if members is None else members
+    outputs = {id(t) for t in graph.outputs}
+    dead: list[gs.Node] = []
+    work = [t for t in tensors if isinstance(t, gs.Variable)]
+    while work:
+        t = work.pop()
+        if t.outputs or id(t) in outputs or not t.inputs or id(t.inputs[0]) not in here:
+            continue
+        node = t.inputs[0]
+        if any(o.outputs or id(o) in outputs for o in node.outputs) or any(True for _ in subgraphs_of(node)):
+            continue
+        work.extend(node.inputs)
+        here.discard(id(node))
+        dead.append(node)
+        node.inputs.clear()
+    if later is None:
+        remove_nodes(graph, dead)
+    else:
+        for node in dead:
+            detach(node)
+        later.extend(dead)
+    return len(dead)
+
+
+def detach(node: gs.Node) -> None:
+    """Disconnect ``node`` from its tensors; the caller drops it from its graph (with
+    :func:`remove_nodes`, together with the others of the same sweep)."""
     node.inputs.clear()
     node.outputs.clear()
-    if not keep_listed:
-        graph.nodes.remove(node)
 
 
-def _used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
-    return [t for t in node.outputs if t.outputs or t in graph.outputs]
+def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
+    """The outputs of ``node`` that something reads or that are outputs of ``graph``."""
+    outputs = {id(t) for t in graph.outputs}
+    return [t for t in node.outputs if t.outputs or id(t) in outputs]
 
 
 def _movable_producer(x: gs.Tensor, graph: gs.Graph, members: set[int] | None = None) -> gs.Node | None:
@@ -46,54 +134,66 @@ def needs_identity(node: gs.Node, graph: gs.Graph, input: int, members: set[int]
     That is the case when the node produces a graph output and its input is a
     graph input, a constant, an outer-scope tensor or a graph output itself.
     """
-    used = _used_outputs(node, graph)
+    used = used_outputs(node, graph)
     if not used or not any(t is used[0] for t in graph.outputs):
         return False
     return _movable_producer(node.inputs[input], graph, members) is None
 
 
-def bypass(node: gs.Node, graph: gs.Graph, input: int, result: PassResult, *, keep_listed: bool = False,
-           members: set[int] | None = None) -> None:
-    """Take ``node`` out of ``graph``: readers of its (one used) output read input ``input``.
+@dataclass(frozen=True)
+class Bypassed:
+    """What :func:`bypass` did, for the caller to report."""
+
+    output: gs.Tensor | None = None
+    """The graph output the bypassed node produced (None: it produced none)."""
+    producer: gs.Node | None = None
+    """The node that now writes that graph output in its place."""
+    identity: gs.Node | None = None
+    """The Identity inserted to write it, when no node could."""
+
+    @property
+    def note(self) -> str | None:
+        """A line for the pass's notes, when the bypass changed who writes a graph output."""
+        if self.producer is not None:
+            return f"graph output '{self.output.name}' is now produced by {node_label(self.producer)}"
+        if self.identity is not None:
+            return f"graph output '{self.output.name}' now copies '{self.identity.inputs[0].name}' " \
+                   "through an Identity"
+        return None
+
+
+def bypass(node: gs.Node, graph: gs.Graph, input: int, *, members: set[int] | None = None) -> Bypassed:
+    """Take ``node`` out of the wiring: readers of its (one used) output read input ``input``.
 
     A graph output keeps its name: when the node produced one, the node that
     produced the bypassed input now produces the output tensor; when the input
-    is a graph input or a constant, an ``Identity`` is inserted instead. The
-    caller checks beforehand that at most one output of the node is used.
-    ``keep_listed``: the detached node stays in ``graph.nodes`` for the caller
-    to drop together with others (removing one by one is quadratic).
+    is a graph input or a constant, an ``Identity`` is inserted (appended to
+    ``graph.nodes``, and to ``members`` when given). The caller checks
+    beforehand that at most one output of the node is used, and drops the
+    detached node from ``graph.nodes`` (:func:`remove_nodes`, once per sweep).
     """
     x = node.inputs[input]
-    used = _used_outputs(node, graph)
+    used = used_outputs(node, graph)
     if not used:
-        detach(node, graph, keep_listed=keep_listed)
-        return
+        detach(node)
+        return Bypassed()
     y = used[0]
-    for consumer in list(y.outputs):
-        if consumer is node:
-            continue
-        for i, t in enumerate(consumer.inputs):
-            if t is y:
-                consumer.inputs[i] = x
+    replace_uses(y, x, readers=[c for c in y.outputs if c is not node])
     if not any(t is y for t in graph.outputs):
-        detach(node, graph, keep_listed=keep_listed)
-        return
+        detach(node)
+        return Bypassed()
     # y is a graph output: keep its name by having x's producer write y directly.
     producer = _movable_producer(x, graph, members)
-    detach(node, graph, keep_listed=keep_listed)
+    detach(node)
     if producer is not None:
-        for consumer in list(x.outputs):
-            for i, t in enumerate(consumer.inputs):
-                if t is x:
-                    consumer.inputs[i] = y
+        replace_uses(x, y)
         idx = next(i for i, t in enumerate(producer.outputs) if t is x)
         producer.outputs[idx] = y
         if y.dtype is None:
             y.dtype, y.shape = x.dtype, x.shape
-        result.notes.append(f"graph output '{y.name}' is now produced by {node_label(producer)}")
-    else:
-        ident = gs.Node("Identity", name=(node.name or node.op) + "_bypass", inputs=[x], outputs=[y])
-        graph.nodes.append(ident)
-        if members is not None:
-            members.add(id(ident))
-        result.notes.append(f"graph output '{y.name}' now copies '{x.name}' through an Identity")
+        return Bypassed(output=y, producer=producer)
+    ident = gs.Node("Identity", name=(node.name or node.op) + "_bypass", inputs=[x], outputs=[y])
+    graph.nodes.append(ident)
+    if members is not None:
+        members.add(id(ident))
+    return Bypassed(output=y, identity=ident)

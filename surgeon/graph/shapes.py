@@ -1,11 +1,23 @@
-"""Shape inference shared by the shape and type passes.
+"""The one way into shape inference, for every pass that needs shapes.
 
 ONNX's own ``onnx.shape_inference.infer_shapes`` (with data propagation, so
 shapes computed by ``Shape -> Gather -> Concat`` chains are followed) runs on
-the in-memory export of the model; its results are written back into the gs
-tensors, which the exporter turns into ``value_info`` again. External
-weights stay references: inference needs tensor types and small constant
-values, never the weights themselves.
+the in-memory export of the model, through :func:`infer` only. Inference
+needs tensor types and small constant values, never the weights themselves,
+so :func:`infer` hands onnx a proto whose weights have no bytes (their dtype
+and dims stay; external weights are references already). A model whose
+weights were folded or loaded into memory past protobuf's 2 GiB limit is
+therefore inferred like any other; only a graph whose *structure* is over
+the limit is refused, with an error saying so.
+
+How failures are handled is the caller's choice, not a separate path:
+``errors="raise"`` (the shape passes: a PassError naming the node) or
+``errors="report"`` (passes that use shapes as hints: ``fold_constants``,
+``eliminate_noops``, ``fuse``, ``insert_node``, outputs, NMS; the failure
+comes back as :attr:`Inferred.problem` and nothing is inferred).
+
+The shape passes write the results back into the gs tensors, which the
+exporter turns into ``value_info`` again.
 
 Before inference every intermediate ``value_info`` is dropped from the
 exported proto, so that shapes made stale by an edit cannot survive (or make
@@ -40,12 +52,24 @@ from onnx_graphsurgeon.importers.onnx_importer import (
     get_onnx_tensor_type,
 )
 
-from surgeon.errors import PassError
+from surgeon.errors import PassError, SurgeonError
+from surgeon.graph.walk import proto_graphs, proto_value_infos
 from surgeon.io.export import to_proto
-from surgeon.graph.walk import proto_graphs
+from surgeon.io.external import is_external, iter_model_tensors, set_external
 from surgeon.io.model import Model
 
-TWO_GIB = 2**31
+# protobuf's limit on one message; onnx's inference receives the model as one.
+# A module constant so tests can lower it (a model can then be "too big" in KiB).
+PROTO_LIMIT = 2**31
+# Tensors smaller than this keep their bytes: data propagation reads small
+# constants (Reshape targets, Slice starts, Range limits, Resize scales).
+KEEP_BYTES = 1024
+# onnx's data propagation parses int32/int64 tensors and fails on placeholder
+# references (strict mode errors, lenient mode loses the value), so these keep
+# their bytes unless the proto is still over PROTO_LIMIT without the others.
+_PARSED_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data",
+                "uint64_data")
 # onnx's inference invents these names for dimensions it cannot name.
 _GENERATED_DIM = re.compile(r"^unk__\d+$")
 # One failure in onnx's error text: "(op_type:Add, node name: my/add): message".
@@ -109,6 +133,8 @@ class Inferred:
     """The inferred model (same nodes, in the same order, as the model it was exported from)."""
     known_dims: set[str]
     """Dimension names present before inference; other ``unk__N`` names are onnx's inventions."""
+    problem: str | None = None
+    """Why inference failed (``errors="report"`` only); then ``proto`` is empty: nothing was inferred."""
 
     def tensors(self) -> dict[str, onnx.ValueInfoProto]:
         """Every typed name of every graph (inputs, outputs, value_info, initializers), outer graphs first."""
@@ -120,6 +146,17 @@ class Inferred:
                 if init.name not in found:
                     found[init.name] = onnx.helper.make_tensor_value_info(init.name, init.data_type,
                                                                           list(init.dims))
+        return found
+
+    def value_infos(self) -> dict[str, onnx.ValueInfoProto]:
+        """Every value info with a tensor or sequence type, by name (subgraphs included; outer graphs
+        first, and within a graph ``value_info`` before inputs and outputs)."""
+        found: dict[str, onnx.ValueInfoProto] = {}
+        for g in proto_graphs(self.proto.graph):
+            for vi in list(g.value_info) + list(g.input) + list(g.output):
+                if (vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
+                        or vi.type.HasField("sequence_type")):
+                    found.setdefault(vi.name, vi)
         return found
 
     def dims(self, vi: onnx.ValueInfoProto | None) -> Dims | None:
@@ -136,18 +173,10 @@ class Inferred:
 def infer_value_infos(model: Model) -> tuple[dict[str, onnx.ValueInfoProto], str | None]:
     """Typed value infos by tensor name (subgraphs included) from ONNX shape inference, and
     why inference failed, if it did. The model is not changed."""
-    proto = to_proto(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as exc:  # inference refuses some valid models (e.g. over 2 GiB); then nothing is inferred
-        return {}, f"shape inference failed: {str(exc).splitlines()[0]}"
-    found: dict[str, onnx.ValueInfoProto] = {}
-    for g in proto_graphs(inferred.graph):
-        for vi in list(g.value_info) + list(g.input) + list(g.output):
-            if (vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
-                    or vi.type.HasField("sequence_type")):
-                found.setdefault(vi.name, vi)
-    return found, None
+    inferred = infer(model, errors="report")
+    if inferred.problem is not None:
+        return {}, f"shape inference failed: {inferred.problem}"
+    return inferred.value_infos(), None
 
 
 def export_for_inference(model: Model, *, stale: bool) -> onnx.ModelProto:
@@ -158,20 +187,82 @@ def export_for_inference(model: Model, *, stale: bool) -> onnx.ModelProto:
     return proto
 
 
-def infer(proto: onnx.ModelProto, *, strict: bool = False) -> Inferred:
-    """Run onnx's shape inference on ``proto`` (not changed); failures become a PassError naming the node."""
-    if proto.ByteSize() >= TWO_GIB:
-        raise PassError(
-            "shape inference cannot run on this model: its protobuf is over 2 GiB in memory",
-            hint="models over 2 GiB are out of scope for the shape passes; save the model with external "
-                 "data first (its weights then stay on disk and are not part of the protobuf)",
-        )
-    known = {d.dim_param for vi in _all_value_infos(proto.graph) for d in _dims_protos(vi) if d.dim_param}
+def infer(source: Model | onnx.ModelProto, *, strict: bool = False, errors: str = "raise") -> Inferred:
+    """Run onnx's shape inference: the one entry every pass that needs shapes goes through.
+
+    ``source``: a model, exported as it is (its ``value_info`` included), or
+    a proto the caller prepared (:func:`export_for_inference`); such a proto
+    is consumed: its weights lose their bytes in place.
+    ``strict``: onnx's strict mode, a node whose shape cannot be inferred is
+    an error instead of being skipped (with ``errors="raise"``).
+    ``errors``: ``"raise"`` checks types and turns a failure into a
+    PassError naming the node; ``"report"`` (for passes that only use shapes
+    as hints) does not check types, and returns a failure as
+    :attr:`Inferred.problem` with nothing inferred.
+    """
+    if errors not in ("raise", "report"):
+        raise ValueError(f"errors must be 'raise' or 'report', not {errors!r}")
+    lenient = errors == "report"
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=strict, data_prop=True)
+        proto = to_proto(source) if isinstance(source, Model) else source
+        drop_weight_bytes(proto)
+        if proto.ByteSize() >= PROTO_LIMIT:
+            raise PassError(
+                "shape inference cannot run on this model: even without its weights, its graph is over "
+                "2 GiB as one protobuf, the most onnx's shape inference can take",
+                hint="weights do not count (inference sees only their types), so the nodes, names and "
+                     "attributes themselves are this large; split the model, or skip the steps that need "
+                     "shapes (fold_constants with fold_shapes: false)",
+            )
+        known = {d.dim_param for vi in proto_value_infos(proto.graph) for d in _dims_protos(vi) if d.dim_param}
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=not lenient,
+                                                     strict_mode=strict and not lenient, data_prop=True)
+    except SurgeonError as exc:
+        if not lenient:
+            raise
+        return Inferred(onnx.ModelProto(), set(), problem=exc.message)
     except onnx.shape_inference.InferenceError as exc:
-        raise inference_error(str(exc), proto, strict) from exc
+        if not lenient:
+            raise inference_error(str(exc), proto, strict) from exc
+        return Inferred(onnx.ModelProto(), set(), problem=_first_line(exc))
+    except Exception as exc:  # onnx raises other types too (e.g. on a malformed proto)
+        if not lenient:
+            raise
+        return Inferred(onnx.ModelProto(), set(), problem=_first_line(exc))
     return Inferred(inferred, known)
+
+
+def drop_weight_bytes(proto: onnx.ModelProto) -> None:
+    """Make the weights of ``proto`` byte-free references: dtype and dims stay, the bytes go.
+
+    Inference needs only the types of weights, and small constants' values
+    (kept, see KEEP_BYTES); int32/int64 weights keep their bytes too while
+    the proto fits protobuf's limit without them (see _PARSED_TYPES).
+    """
+    parsed: list[onnx.TensorProto] = []
+    for t in iter_model_tensors(proto):
+        if is_external(t) or t.ByteSize() < KEEP_BYTES:
+            continue
+        if t.data_type in _PARSED_TYPES:
+            parsed.append(t)
+        else:
+            _to_placeholder(t)
+    if parsed and proto.ByteSize() >= PROTO_LIMIT:
+        for t in parsed:
+            _to_placeholder(t)
+
+
+def _to_placeholder(t: onnx.TensorProto) -> None:
+    """A reference to bytes nobody reads: onnx's inference never opens external data."""
+    size = t.ByteSize()
+    for field in _DATA_FIELDS:
+        t.ClearField(field)
+    set_external(t, "surgeon-shape-inference-placeholder", 0, size)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def write_back(model: Model, inferred: Inferred, *, stale: bool, keep: tuple[gs.Tensor, ...] = ()) -> int:
@@ -264,13 +355,6 @@ def _clear(g: onnx.GraphProto, schemaless: set[str], stale: bool, top: bool) -> 
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
                 _clear(a.g, schemaless, stale, top=False)
-
-
-def _all_value_infos(g: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
-    for sub in proto_graphs(g):
-        yield from sub.input
-        yield from sub.output
-        yield from sub.value_info
 
 
 def _dims_protos(vi: onnx.ValueInfoProto):

@@ -45,6 +45,14 @@ def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from proto_graphs(sub)
 
 
+def proto_value_infos(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
+    """The inputs, outputs and value_info of ``graph`` and of every graph nested in it, graph by graph."""
+    for sub in proto_graphs(graph):
+        yield from sub.input
+        yield from sub.output
+        yield from sub.value_info
+
+
 def walk_nodes(graph: gs.Graph) -> Iterator[tuple[gs.Node, gs.Graph]]:
     """Every ``(node, graph that holds it)`` in ``graph`` and its subgraphs."""
     for g in walk_graphs(graph):

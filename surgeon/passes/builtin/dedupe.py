@@ -11,7 +11,8 @@ from onnx_graphsurgeon.ir.tensor import SparseValues
 from surgeon.errors import PassError
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
-from surgeon.passes.builtin.fold import const_array, const_nbytes
+from surgeon.graph.constants import const_array, const_nbytes
+from surgeon.graph.edit import replace_uses
 from surgeon.passes.result import PassResult
 
 
@@ -69,7 +70,7 @@ def dedupe(model: Model, min_size: int = 0) -> tuple[int, int]:
         size = const_nbytes(c)
         if size >= min_size:
             by_layout.setdefault((str(c.dtype), tuple(c.shape), size), []).append(c)
-    replace: dict[int, gs.Constant] = {}
+    replace: list[tuple[gs.Constant, gs.Constant]] = []  # (duplicate, the constant kept)
     saved = 0
     for group in by_layout.values():
         if len(group) < 2:
@@ -83,15 +84,12 @@ def dedupe(model: Model, min_size: int = 0) -> tuple[int, int]:
             if same is None:
                 kept.setdefault(digest, []).append(c)
             else:
-                replace[id(c)] = same
+                replace.append((c, same))
                 saved += len(data)
     if not replace:
         return 0, 0
-    for g in graphs:
-        for node in g.nodes:
-            for i, t in enumerate(node.inputs):
-                if id(t) in replace:
-                    node.inputs[i] = replace[id(t)]
+    for duplicate, kept_one in replace:
+        replace_uses(duplicate, kept_one)
     return len(replace), saved
 
 

@@ -19,6 +19,8 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
 
 from surgeon.errors import PassError, suggestion_hint
+from surgeon.graph.constants import elem_type
+from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import fresh_name, quoted
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
@@ -150,16 +152,14 @@ def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: d
         if producer is not None:
             slot = next(i for i, t in enumerate(producer.outputs) if t is tensor)
             producer.outputs[slot] = data_in
-        for reader in readers:
-            if not any(reader is c for c in chosen):
-                _rewire(reader, tensor, data_in)
+        chosen_ids = {id(c) for c in chosen}
+        replace_uses(tensor, data_in, readers=[r for r in readers if id(r) not in chosen_ids])
         result.notes.append(f"graph output '{after}' is now produced by '{node_name}' ({op}); "
                             f"the value before it is '{out_name}'")
         if inferred is None and schema is None:
             result.notes.append(f"'{after}' keeps its declared dtype and shape ({op} has no ONNX schema)")
     else:
-        for reader in chosen:
-            _rewire(reader, tensor, new_out)
+        replace_uses(tensor, new_out, readers=chosen)
         result.notes.append(f"'{node_name}' ({op}) reads '{after}' and writes '{out_name}' for "
                             f"{len(chosen)} of {len(readers)} reader(s)")
     owner.nodes.insert(position, gs.Node(op, node_name, node_attrs, inputs=[data_in, *extras],
@@ -400,12 +400,6 @@ def _top_index(owner: gs.Graph, node: gs.Node) -> int:
     return len(owner.nodes)
 
 
-def _rewire(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
-    for i, t in enumerate(node.inputs):
-        if t is old:
-            node.inputs[i] = new
-
-
 def _extra_inputs(model: Model, owner: gs.Graph, data: gs.Tensor, data_type: tuple[int, Any] | None,
                   items: list[Any], node_name: str, taken: set[str]) -> list[gs.Tensor]:
     groups = tensor_groups(model)
@@ -487,7 +481,7 @@ class _Types:
 
     def of(self, t: gs.Tensor) -> tuple[int, Any] | None:
         if id(t) not in self.known:
-            elem = _elem_type(t.dtype)
+            elem = elem_type(t.dtype)
             if elem is not None:
                 self.known[id(t)] = (elem, t.shape)
             else:
@@ -573,15 +567,6 @@ def _check_type_constraints(schema: OpSchema, label: str, known: dict[int, tuple
 
 def _variadic(param: OpSchema.FormalParameter) -> bool:
     return param.option == OpSchema.FormalParameterOption.Variadic
-
-
-def _elem_type(dtype: Any) -> int | None:
-    if dtype is None:
-        return None
-    try:
-        return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    except (TypeError, KeyError, ValueError):
-        return dtype if isinstance(dtype, int) else None
 
 
 def _import_domain(model: Model, domain: str, version: int, result: PassResult) -> None:

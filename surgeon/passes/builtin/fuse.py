@@ -11,8 +11,10 @@ import onnx_graphsurgeon as gs
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
-from surgeon.graph.edit import bypass, needs_identity
-from surgeon.passes.builtin.fold import Namer, ShapeInfo, const_array, remove_dead, remove_nodes
+from surgeon.graph.constants import const_array
+from surgeon.graph.edit import bypass, detach, needs_identity, remove_dead, remove_nodes
+from surgeon.graph.shape_values import ShapeInfo
+from surgeon.passes.builtin.fold import Namer
 from surgeon.passes.result import PassResult
 
 
@@ -98,22 +100,24 @@ def fuse_model(model: Model, info: ShapeInfo, patterns: list[str], result: PassR
         changed = False
         for name in patterns:
             for graph in list(walk_graphs(model.graph)):
-                here = {id(n) for n in graph.nodes}  # stays right: only second nodes leave mid-sweep
+                here = {id(n) for n in graph.nodes}  # ids of the nodes still in the graph
+                gone: list[gs.Node] = []  # leave graph.nodes together after the sweep (linear)
                 for node in list(graph.nodes):
                     if node_domain(node) != "" or not node.outputs:
                         continue
-                    if PATTERNS[name](_Site(graph, here, node, info, namer, result, opset)):
+                    if PATTERNS[name](_Site(graph, here, gone, node, info, namer, result, opset)):
                         fused[name] += 1
                         changed = True
+                remove_nodes(graph, gone, detach=False)
     return fused
 
 
 class _Site:
     """A candidate second node of a pair, with what the patterns need to look at it."""
 
-    def __init__(self, graph: gs.Graph, here: set[int], node: gs.Node, info: ShapeInfo, namer: Namer,
-                 result: PassResult, opset: int) -> None:
-        self.graph, self.here, self.node, self.info, self.namer = graph, here, node, info, namer
+    def __init__(self, graph: gs.Graph, here: set[int], gone: list[gs.Node], node: gs.Node, info: ShapeInfo,
+                 namer: Namer, result: PassResult, opset: int) -> None:
+        self.graph, self.here, self.gone, self.node, self.info, self.namer = graph, here, gone, node, info, namer
         self.result, self.opset = result, opset
 
     def producer(self, i: int, op: str) -> gs.Node | None:
@@ -142,7 +146,17 @@ class _Site:
         out = second.outputs[0]
         second.outputs.clear()
         first.outputs[0] = out
-        remove_nodes(self.graph, [second])
+        self.drop(second)
+
+    def drop(self, node: gs.Node) -> None:
+        """Detach ``node``; it leaves ``graph.nodes`` with the others at the end of the sweep."""
+        detach(node)
+        self.here.discard(id(node))
+        self.gone.append(node)
+
+    def remove_dead(self, tensor: gs.Tensor) -> None:
+        """Drop the producers of ``tensor`` that nothing reads any more."""
+        remove_dead(self.graph, [tensor], members=self.here, later=self.gone)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -348,7 +362,7 @@ def _reshape_chain(site: _Site) -> bool:
     if inner.op not in _RESHAPING or node_domain(inner) != "" or not inner.inputs:
         return False
     outer.inputs[0] = inner.inputs[0]
-    remove_dead(site.graph, [middle])
+    site.remove_dead(middle)
     return True
 
 
@@ -366,14 +380,17 @@ def _transpose_chain(site: _Site) -> bool:
     perm = [p1[i] for i in p2]
     if perm == list(range(len(perm))):
         outer.inputs[0] = inner.inputs[0]
-        if needs_identity(outer, site.graph, 0):
+        if needs_identity(outer, site.graph, 0, site.here):
             outer.inputs[0] = middle
             return False
-        bypass(outer, site.graph, 0, site.result)
+        note = bypass(outer, site.graph, 0, members=site.here).note
+        site.drop(outer)
+        if note is not None:
+            site.result.notes.append(note)
     else:
         outer.inputs[0] = inner.inputs[0]
         outer.attrs["perm"] = perm
-    remove_dead(site.graph, [middle])
+    site.remove_dead(middle)
     return True
 
 

@@ -11,8 +11,9 @@ import onnx_graphsurgeon as gs
 
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
-from surgeon.graph.edit import bypass, needs_identity
-from surgeon.passes.builtin.fold import ShapeInfo, const_array, const_nbytes
+from surgeon.graph.constants import const_array, const_nbytes
+from surgeon.graph.edit import bypass, needs_identity, remove_nodes
+from surgeon.graph.shape_values import ShapeInfo
 from surgeon.passes.result import PassResult
 
 # An index end at least this large means "to the end" whatever the dim (INT32_MAX and up).
@@ -72,7 +73,7 @@ def eliminate(model: Model, info: ShapeInfo, result: PassResult) -> Counter:
     while changed:
         changed = False
         for graph in list(walk_graphs(model.graph)):
-            gone: set[int] = set()
+            gone: list[gs.Node] = []
             members = {id(n) for n in graph.nodes}
             for node in list(graph.nodes):
                 if node_domain(node) != "" or node.op not in _RULES:
@@ -83,10 +84,12 @@ def eliminate(model: Model, info: ShapeInfo, result: PassResult) -> Counter:
                 if needs_identity(node, graph, keep, members):
                     continue
                 removed[node.op] += 1
-                bypass(node, graph, keep, result, keep_listed=True, members=members)
-                gone.add(id(node))
+                note = bypass(node, graph, keep, members=members).note
+                if note is not None:
+                    result.notes.append(note)
+                gone.append(node)
             if gone:
-                graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+                remove_nodes(graph, gone, detach=False)
                 changed = True
     return removed
 

@@ -21,6 +21,7 @@ import onnx.defs
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
+from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import fresh_name
 from surgeon.graph.walk import all_tensor_names, node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
@@ -613,10 +614,7 @@ class _Plan:
                 continue  # a graph input or constant passed through: left as it is
             inner = self._new_tensor(t, self.home[id(t)])
             inner.dtype = t.dtype
-            for r in list(t.outputs):
-                for i, x in enumerate(r.inputs):
-                    if x is t:
-                        r.inputs[i] = inner
+            replace_uses(t, inner)
             j = next(j for j, o in enumerate(producer.outputs) if o is t)
             producer.outputs[j] = inner
             self.f32.add(id(inner))

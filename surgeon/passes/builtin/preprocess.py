@@ -9,11 +9,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
+from surgeon.graph.constants import DTYPES
 from surgeon.io.model import Model
 from surgeon.passes.builtin.nms import GraphBuilder
 from surgeon.passes.result import PassResult
 
-DTYPES = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32}
 
 
 def add_preprocess(
@@ -80,12 +80,12 @@ def add_preprocess(
     new_shape = None
     if shape is not None:
         new_shape = [shape[0], shape[2], shape[3], shape[1]] if layout == "NHWC" else shape
-    new = gs.Variable(name, DTYPES[dtype], new_shape)
+    new = gs.Variable(name, DTYPES[dtype].np, new_shape)
     old.name = b.free(f"{name}_preprocessed")
 
     x: gs.Tensor = new
     steps: list[tuple[str, list, dict]] = []
-    if np.dtype(DTYPES[dtype]) != model_dtype:
+    if DTYPES[dtype].np != model_dtype:
         steps.append(("Cast", [], {"to": model_dtype.type}))
     if layout == "NHWC":
         steps.append(("Transpose", [], {"perm": [0, 3, 1, 2]}))
@@ -153,7 +153,7 @@ def _check(old: gs.Variable, dtype: str, layout: str, channel_order: str, scale:
     if channel_order == "BGR" and isinstance(channels, int) and channels != 3:
         raise PassError(f"channel_order BGR needs 3 channels, but input '{old.name}' has {channels}",
                         hint="use channel_order: RGB for inputs that are not 3-channel color images")
-    if (np.dtype(DTYPES[dtype]) == np.dtype(old.dtype) and layout == "NCHW" and channel_order == "RGB"
+    if (DTYPES[dtype].np == np.dtype(old.dtype) and layout == "NCHW" and channel_order == "RGB"
             and scale == 1.0 and mean is None and std is None):
         raise PassError(f"add_preprocess would not change input '{old.name}': it is already "
                         f"{dtype} NCHW RGB and no scale, mean or std is given",

@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 from surgeon.errors import PassError
 from surgeon.io.model import Model
 from surgeon.graph.names import node_label
-from surgeon.graph.edit import bypass as _bypass, detach as _detach
+from surgeon.graph.edit import bypass as _bypass, detach as _detach, remove_nodes, used_outputs
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 
@@ -63,17 +63,20 @@ def remove_node(model: Model, select: Selector, *, input: int = 0,
         _check(node, graph, input, mode, selected)
     # Nodes leave their graphs' lists in one sweep per graph: removing them one
     # by one compares nodes with gs's __eq__ and is quadratic.
-    graphs: dict[int, gs.Graph] = {}
+    graphs: dict[int, tuple[gs.Graph, list[gs.Node]]] = {}
     members: dict[int, set[int]] = {}
     for node, graph in matches:
-        graphs[id(graph)] = graph
-        ids = members.setdefault(id(graph), {id(n) for n in graph.nodes})
+        graphs.setdefault(id(graph), (graph, []))[1].append(node)
         if mode == "bypass":
-            _bypass(node, graph, input, result, keep_listed=True, members=ids)
+            if id(graph) not in members:
+                members[id(graph)] = {id(n) for n in graph.nodes}
+            note = _bypass(node, graph, input, members=members[id(graph)]).note
+            if note is not None:
+                result.notes.append(note)
         else:
             _drop(node, graph, result)
-    for graph in graphs.values():
-        graph.nodes = [n for n in graph.nodes if id(n) not in selected]
+    for graph, nodes in graphs.values():
+        remove_nodes(graph, nodes, detach=False)
     return result
 
 
@@ -94,7 +97,7 @@ def _check(node: gs.Node, graph: gs.Graph, input: int, mode: str, selected: set[
             f"cannot bypass {node_label(node)}: it has no input number {input} (it has {have} input(s))",
             hint="set 'input' to the index of the data input, or use mode: drop",
         )
-    used = [t for t in node.outputs if t.outputs or t in graph.outputs]
+    used = used_outputs(node, graph)
     if len(used) > 1:
         raise PassError(
             f"cannot bypass {node_label(node)}: {len(used)} of its outputs are used "
@@ -108,4 +111,4 @@ def _drop(node: gs.Node, graph: gs.Graph, result: PassResult) -> None:
     if dropped:
         graph.outputs = [o for o in graph.outputs if not any(o is t for t in dropped)]
         result.notes.append("removed graph output(s) " + ", ".join(f"'{t.name}'" for t in dropped))
-    _detach(node, graph, keep_listed=True)
+    _detach(node)

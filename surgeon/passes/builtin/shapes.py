@@ -13,9 +13,10 @@ import onnx
 import onnx.numpy_helper
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
-from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from surgeon.errors import PassError, did_you_mean, suggestion_hint
+from surgeon.graph.constants import DTYPES, constant_values, dtype_name
+from surgeon.graph.edit import remove_nodes, replace_uses
 from surgeon.graph.names import fresh_name, node_label
 from surgeon.graph.walk import all_tensor_names, proto_graphs, walk_graphs, walk_nodes
 from surgeon.io.model import Model
@@ -33,17 +34,6 @@ from surgeon.passes.result import PassResult
 
 Dim = int | str | None
 
-DTYPES: dict[str, int] = {
-    "float32": onnx.TensorProto.FLOAT, "float": onnx.TensorProto.FLOAT,
-    "float16": onnx.TensorProto.FLOAT16, "half": onnx.TensorProto.FLOAT16,
-    "bfloat16": onnx.TensorProto.BFLOAT16,
-    "float64": onnx.TensorProto.DOUBLE, "double": onnx.TensorProto.DOUBLE,
-    "uint8": onnx.TensorProto.UINT8, "int8": onnx.TensorProto.INT8,
-    "uint16": onnx.TensorProto.UINT16, "int16": onnx.TensorProto.INT16,
-    "uint32": onnx.TensorProto.UINT32, "int32": onnx.TensorProto.INT32,
-    "uint64": onnx.TensorProto.UINT64, "int64": onnx.TensorProto.INT64,
-    "bool": onnx.TensorProto.BOOL,
-}
 
 
 # -- infer_shapes -------------------------------------------------------------------
@@ -483,24 +473,10 @@ def _leading_constant(t: gs.Tensor) -> tuple[gs.Tensor, np.ndarray, gs.Node | No
 
 
 def _constant_values(t: gs.Tensor) -> np.ndarray | None:
-    """Values of an initializer or a Constant node's output; None for anything computed."""
-    if isinstance(t, gs.Constant):
-        return _peek(t)
-    producer = t.inputs[0] if len(t.inputs) == 1 else None
-    if producer is None or producer.op != "Constant":
-        return None
-    if isinstance(producer.attrs.get("value"), gs.Constant):
-        return _peek(producer.attrs["value"])
-    if "value_ints" in producer.attrs:
-        return np.asarray(producer.attrs["value_ints"], dtype=np.int64)
-    return None
-
-
-def _peek(const: gs.Constant) -> np.ndarray:
-    """A constant's values without caching them in it: gs's ``values`` would, and the
-    exporter then rewrites the tensor instead of copying it as read."""
-    values = const._values
-    return np.asarray(values.load() if isinstance(values, LazyValues) else values)
+    """Integer values of an initializer or a Constant node's output (shape tensors are integers);
+    None for anything computed."""
+    values = constant_values(t)
+    return values if values is not None and values.dtype.kind in "iu" else None
 
 
 def _fresh_symbol(model: Model) -> str:
@@ -692,7 +668,7 @@ def _apply_runtime_batch(model: Model, c: _Rewrite) -> None:
         concat.inputs.clear()
         concat.inputs.extend(pieces + rest)
         # The data may be computed after the Concat: move this (private) Concat down to the Reshape.
-        _remove_node(graph, concat)
+        remove_nodes(graph, [concat], detach=False)
         nodes.append(concat)
     else:
         target = gs.Variable(_unique(model, c.holder.name + "_target"), dtype=np.int64, shape=[c.values.size])
@@ -710,14 +686,8 @@ def _drop_if_dead(model: Model, t: gs.Tensor) -> None:
     producer = t.inputs[0]
     for g in walk_graphs(model.graph):
         if any(n is producer for n in g.nodes):
-            producer.outputs.clear()
-            _remove_node(g, producer)
+            remove_nodes(g, [producer])
             return
-
-
-def _remove_node(graph: gs.Graph, node: gs.Node) -> None:
-    """Take ``node`` out of ``graph.nodes`` by identity (gs nodes compare by value)."""
-    del graph.nodes[next(i for i, n in enumerate(graph.nodes) if n is node)]
 
 
 def _shared(t: gs.Tensor, node: gs.Node) -> bool:
@@ -804,12 +774,12 @@ def set_dtype(model: Model, *, inputs: dict[str, str]) -> PassResult:
         if any(t is o for o in model.graph.outputs):
             raise PassError(f"cannot change the dtype of graph input '{name}': it is also a graph output, "
                             "which would change too", hint="add an Identity for the output first")
-        if DTYPES[key] == onnx.TensorProto.BFLOAT16 and model.opset < 13:
+        if DTYPES[key].onnx == onnx.TensorProto.BFLOAT16 and model.opset < 13:
             raise PassError(f"Cast from bfloat16 needs opset 13 or later; the model has opset {model.opset}",
                             hint="convert the model to a newer opset first")
         old = dtype_to_onnx(t.dtype)
-        if old != DTYPES[key]:
-            plan.append((t, DTYPES[key], old))
+        if old != DTYPES[key].onnx:
+            plan.append((t, DTYPES[key].onnx, old))
     result = PassResult(details={"changed": bool(plan), "inputs": {}})
     if not plan:
         result.notes.append("every input already has the given dtype")
@@ -818,8 +788,8 @@ def set_dtype(model: Model, *, inputs: dict[str, str]) -> PassResult:
     for t, new, old in plan:
         undo.append(_insert_cast(model, t, new, old))
         result.details["inputs"][t.name] = onnx.helper.tensor_dtype_to_string(new)
-        result.notes.append(f"graph input '{t.name}': {_dtype_name(old)} -> {_dtype_name(new)} "
-                            f"(Cast back to {_dtype_name(old)} added)")
+        result.notes.append(f"graph input '{t.name}': {dtype_name(old)} -> {dtype_name(new)} "
+                            f"(Cast back to {dtype_name(old)} added)")
     try:
         result.details["tensors_updated"] = reinfer(model, stale=False)
     except PassError:
@@ -834,12 +804,7 @@ def _insert_cast(model: Model, t: gs.Variable, new: int, old: int):
     old_dtype = t.dtype
     y = gs.Variable(_unique(model, f"{t.name}_cast"), dtype=old_dtype,
                     shape=None if t.shape is None else list(t.shape))
-    rewired = []
-    for reader in list(t.outputs):
-        for i, inp in enumerate(reader.inputs):
-            if inp is t:
-                reader.inputs[i] = y
-                rewired.append((reader, i))
+    rewired = replace_uses(t, y)
     cast = gs.Node("Cast", name=y.name, attrs={"to": old}, inputs=[t], outputs=[y])
     model.graph.nodes.insert(0, cast)
     t.dtype = gs_dtype(new)
@@ -847,17 +812,10 @@ def _insert_cast(model: Model, t: gs.Variable, new: int, old: int):
     def undo() -> None:
         for reader, i in rewired:
             reader.inputs[i] = t
-        cast.inputs.clear()
-        cast.outputs.clear()
-        _remove_node(model.graph, cast)
+        remove_nodes(model.graph, [cast])
         t.dtype = old_dtype
 
     return undo
-
-
-def _dtype_name(elem_type: int) -> str:
-    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name if elem_type != onnx.TensorProto.BFLOAT16 \
-        else "bfloat16"
 
 
 # -- shared helpers -----------------------------------------------------------------

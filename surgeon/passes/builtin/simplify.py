@@ -9,7 +9,8 @@ from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.builtin.cleanup import cleanup
 from surgeon.passes.builtin.dedupe import dedupe
-from surgeon.passes.builtin.fold import FoldStats, ShapeInfo, fold_model
+from surgeon.graph.shape_values import ShapeInfo
+from surgeon.passes.builtin.fold import FoldStats, fold_model
 from surgeon.passes.builtin.fuse import PATTERNS, fuse_model
 from surgeon.passes.builtin.noops import eliminate
 from surgeon.passes.result import PassResult
