@@ -23,7 +23,7 @@ from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
 from surgeon.passes.builtin.cleanup import cleanup as cleanup_pass
 from surgeon.graph.shapes import infer_value_infos
-from surgeon.passes.builtin.rename import tensor_groups, where_is
+from surgeon.io.tensor_names import tensor_groups, where_is
 from surgeon.passes.result import PassResult
 
 
