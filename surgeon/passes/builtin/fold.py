@@ -34,8 +34,8 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from surgeon.errors import PassError, SurgeonError
-from surgeon.graph.names import fresh_name
-from surgeon.graph.walk import all_tensor_names, node_domain, subgraphs_of, walk_graphs
+from surgeon.graph.names import Namer, byte_size
+from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 
@@ -610,7 +610,7 @@ _VALUE_OPS = {
 
 def _fold_shape_values(model: Model, info: ShapeInfo, stats: FoldStats) -> bool:
     changed = False
-    namer = Namer(model)
+    namer = Namer(model.graph)
     for graph in list(walk_graphs(model.graph)):
         detached: list[gs.Tensor] = []
         done: list[gs.Node] = []
@@ -637,7 +637,7 @@ def _fold_shape_values(model: Model, info: ShapeInfo, stats: FoldStats) -> bool:
     return changed
 
 
-def _make_reshape_static(node: gs.Node, info: ShapeInfo, namer: "Namer") -> gs.Tensor | None:
+def _make_reshape_static(node: gs.Node, info: ShapeInfo, namer: Namer) -> gs.Tensor | None:
     """Give a Reshape a constant target when rule 5 allows; returns the replaced target tensor."""
     if len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
         return None
@@ -653,16 +653,6 @@ def _make_reshape_static(node: gs.Node, info: ShapeInfo, namer: "Namer") -> gs.T
     if allowzero != node.attrs.get("allowzero", 0):
         node.attrs["allowzero"] = allowzero
     return old
-
-
-class Namer:
-    """Fresh tensor names that clash with no name anywhere in the model."""
-
-    def __init__(self, model: Model) -> None:
-        self.taken = all_tensor_names(model.graph)
-
-    def new(self, base: str) -> str:
-        return fresh_name(base, self.taken)
 
 
 def reshape_target(data: tuple[Elem, ...] | None, target: tuple[Elem, ...],
@@ -750,8 +740,8 @@ class _Evaluator:
                 break
             for t in too_big:
                 kept.add(id(t.inputs[0]))
-                self.stats.skip(t.inputs[0], f"its output '{t.name}' would be {_size(values[id(t)].nbytes)}, "
-                                             f"over size_threshold ({_size(self.threshold or 0)})")
+                self.stats.skip(t.inputs[0], f"its output '{t.name}' would be {byte_size(values[id(t)].nbytes)}, "
+                                             f"over size_threshold ({byte_size(self.threshold or 0)})")
         if not inside:
             return False
         for t in wanted:
@@ -889,11 +879,3 @@ def _ort_message(exc: Exception) -> str:
         if marker in text:
             text = text.split(marker)[-1]
     return text.strip()
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"

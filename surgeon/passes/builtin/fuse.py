@@ -12,7 +12,8 @@ from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
 from surgeon.graph.edit import bypass, needs_identity
-from surgeon.passes.builtin.fold import Namer, ShapeInfo, const_array, remove_dead, remove_nodes
+from surgeon.graph.names import Namer
+from surgeon.passes.builtin.fold import ShapeInfo, const_array, remove_dead, remove_nodes
 from surgeon.passes.result import PassResult
 
 
@@ -90,7 +91,7 @@ def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool
 
 def fuse_model(model: Model, info: ShapeInfo, patterns: list[str], result: PassResult) -> Counter:
     """Apply ``patterns`` until none matches; returns how often each fired."""
-    namer = Namer(model)
+    namer = Namer(model.graph)
     opset = model.opset
     fused: Counter = Counter()
     changed = True
