@@ -14,6 +14,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError
+from surgeon.graph.names import node_label
 from surgeon.graph.walk import subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 
@@ -53,9 +54,9 @@ def where_is(model: Model, name: str) -> str:
             return f"input of {scope}" if scope != "the main graph" else "graph input"
         for n in graph.nodes:
             if any(t.name == name for t in n.outputs):
-                return f"output of node '{n.name}' ({n.op}) in {scope}"
+                return f"output of {node_label(n)} in {scope}"
             if any(t.name == name and isinstance(t, gs.Constant) for t in n.inputs):
-                return f"initializer read by node '{n.name}' ({n.op}) in {scope}"
+                return f"initializer read by {node_label(n)} in {scope}"
         for n in graph.nodes:
             for attr, sub in subgraphs_of(n):
                 found = visit(sub, f"the {attr} of node '{n.name}'")

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import onnx
 
-from surgeon.graph.names import byte_size
+from surgeon.graph.names import byte_size, qualified_op
 from surgeon.graph.walk import proto_graphs
 from surgeon.io.load import read_proto
 
@@ -91,7 +91,7 @@ def _function_graphs(func: onnx.FunctionProto) -> Iterator[list[onnx.NodeProto]]
 
 
 def op_key(node: onnx.NodeProto) -> str:
-    return f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+    return qualified_op(node.domain, node.op_type)
 
 
 def tensor_bytes(t: onnx.TensorProto) -> int:

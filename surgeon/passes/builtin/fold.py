@@ -34,7 +34,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from surgeon.errors import PassError, SurgeonError
-from surgeon.graph.names import Namer, byte_size
+from surgeon.graph.names import Namer, byte_size, node_label_of
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
@@ -128,7 +128,7 @@ class FoldStats:
     shape_problem: str | None = None
 
     def skip(self, node: gs.Node, reason: str) -> None:
-        self.not_folded.setdefault(f"{node.name}\0{id(node)}", (node.name or "<unnamed>", node.op, reason))
+        self.not_folded.setdefault(f"{node.name}\0{id(node)}", (node.name, node.op, reason))
 
     def result(self) -> PassResult:
         r = PassResult(folded=self.folded)
@@ -137,7 +137,7 @@ class FoldStats:
         if self.reshapes:
             r.notes.append(f"made {self.reshapes} Reshape target(s) constant")
         for name, op, reason in self.not_folded.values():
-            r.notes.append(f"could not fold node '{name}' ({op}): {reason}")
+            r.notes.append(f"could not fold {node_label_of(name, op)}: {reason}")
         if self.shape_problem:
             r.notes.append(f"shape inference failed, shapes were not folded: {self.shape_problem}")
         if not self.converged:
