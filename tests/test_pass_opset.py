@@ -227,9 +227,9 @@ def test_downgrade_below_an_op_of_the_model():
     model = surgeon.load(shared_model("transformer_encoder_dynamo.onnx"))
     assert error_of(model, 16) == (
         "error: step 1 (convert_opset): cannot convert to opset 16: LayerNormalization (since opset 17) did not "
-        "exist yet in opset 16; used by 'node_layer_norm' (LayerNormalization), 'node_layer_norm_1' "
-        "(LayerNormalization), 'node_layer_norm_2' (LayerNormalization), 'node_layer_norm_3' "
-        "(LayerNormalization), 'node_layer_norm_4' (LayerNormalization) and 3 more\n"
+        "exist yet in opset 16; used by node 'node_layer_norm' (LayerNormalization), node 'node_layer_norm_1' "
+        "(LayerNormalization), node 'node_layer_norm_2' (LayerNormalization), node 'node_layer_norm_3' "
+        "(LayerNormalization), node 'node_layer_norm_4' (LayerNormalization) and 3 more\n"
         "  hint: choose target 17 or later, or replace those nodes first")
 
 
@@ -237,7 +237,7 @@ def test_converter_without_adapter_names_the_nodes():
     model = surgeon.load(shared_model("model.onnx"))
     assert error_of(model, 11) == (
         "error: step 1 (convert_opset): onnx.version_converter cannot convert Relu nodes "
-        "('/block1/block1.2/Relu' (Relu), '/block2/block2.2/Relu' (Relu)) from opset 13 to 11: "
+        "(node '/block1/block1.2/Relu' (Relu), node '/block2/block2.2/Relu' (Relu)) from opset 13 to 11: "
         "No Adapter To Version 12 for Relu\n"
         "  hint: choose another target opset (the converter has no adapter for this op between these versions), "
         "or replace those nodes first")

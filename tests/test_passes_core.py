@@ -101,7 +101,7 @@ def test_count_mismatch_names_what_matched():
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "remove_node", op="Relu", count=2)
     assert str(exc.value) == ("error: selector (op='Relu', count=2) must match 2 node(s) but matched 1: "
-                              "<unnamed> (Relu)\n"
+                              "an unnamed Relu node\n"
                               "  hint: the model may have been re-exported; check the selector or update count")
 
 

@@ -55,6 +55,7 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 from surgeon.errors import PassError, SurgeonError
 from surgeon.graph.walk import proto_graphs, proto_value_infos
 from surgeon.io.export import to_proto
+from surgeon.graph.names import node_label_of
 from surgeon.io.external import is_external, iter_model_tensors, set_external
 from surgeon.io.model import Model
 
@@ -453,9 +454,9 @@ def inference_error(text: str, proto: onnx.ModelProto, strict: bool) -> PassErro
 def _node_label(name: str, op: str, proto: onnx.ModelProto) -> str:
     name = name.strip()
     if name:
-        return f"node '{name}' ({op})"
+        return node_label_of(name, op)
     # onnx names no node when it has no name: point at it by its output if the op is unique.
     same = [n for g in proto_graphs(proto.graph) for n in g.node if n.op_type == op and not n.name]
     if len(same) == 1 and same[0].output:
         return f"the unnamed {op} node that writes '{same[0].output[0]}'"
-    return f"an unnamed {op} node"
+    return node_label_of("", op)

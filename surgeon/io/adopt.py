@@ -5,9 +5,13 @@ Some jobs are best left to onnx itself (``onnx.inliner``,
 wholesale would lose what they drop (the version converter drops node and
 graph metadata and local functions) and replace every gs object a caller or
 the runner holds, so :func:`adopt_rewrite` merges the result node by node.
+The version converter's error texts are read here too, for both passes that
+run it (``convert_opset``, and ``inline_functions`` on function bodies).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import onnx
@@ -167,3 +171,26 @@ def _copy_records(model: Model, new: Model, inserted: list[gs.Node]) -> None:
                   "initializer_order", "initializer_inputs", "unused_initializers"):
         mine, theirs = getattr(o, field), getattr(src, field)
         mine.update({k: v for k, v in theirs.items() if k in ids})
+
+
+# -- the version converter's error texts ---------------------------------------------
+# convert_opset and inline_functions (whose inliner converts function bodies) both
+# run onnx.version_converter before adopting its rewrite, and report its failures alike.
+
+# onnx.version_converter failures, e.g. "...: Assertion `false` failed: No Adapter To Version $12 for Relu".
+_OP_PATTERNS = (re.compile(r"\bfor (\w+)\s*$"), re.compile(r"No Previous Version of (\w+)"))
+
+
+def converter_failed_op(message: str) -> str | None:
+    """The op named in a version-converter error message, if any."""
+    for pattern in _OP_PATTERNS:
+        m = pattern.search(message.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+def converter_message(message: str) -> str:
+    """The human part of a converter assertion (drops the C++ file and assertion text)."""
+    text = message.strip().splitlines()[-1] if message.strip() else message
+    return re.sub(r"\$(\d+)", r"\1", re.sub(r"^.*?failed: ", "", text))

@@ -26,6 +26,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from surgeon.errors import ModelLoadError
 from surgeon.io.external import ExternalValues, external_problems, is_external, iter_model_tensors
 from surgeon.io.export import function_fingerprint
+from surgeon.graph.names import node_label
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model, Origin, tensor_signature
@@ -288,8 +289,7 @@ def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozense
     for n, ins in zip(nodes, inputs):
         for name in ins:
             if name not in declared and name not in producer:
-                label = f"node '{n.name}' ({n.op_type})" if n.name else f"a {n.op_type} node"
-                problems.append(f"{label} in graph '{gproto.name}' reads '{name}', "
+                problems.append(f"{node_label(n)} in graph '{gproto.name}' reads '{name}', "
                                 "which no node, graph input or initializer provides")
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import onnx
 import onnx.checker
-import onnx.defs
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import ExportError
 from surgeon.io.export import to_proto
 from surgeon.io.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
+from surgeon.graph.names import node_label
+from surgeon.graph.ops import default_opset, is_plugin_op
 from surgeon.graph.walk import proto_graphs
 from surgeon.io.load import structure_problems
 from surgeon.io.model import Model
@@ -320,15 +321,16 @@ def _node_findings(proto: onnx.ModelProto) -> set[str]:
     ctx.ir_version = proto.ir_version
     ctx.opset_imports = {o.domain: o.version for o in proto.opset_import}
     local = {(f.domain, f.name) for f in proto.functions}
+    function_names = {f.name for f in proto.functions}
     found: set[str] = set()
     for g in proto_graphs(proto.graph):
         for n in g.node:
-            if _is_plugin(n, proto) or (n.domain, n.op_type) in local:
+            if is_plugin_op(n.domain, n.op_type, function_names) or (n.domain, n.op_type) in local:
                 continue
             try:
                 onnx.checker.check_node(n, ctx)
             except onnx.checker.ValidationError as exc:
-                found.add(f"node '{n.name}' ({n.op_type}): {str(exc).strip().splitlines()[0]}")
+                found.add(f"{node_label(n)}: {str(exc).strip().splitlines()[0]}")
     return found
 
 
@@ -378,16 +380,12 @@ def _copy_external_files(proto: onnx.ModelProto, source: Path, folder: Path) -> 
         shutil.copyfile(source / location, dst)
 
 
-def _is_plugin(node: onnx.NodeProto, proto: onnx.ModelProto) -> bool:
-    """A default-domain node whose op ONNX does not define (and no local function provides)."""
-    return (node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)
-            and not any(f.name == node.op_type for f in proto.functions))
-
-
 def _plugin_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    if not any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+    if default_opset(proto.opset_import) is None:
         return []
-    return [n for g in proto_graphs(proto.graph) for n in g.node if _is_plugin(n, proto)]
+    function_names = {f.name for f in proto.functions}
+    return [n for g in proto_graphs(proto.graph) for n in g.node
+            if is_plugin_op(n.domain, n.op_type, function_names)]
 
 
 def _marked_for_checking(proto: onnx.ModelProto) -> onnx.ModelProto | None:

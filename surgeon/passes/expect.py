@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from surgeon.errors import Diagnostic, StepError, suggestion_hint
+from surgeon.graph.names import listed, qualified_op
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
 
@@ -68,9 +69,7 @@ def _ops(model: Model) -> dict[str, int]:
     counts: dict[str, int] = {}
     in_functions = [n for f in model.graph.functions for g in walk_graphs(f) for n in g.nodes]
     for node in [*model.nodes(), *in_functions]:
-        keys = {node.op}
-        if node_domain(node):
-            keys.add(f"{node_domain(node)}::{node.op}")
+        keys = {node.op, qualified_op(node_domain(node), node.op)}
         for key in keys:
             counts[key] = counts.get(key, 0) + 1
     return counts
@@ -83,5 +82,4 @@ def _nodes(n: int) -> str:
 def _list(refs: list) -> str:
     if not refs:
         return ""
-    shown = ", ".join(str(r) for r in refs[:5])
-    return f": {shown}" + (f" and {len(refs) - 5} more" if len(refs) > 5 else "")
+    return ": " + listed((str(r) for r in refs), 5)

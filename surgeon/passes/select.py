@@ -18,6 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, did_you_mean
+from surgeon.graph.names import listed, node_label, qualified_op
 from surgeon.graph.walk import node_domain, walk_graphs
 
 _SELECT_KEYS = ("name", "names", "name_regex", "op")
@@ -111,11 +112,9 @@ class Selector:
         found = [(n, g) for g in graphs for n in g.nodes if self.matches(n)]
         if self.count is not None and len(found) != self.count:
             if not (self.allow_missing and not found):
-                listed = ", ".join(_node_label(n) for n, _ in found[:10])
-                more = f" and {len(found) - 10} more" if len(found) > 10 else ""
                 raise PassError(
                     f"selector ({self.describe()}) must match {self.count} node(s) but matched "
-                    f"{len(found)}" + (f": {listed}{more}" if found else ""),
+                    f"{len(found)}" + (f": {listed((node_label(n) for n, _ in found), 10)}" if found else ""),
                     hint="the model may have been re-exported; check the selector or update count",
                 )
         if not found and not self.allow_missing:
@@ -147,14 +146,10 @@ class Selector:
             elif close:
                 hints.append("closest op types: " + ", ".join(repr(c) for c in close))
         if not hints:
-            present = ", ".join(f"{d}::{o}" if d else o for o, d in ops[:15])
+            present = ", ".join(qualified_op(d, o) for o, d in ops[:15])
             hints.append(f"op types in the model: {present}" + (" ..." if len(ops) > 15 else ""))
         hints.append("set allow_missing: true if the step may legitimately match nothing")
         return "\n".join(hints)
-
-
-def _node_label(node: gs.Node) -> str:
-    return f"{node.name or '<unnamed>'} ({node.op})"
 
 
 def _attr_equal(have: Any, want: Any) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import onnx
 
+from surgeon.graph.names import byte_size, qualified_op
 from surgeon.graph.walk import proto_graphs
 from surgeon.io.load import read_proto
 
@@ -70,7 +71,7 @@ def render_inspection(info: dict[str, Any]) -> str:
     lines.append(f"nodes: {n['total']} ({n['main_graph']} in the main graph)")
     lines.append("ops: " + ", ".join(f"{op} x{c}" for op, c in info["op_histogram"].items()))
     init = info["initializers"]
-    lines.append(f"initializers: {init['count']} ({_size(init['bytes'])})")
+    lines.append(f"initializers: {init['count']} ({byte_size(init['bytes'])})")
     optional = [("custom domains", info["custom_domains"]), ("local functions", info["local_functions"]),
                 ("ops in local functions", [f"{op} x{c}" for op, c in info["function_op_histogram"].items()]),
                 ("external data", info["external_data_files"]),
@@ -90,7 +91,7 @@ def _function_graphs(func: onnx.FunctionProto) -> Iterator[list[onnx.NodeProto]]
 
 
 def op_key(node: onnx.NodeProto) -> str:
-    return f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+    return qualified_op(node.domain, node.op_type)
 
 
 def tensor_bytes(t: onnx.TensorProto) -> int:
@@ -131,11 +132,3 @@ def type_text(t: onnx.TypeProto) -> str:
         key = onnx.helper.tensor_dtype_to_np_dtype(t.map_type.key_type).name
         return f"map({key},{type_text(t.map_type.value_type)})"
     return "?"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -25,7 +25,7 @@ from surgeon.graph.names import fresh_name, quoted
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.graph.shapes import infer_value_infos
-from surgeon.passes.builtin.rename import tensor_groups, where_is
+from surgeon.io.tensor_names import tensor_groups, where_is
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 

@@ -34,9 +34,9 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from surgeon.errors import PassError
 from surgeon.graph.constants import const_array, constant_node_value, is_sparse
 from surgeon.graph.edit import remove_dead, remove_nodes, replace_uses
-from surgeon.graph.names import fresh_name
+from surgeon.graph.names import Namer, byte_size, node_label_of
 from surgeon.graph.shape_values import VALUE_OPS, ShapeInfo, reshape_target
-from surgeon.graph.walk import all_tensor_names, node_domain, subgraphs_of, walk_graphs
+from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 
@@ -124,7 +124,7 @@ class FoldStats:
     shape_problem: str | None = None
 
     def skip(self, node: gs.Node, reason: str) -> None:
-        self.not_folded.setdefault(f"{node.name}\0{id(node)}", (node.name or "<unnamed>", node.op, reason))
+        self.not_folded.setdefault(f"{node.name}\0{id(node)}", (node.name, node.op, reason))
 
     def result(self) -> PassResult:
         r = PassResult(folded=self.folded)
@@ -133,7 +133,7 @@ class FoldStats:
         if self.reshapes:
             r.notes.append(f"made {self.reshapes} Reshape target(s) constant")
         for name, op, reason in self.not_folded.values():
-            r.notes.append(f"could not fold node '{name}' ({op}): {reason}")
+            r.notes.append(f"could not fold {node_label_of(name, op)}: {reason}")
         if self.shape_problem:
             r.notes.append(f"shape inference failed, shapes were not folded: {self.shape_problem}")
         if not self.converged:
@@ -262,7 +262,7 @@ def _inline(graph: gs.Graph, node: gs.Node, branch: gs.Graph) -> None:
 
 def _fold_shape_values(model: Model, info: ShapeInfo, stats: FoldStats) -> bool:
     changed = False
-    namer = Namer(model)
+    namer = Namer(model.graph)
     for graph in list(walk_graphs(model.graph)):
         detached: list[gs.Tensor] = []
         done: list[gs.Node] = []
@@ -289,7 +289,7 @@ def _fold_shape_values(model: Model, info: ShapeInfo, stats: FoldStats) -> bool:
     return changed
 
 
-def _make_reshape_static(node: gs.Node, info: ShapeInfo, namer: "Namer") -> gs.Tensor | None:
+def _make_reshape_static(node: gs.Node, info: ShapeInfo, namer: Namer) -> gs.Tensor | None:
     """Give a Reshape a constant target when rule 5 allows; returns the replaced target tensor."""
     if len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
         return None
@@ -307,14 +307,6 @@ def _make_reshape_static(node: gs.Node, info: ShapeInfo, namer: "Namer") -> gs.T
     return old
 
 
-class Namer:
-    """Fresh tensor names that clash with no name anywhere in the model."""
-
-    def __init__(self, model: Model) -> None:
-        self.taken = all_tensor_names(model.graph)
-
-    def new(self, base: str) -> str:
-        return fresh_name(base, self.taken)
 
 
 # -- evaluation in onnxruntime ---------------------------------------------------------
@@ -346,8 +338,8 @@ class _Evaluator:
                 break
             for t in too_big:
                 kept.add(id(t.inputs[0]))
-                self.stats.skip(t.inputs[0], f"its output '{t.name}' would be {_size(values[id(t)].nbytes)}, "
-                                             f"over size_threshold ({_size(self.threshold or 0)})")
+                self.stats.skip(t.inputs[0], f"its output '{t.name}' would be {byte_size(values[id(t)].nbytes)}, "
+                                             f"over size_threshold ({byte_size(self.threshold or 0)})")
         if not inside:
             return False
         for t in wanted:
@@ -485,11 +477,3 @@ def _ort_message(exc: Exception) -> str:
         if marker in text:
             text = text.split(marker)[-1]
     return text.strip()
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"

@@ -16,11 +16,12 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.io.export import to_proto
+from surgeon.graph.names import qualified_op
+from surgeon.graph.ops import default_opset
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
-from surgeon.passes.builtin.opset import converter_failed_op, converter_message
 from surgeon.passes.result import PassResult
-from surgeon.io.adopt import adopt_rewrite
+from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
 
 
 def inline_functions(model: Model, *, functions: list[str] | None = None,
@@ -80,18 +81,13 @@ def inline_functions(model: Model, *, functions: list[str] | None = None,
     adopt_rewrite(model, before, after, functions=True)
 
     remaining = {(f.domain or "", f.name) for f in model.graph.functions}
-    removed = [_label(k) for k in keys if k not in remaining]
-    result.details = {"inlined": {_label(k): calls[k] for k in keys}, "functions_removed": removed,
+    removed = [qualified_op(*k) for k in keys if k not in remaining]
+    result.details = {"inlined": {qualified_op(*k): calls[k] for k in keys}, "functions_removed": removed,
                       "changed": True}
-    result.notes.extend(f"inlined {n} call(s) of {_label(k)}" for k, n in calls.items() if n)
+    result.notes.extend(f"inlined {n} call(s) of {qualified_op(*k)}" for k, n in calls.items() if n)
     if removed:
         result.notes.append("removed local function(s) " + ", ".join(removed))
     return result
-
-
-def _label(key: tuple[str, str]) -> str:
-    domain, name = key
-    return f"{domain}::{name}" if domain else name
 
 
 def _select(local: list[gs.Function], names: list[str], allow_missing: bool,
@@ -99,7 +95,7 @@ def _select(local: list[gs.Function], names: list[str], allow_missing: bool,
     by_label: dict[str, list[gs.Function]] = {}
     for f in local:
         by_label.setdefault(f.name, []).append(f)
-        by_label.setdefault(_label((f.domain or "", f.name)), []).append(f)
+        by_label.setdefault(qualified_op(f.domain or "", f.name), []).append(f)
     selected: list[gs.Function] = []
     for name in names:
         found = by_label.get(name)
@@ -107,7 +103,7 @@ def _select(local: list[gs.Function], names: list[str], allow_missing: bool,
             if allow_missing:
                 result.notes.append(f"no local function '{name}' (allowed: allow_missing)")
                 continue
-            candidates = sorted({_label((f.domain or "", f.name)) for f in local})
+            candidates = sorted({qualified_op(f.domain or "", f.name) for f in local})
             listed = ", ".join(candidates) if candidates else "none"
             raise PassError(
                 f"the model has no local function '{name}'",
@@ -131,14 +127,14 @@ def _count_calls(model: Model, keys: set[tuple[str, str]]) -> dict[tuple[str, st
 
 
 def _inline(proto: onnx.ModelProto, keys: list[tuple[str, str]], everything: bool) -> onnx.ModelProto:
-    model_opset = _default_opset(proto.opset_import)
-    other = [f for f in proto.functions if _default_opset(f.opset_import) not in (None, model_opset)]
+    model_opset = default_opset(proto.opset_import)
+    other = [f for f in proto.functions if default_opset(f.opset_import) not in (None, model_opset)]
     try:
         if everything:
             # Only the all-functions inliner converts bodies written for another opset.
             return onnx.inliner.inline_local_functions(proto, convert_version=True)
         if other:
-            names = ", ".join(f"'{_label((f.domain, f.name))}' (opset {_default_opset(f.opset_import)})"
+            names = ", ".join(f"'{qualified_op(f.domain, f.name)}' (opset {default_opset(f.opset_import)})"
                               for f in other)
             raise PassError(
                 f"cannot inline selected functions: local function(s) {names} import another version "
@@ -151,14 +147,10 @@ def _inline(proto: onnx.ModelProto, keys: list[tuple[str, str]], everything: boo
     except RuntimeError as exc:  # the version converter failed on a function body
         op = converter_failed_op(str(exc))
         culprits = [f for f in other if op is None or any(n.op_type == op for n in f.node)]
-        names = ", ".join(f"'{_label((f.domain, f.name))}' (opset {_default_opset(f.opset_import)})"
+        names = ", ".join(f"'{qualified_op(f.domain, f.name)}' (opset {default_opset(f.opset_import)})"
                           for f in culprits) or "a local function"
         raise PassError(
             f"cannot inline {names}: onnx cannot convert its body to the model's opset {model_opset}"
             + (f" ({op} cannot be converted)" if op else "") + f": {converter_message(str(exc))}",
             hint="convert the model to the function's opset first (pass: convert_opset), then inline",
         ) from exc
-
-
-def _default_opset(imports) -> int | None:
-    return next((o.version for o in imports if o.domain in ("", "ai.onnx")), None)

@@ -13,8 +13,8 @@ from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
 from surgeon.graph.constants import const_array
 from surgeon.graph.edit import bypass, detach, needs_identity, remove_dead, remove_nodes
+from surgeon.graph.names import Namer
 from surgeon.graph.shape_values import ShapeInfo
-from surgeon.passes.builtin.fold import Namer
 from surgeon.passes.result import PassResult
 
 
@@ -92,7 +92,7 @@ def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool
 
 def fuse_model(model: Model, info: ShapeInfo, patterns: list[str], result: PassResult) -> Counter:
     """Apply ``patterns`` until none matches; returns how often each fired."""
-    namer = Namer(model)
+    namer = Namer(model.graph)
     opset = model.opset
     fused: Counter = Counter()
     changed = True

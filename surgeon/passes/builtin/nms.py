@@ -29,7 +29,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.graph.names import fresh_name
+from surgeon.graph.builder import GraphBuilder
 from surgeon.graph.walk import walk_graphs
 from surgeon.graph.shapes import infer_value_infos
 from surgeon.io.model import Model
@@ -45,60 +45,6 @@ LAYOUT_SHAPES = {
     "boxes": "[N, anchors, 4]",
     "scores": "[N, anchors, classes]",
 }
-
-
-class GraphBuilder:
-    """Adds nodes to a model's main graph, with readable, collision-free names under one prefix."""
-
-    def __init__(self, model: Model, prefix: str, *, at_front: bool = False) -> None:
-        self.graph = model.graph
-        self.opset = model.opset
-        self.prefix = prefix
-        # Nodes that feed the existing graph (preprocessing) go first, in the order built,
-        # so the graph stays topologically sorted; post-processing is appended.
-        self.position = 0 if at_front else None
-        self.taken = {t.name for g in walk_graphs(model.graph) for t in g.tensors().values()}
-        self.taken |= {n.name for g in walk_graphs(model.graph) for n in g.nodes if n.name}
-
-    def free(self, wanted: str) -> str:
-        """``wanted``, or ``wanted_1``, ``wanted_2``... whichever no tensor or node uses yet."""
-        return fresh_name(wanted, self.taken)
-
-    def name(self, base: str) -> str:
-        return self.free(f"{self.prefix}/{base}")
-
-    def const(self, base: str, values: Any, dtype: Any) -> gs.Constant:
-        return gs.Constant(self.name(base), np.asarray(values, dtype=dtype))
-
-    def op(self, op: str, inputs: list[gs.Tensor], attrs: dict[str, Any] | None = None,
-           outputs: int | list[gs.Tensor] = 1, *, name: str | None = None) -> Any:
-        """Add one node named ``name`` (default: the op) with ``outputs`` new tensors, or the given ones.
-
-        Returns its output tensor, or the list when it has several.
-        """
-        base = name or op
-        if isinstance(outputs, int):
-            outputs = [gs.Variable(self.name(f"{base}_output_{i}" if outputs > 1 else f"{base}_output"))
-                       for i in range(outputs)]
-        node = gs.Node(op, name=self.name(base), attrs=attrs or {}, inputs=inputs, outputs=outputs)
-        if self.position is None:
-            self.graph.nodes.append(node)
-        else:
-            self.graph.nodes.insert(self.position, node)
-            self.position += 1
-        return node.outputs[0] if len(node.outputs) == 1 else list(node.outputs)
-
-    def reduce_sum(self, x: gs.Tensor, axis: int, name: str, outputs: int | list[gs.Tensor] = 1) -> Any:
-        # ReduceSum takes its axes as an input from opset 13 on, as an attribute before.
-        if self.opset >= 13:
-            return self.op("ReduceSum", [x, self.const(f"{name}_axes", [axis], np.int64)],
-                           {"keepdims": 1}, outputs, name=name)
-        return self.op("ReduceSum", [x], {"axes": [axis], "keepdims": 1}, outputs, name=name)
-
-    def slice(self, x: gs.Tensor, start: int, end: int, axis: int, name: str) -> gs.Tensor:
-        return self.op("Slice", [x, self.const(f"{name}_starts", [start], np.int64),
-                                 self.const(f"{name}_ends", [end], np.int64),
-                                 self.const(f"{name}_axes", [axis], np.int64)], name=name)
 
 
 def insert_nms(
@@ -200,7 +146,7 @@ def insert_nms(
     raw = _find_raw(model, layout, output, boxes, scores)
     _check_names_free(model, names)
 
-    b = GraphBuilder(model, "insert_nms")
+    b = GraphBuilder(model.graph, model.opset, "insert_nms")
     # NonMaxSuppression wants scores [N, C, A]; EfficientNMS_TRT wants [N, A, C].
     boxes_t, scores_t = _decode(b, layout, raw, scores_nca=backend == "onnx")
     batch = raw[0].shape[0] if raw[0].shape else None
@@ -486,4 +432,4 @@ def _trt_nms(b: GraphBuilder, boxes: gs.Tensor, scores: gs.Tensor, outs: list[gs
     b.op("EfficientNMS_TRT", [boxes, scores], attrs, outs)
 
 
-__all__ = ["insert_nms", "GraphBuilder", "OUTPUT_KEYS"]
+__all__ = ["insert_nms", "OUTPUT_KEYS"]

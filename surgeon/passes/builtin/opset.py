@@ -9,8 +9,6 @@ needs, and the result merged into the model so that what the converter drops
 
 from __future__ import annotations
 
-import re
-
 import onnx
 import onnx.defs
 import onnx.helper
@@ -18,9 +16,11 @@ import onnx.version_converter
 
 from surgeon.errors import PassError
 from surgeon.io.export import to_proto
+from surgeon.graph.names import listed, node_label, qualified_op
+from surgeon.graph.ops import DEFAULT_DOMAINS, default_opset, is_plugin_op
 from surgeon.graph.walk import node_domain, proto_graphs, walk_graphs
 from surgeon.io.model import Model
-from surgeon.io.adopt import adopt_rewrite
+from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
 from surgeon.passes.result import PassResult
 
 # Plugin ops (TensorRT's EfficientNMS_TRT...) sit in the default domain without
@@ -100,13 +100,8 @@ def convert_opset(model: Model, *, target: int) -> PassResult:
     return result
 
 
-def _label(node) -> str:
-    return f"'{node.name}' ({node.op})" if node.name else f"an unnamed {node.op} node"
-
-
 def _listed(nodes: list, limit: int = 5) -> str:
-    text = ", ".join(_label(n) for n in nodes[:limit])
-    return text + (f" and {len(nodes) - limit} more" if len(nodes) > limit else "")
+    return listed((node_label(n) for n in nodes), limit)
 
 
 def _default_nodes(model: Model):
@@ -140,7 +135,7 @@ def _check_ops_exist(model: Model, target: int) -> None:
 def _check_functions(model: Model, target: int) -> None:
     """A local function keeps its own opset; it must stay compatible with the target (checker rule)."""
     for func in model.graph.functions:
-        version = next((o.version for o in func.import_domains or [] if o.domain in ("", "ai.onnx")), None)
+        version = default_opset(func.import_domains or [])
         if version is None or version == target:
             continue
         for n in func.nodes:
@@ -152,7 +147,7 @@ def _check_functions(model: Model, target: int) -> None:
             except onnx.defs.SchemaError:
                 mine, theirs = None, -1
             if mine != theirs:
-                name = f"{func.domain}::{func.name}" if func.domain else func.name
+                name = qualified_op(func.domain, func.name)
                 raise PassError(
                     f"cannot convert to opset {target}: local function '{name}' imports opset {version} "
                     f"and uses {n.op}, which is defined differently in opset {target}; "
@@ -175,9 +170,10 @@ def _mask_plugins(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
     added: set[str] = set()
     for g in proto_graphs(masked.graph):
         for n in g.node:
-            if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type):
+            # Calls of local functions are masked too: the converter has no schema for them either.
+            if is_plugin_op(n.domain, n.op_type):
                 n.domain = _PASSTHROUGH_DOMAIN
-            if n.domain not in declared and n.domain not in ("", "ai.onnx"):
+            if n.domain not in declared and n.domain not in DEFAULT_DOMAINS:
                 added.add(n.domain)
     for domain in sorted(added):
         masked.opset_import.append(onnx.helper.make_opsetid(domain, 1))
@@ -205,22 +201,3 @@ def _conversion_error(model: Model, message: str, current: int, target: int) -> 
         hint="choose another target opset (the converter has no adapter for this op between these "
              "versions), or replace those nodes first",
     )
-
-
-# onnx.version_converter failures, e.g. "...: Assertion `false` failed: No Adapter To Version $12 for Relu".
-_OP_PATTERNS = (re.compile(r"\bfor (\w+)\s*$"), re.compile(r"No Previous Version of (\w+)"))
-
-
-def converter_failed_op(message: str) -> str | None:
-    """The op named in a version-converter error message, if any."""
-    for pattern in _OP_PATTERNS:
-        m = pattern.search(message.strip())
-        if m:
-            return m.group(1)
-    return None
-
-
-def converter_message(message: str) -> str:
-    """The human part of a converter assertion (drops the C++ file and assertion text)."""
-    text = message.strip().splitlines()[-1] if message.strip() else message
-    return re.sub(r"\$(\d+)", r"\1", re.sub(r"^.*?failed: ", "", text))

@@ -21,9 +21,9 @@ from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.names import fresh_name, quoted
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
-from surgeon.passes.builtin.cleanup import cleanup as cleanup_pass
 from surgeon.graph.shapes import infer_value_infos
-from surgeon.passes.builtin.rename import tensor_groups, where_is
+from surgeon.io.tensor_names import tensor_groups, where_is
+from surgeon.passes.compose import call_pass
 from surgeon.passes.result import PassResult
 
 
@@ -63,7 +63,7 @@ def set_outputs(model: Model, *, outputs: list[str], cleanup: bool = True) -> Pa
     before = [t.name for t in model.graph.outputs]
     model.graph.outputs = list(tensors)
     result = PassResult()
-    cleaned = cleanup_pass(model) if cleanup else PassResult()
+    cleaned = call_pass(model, "cleanup") if cleanup else PassResult()
     dropped = [n for n in before if n not in outputs]
     if dropped:
         result.notes.append("dropped graph output(s) " + quoted(dropped))
@@ -162,7 +162,7 @@ def extract(model: Model, *, inputs: list[str], outputs: list[str]) -> PassResul
             producer.outputs[slot] = gs.Variable(fresh_name(f"{t.name}_cut", taken))
     model.graph.inputs = list(new_inputs)
     model.graph.outputs = list(new_outputs)
-    cleaned = cleanup_pass(model)
+    cleaned = call_pass(model, "cleanup")
     changed = interface != (list(inputs), list(outputs)) or bool(cleaned.details.get("changed"))
     return PassResult(notes=cleaned.notes, details={"inputs": list(inputs), "outputs": list(outputs),
                                                     "changed": changed})

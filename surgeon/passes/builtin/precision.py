@@ -22,8 +22,8 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.edit import replace_uses
-from surgeon.graph.names import fresh_name
-from surgeon.graph.walk import all_tensor_names, node_domain, subgraphs_of, walk_graphs
+from surgeon.graph.names import Namer
+from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 
@@ -530,7 +530,7 @@ class _Plan:
     # -- rewriting ---------------------------------------------------------------------------------
 
     def apply(self, result: PassResult) -> None:
-        self.names = all_tensor_names(self.graph) | {n.name for g in self.graphs for n in g.nodes}
+        self.names = Namer(self.graph)
         # (graph id, producer id or 0 for the graph's start) -> Casts to put after it
         self.after: dict[tuple[int, int], list[gs.Node]] = {}
         self.casts: dict[tuple[int, str], gs.Variable] = {}
@@ -554,9 +554,6 @@ class _Plan:
             g.nodes = nodes
         self._report(result, self.stats)
 
-    def _unique(self, base: str) -> str:
-        return fresh_name(base, self.names)
-
     def _place(self, t: gs.Tensor) -> tuple[int, int]:
         """Where a Cast of ``t`` goes: right after its producer, or first in the graph that declares it
         (for a constant, the innermost graph enclosing its readers), so every reader sees it."""
@@ -576,7 +573,7 @@ class _Plan:
         return common[0], 0
 
     def _new_cast(self, src: gs.Tensor, dst: gs.Tensor, to: str, place: tuple[int, int]) -> gs.Node:
-        cast = gs.Node("Cast", name=self._unique(dst.name + "/Cast"), inputs=[src], outputs=[dst],
+        cast = gs.Node("Cast", name=self.names.new(dst.name + "/Cast"), inputs=[src], outputs=[dst],
                        attrs={"to": onnx.TensorProto.FLOAT16 if to == F16 else onnx.TensorProto.FLOAT})
         self.after.setdefault(place, []).append(cast)
         self.decisions[id(cast)] = _Decision(True)  # a Cast reads any type
@@ -584,7 +581,7 @@ class _Plan:
         return cast
 
     def _new_tensor(self, t: gs.Tensor, to: str) -> gs.Variable:
-        return gs.Variable(self._unique(f"{t.name}_{to.replace('float', 'fp')}"),
+        return gs.Variable(self.names.new(f"{t.name}_{to.replace('float', 'fp')}"),
                            dtype=np.float16 if to == F16 else np.float32,
                            shape=None if t.shape is None else list(t.shape))
 
@@ -669,7 +666,7 @@ class _Plan:
             return
         for key in ("value_float", "value_floats"):
             producer.attrs.pop(key, None)
-        producer.attrs["value"] = gs.Constant(self._unique(t.name + "_value"), self.values16[id(t)])
+        producer.attrs["value"] = gs.Constant(self.names.new(t.name + "_value"), self.values16[id(t)])
 
     def _to_float16(self, values: np.ndarray) -> np.ndarray:
         stats = self.stats

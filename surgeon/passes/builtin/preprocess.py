@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.constants import DTYPES
 from surgeon.io.model import Model
-from surgeon.passes.builtin.nms import GraphBuilder
+from surgeon.graph.builder import GraphBuilder
 from surgeon.passes.result import PassResult
 
 
@@ -75,7 +75,7 @@ def add_preprocess(
     model_dtype = np.dtype(old.dtype)
     shape = list(old.shape) if old.shape is not None else None
 
-    b = GraphBuilder(model, f"add_preprocess/{old.name}", at_front=True)
+    b = GraphBuilder(model.graph, model.opset, f"add_preprocess/{old.name}", at_front=True)
     name = old.name
     new_shape = None
     if shape is not None:

@@ -17,7 +17,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from surgeon.errors import PassError, did_you_mean, suggestion_hint
 from surgeon.graph.constants import DTYPES, constant_values, dtype_name
 from surgeon.graph.edit import remove_nodes, replace_uses
-from surgeon.graph.names import fresh_name, node_label
+from surgeon.graph.names import Namer, node_label
 from surgeon.graph.walk import all_tensor_names, proto_graphs, walk_graphs, walk_nodes
 from surgeon.io.model import Model
 from surgeon.graph.shapes import (
@@ -230,8 +230,9 @@ def set_batch(model: Model, *, size: int | str, inputs: list[str] | None = None,
     if old is not None and old != size:
         # Constants may hard-code the old batch: plan (and check) their rewrites first.
         rewrites = _plan_rewrites(model, chosen, old)
+        names = Namer(model.graph)
         for r in rewrites:
-            _apply(model, r)
+            _apply(model, r, names)
             result.notes.append(r.describe())
             result.details["rewritten"].append(r.node.name)
         for t in todo:
@@ -634,36 +635,36 @@ def _decide(c: _Rewrite, carrier: gs.Tensor | None) -> None:
     c.source = c.node.inputs[0]
 
 
-def _apply(model: Model, c: _Rewrite) -> None:
+def _apply(model: Model, c: _Rewrite, names: Namer) -> None:
     if c.source is not None:
-        _apply_runtime_batch(model, c)
+        _apply_runtime_batch(model, c, names)
         return
     if c.clear_allowzero:
         c.node.attrs["allowzero"] = 0
     reader = c.concat if c.concat is not None else c.node
     index = 0 if c.concat is not None else 1
     if c.concat is not None and _shared(c.concat.outputs[0], c.node):
-        reader = _clone(model, c.concat, c.node)
+        reader = _clone(model, c.concat, c.node, names)
     readers = c.holder.outputs
     if len(readers) == 1 and readers[0] is reader and not _is_graph_output(model, c.holder):
         _set_constant(c.holder, c.new)
     else:
-        reader.inputs[index] = gs.Constant(_unique(model, c.holder.name + "_batch"), c.new.astype(c.values.dtype))
+        reader.inputs[index] = gs.Constant(names.new(c.holder.name + "_batch"), c.new.astype(c.values.dtype))
 
 
-def _apply_runtime_batch(model: Model, c: _Rewrite) -> None:
+def _apply_runtime_batch(model: Model, c: _Rewrite, names: Namer) -> None:
     """Replace the batch entry by ``Gather(Shape(source), [0])``, computed right before the node."""
     graph, data = c.graph, c.source
-    shape = gs.Variable(_unique(model, data.name + "_shape"), dtype=np.int64, shape=[None])
-    batch = gs.Variable(_unique(model, data.name + "_batch"), dtype=np.int64, shape=[1])
-    index = gs.Constant(_unique(model, data.name + "_batch_index"), np.array([0], dtype=np.int64))
+    shape = gs.Variable(names.new(data.name + "_shape"), dtype=np.int64, shape=[None])
+    batch = gs.Variable(names.new(data.name + "_batch"), dtype=np.int64, shape=[1])
+    index = gs.Constant(names.new(data.name + "_batch_index"), np.array([0], dtype=np.int64))
     nodes = [gs.Node("Shape", name=shape.name, inputs=[data], outputs=[shape]),
              gs.Node("Gather", name=batch.name, attrs={"axis": 0}, inputs=[shape, index], outputs=[batch])]
     pieces = [batch]
     if c.values.size > 1:
-        pieces.append(gs.Constant(_unique(model, c.holder.name + "_rest"), c.values[1:].copy()))
+        pieces.append(gs.Constant(names.new(c.holder.name + "_rest"), c.values[1:].copy()))
     if c.concat is not None:
-        concat = _clone(model, c.concat, c.node) if _shared(c.concat.outputs[0], c.node) else c.concat
+        concat = _clone(model, c.concat, c.node, names) if _shared(c.concat.outputs[0], c.node) else c.concat
         rest = list(concat.inputs[1:])
         concat.inputs.clear()
         concat.inputs.extend(pieces + rest)
@@ -671,7 +672,7 @@ def _apply_runtime_batch(model: Model, c: _Rewrite) -> None:
         remove_nodes(graph, [concat], detach=False)
         nodes.append(concat)
     else:
-        target = gs.Variable(_unique(model, c.holder.name + "_target"), dtype=np.int64, shape=[c.values.size])
+        target = gs.Variable(names.new(c.holder.name + "_target"), dtype=np.int64, shape=[c.values.size])
         nodes.append(gs.Node("Concat", name=target.name, attrs={"axis": 0}, inputs=pieces, outputs=[target]))
         c.node.inputs[_target_index(c.node)] = target
     at = next(i for i, n in enumerate(graph.nodes) if n is c.node)
@@ -694,11 +695,13 @@ def _shared(t: gs.Tensor, node: gs.Node) -> bool:
     return any(n is not node for n in t.outputs)
 
 
-def _clone(model: Model, concat: gs.Node, reader: gs.Node) -> gs.Node:
+def _clone(model: Model, concat: gs.Node, reader: gs.Node, names: Namer) -> gs.Node:
     """A private copy of a Concat for ``reader``, so other readers keep the original."""
     out = concat.outputs[0]
-    copy_out = gs.Variable(_unique(model, out.name + "_batch"), dtype=out.dtype, shape=out.shape)
-    clone = gs.Node("Concat", name=_unique(model, (concat.name or "Concat") + "_batch"),
+    copy_out = gs.Variable(names.new(out.name + "_batch"), dtype=out.dtype, shape=out.shape)
+    # A Concat named like its output tensor (as parsers name nodes) gives its copy the copy's tensor name.
+    name = copy_out.name if concat.name == out.name else names.new((concat.name or "Concat") + "_batch")
+    clone = gs.Node("Concat", name=name,
                     attrs=dict(concat.attrs), inputs=list(concat.inputs), outputs=[copy_out])
     graph = next(g for g in walk_graphs(model.graph) if any(n is concat for n in g.nodes))
     graph.nodes.insert(next(i for i, n in enumerate(graph.nodes) if n is concat) + 1, clone)
@@ -722,10 +725,6 @@ def _set_constant(t: gs.Tensor, values: np.ndarray) -> None:
 
 def _is_graph_output(model: Model, t: gs.Tensor) -> bool:
     return any(t is o for g in walk_graphs(model.graph) for o in g.outputs)
-
-
-def _unique(model: Model, base: str) -> str:
-    return fresh_name(base, all_tensor_names(model.graph) | {n.name for n, _ in walk_nodes(model.graph)})
 
 
 # -- set_dtype ----------------------------------------------------------------------
@@ -785,8 +784,9 @@ def set_dtype(model: Model, *, inputs: dict[str, str]) -> PassResult:
         result.notes.append("every input already has the given dtype")
         return result
     undo = []
+    names = Namer(model.graph)
     for t, new, old in plan:
-        undo.append(_insert_cast(model, t, new, old))
+        undo.append(_insert_cast(model, t, new, old, names))
         result.details["inputs"][t.name] = onnx.helper.tensor_dtype_to_string(new)
         result.notes.append(f"graph input '{t.name}': {dtype_name(old)} -> {dtype_name(new)} "
                             f"(Cast back to {dtype_name(old)} added)")
@@ -799,10 +799,10 @@ def set_dtype(model: Model, *, inputs: dict[str, str]) -> PassResult:
     return result
 
 
-def _insert_cast(model: Model, t: gs.Variable, new: int, old: int):
+def _insert_cast(model: Model, t: gs.Variable, new: int, old: int, names: Namer):
     """Give ``t`` dtype ``new`` and make its readers read ``Cast(t, to=old)``; returns an undo function."""
     old_dtype = t.dtype
-    y = gs.Variable(_unique(model, f"{t.name}_cast"), dtype=old_dtype,
+    y = gs.Variable(names.new(f"{t.name}_cast"), dtype=old_dtype,
                     shape=None if t.shape is None else list(t.shape))
     rewired = replace_uses(t, y)
     cast = gs.Node("Cast", name=y.name, attrs={"to": old}, inputs=[t], outputs=[y])

@@ -7,12 +7,11 @@ from collections import Counter
 from surgeon.errors import PassError
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
-from surgeon.passes.builtin.cleanup import cleanup
-from surgeon.passes.builtin.dedupe import dedupe
 from surgeon.graph.shape_values import ShapeInfo
 from surgeon.passes.builtin.fold import FoldStats, fold_model
 from surgeon.passes.builtin.fuse import PATTERNS, fuse_model
 from surgeon.passes.builtin.noops import eliminate
+from surgeon.passes.compose import call_pass
 from surgeon.passes.result import PassResult
 
 
@@ -58,9 +57,10 @@ def simplify(model: Model, *, max_iterations: int = 10, size_threshold: int | No
         info = ShapeInfo(model)
         round_removed = eliminate(model, info, result)
         round_fused = fuse_model(model, info, list(PATTERNS), result)
-        round_merged, round_saved = dedupe(model)
+        deduped = call_pass(model, "dedupe_initializers").details
+        round_merged, round_saved = deduped["merged"], deduped["bytes_saved"]
         nodes_before = _node_count(model)
-        cleanup(model)
+        call_pass(model, "cleanup")
         removed += round_removed
         fused += round_fused
         merged, saved = merged + round_merged, saved + round_saved

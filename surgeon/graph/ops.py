@@ -1,0 +1,28 @@
+"""What kind of op a node runs (ONNX's own, or a plugin op hiding in the
+default domain) and which default-opset version an import list declares:
+the questions the saver, the opset converter and the inliner all ask."""
+
+from __future__ import annotations
+
+from typing import Collection, Iterable
+
+import onnx.defs
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+"""The two spellings of ONNX's own (default) domain."""
+
+
+def is_plugin_op(domain: str | None, op: str, local_functions: Collection[str] = ()) -> bool:
+    """A default-domain op that ONNX does not define and no local function named ``op`` provides.
+
+    TensorRT finds plugins (``EfficientNMS_TRT``...) by op name alone, so
+    exporters leave them in the default domain, where onnx's checker and
+    converter have no schema for them. ``local_functions``: names of the
+    model's local functions, when a call of one should not count as a plugin.
+    """
+    return (domain or "") in DEFAULT_DOMAINS and op not in local_functions and not onnx.defs.has(op)
+
+
+def default_opset(imports: Iterable) -> int | None:
+    """The version of the default domain among opset imports (``OperatorSetIdProto``s), or None."""
+    return next((o.version for o in imports if o.domain in DEFAULT_DOMAINS), None)
