@@ -22,7 +22,7 @@ from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
 from surgeon.recipe.schema import recipe_json_schema
-from surgeon.recipe.validate import validate_steps
+from surgeon.recipe.parse import validate_steps
 from surgeon.recipe.yaml import load_yaml
 
 
@@ -554,6 +554,7 @@ def test_verify_is_validated(reg):
         "  hint: YAML 1.1 reads 1e-3 as a string, not a number: write the mantissa with a dot and "
         "the exponent with a sign, e.g. 1.0e-3\n"
         "recipe.yaml:4:9: error: verify 'atol': must be at least 0, got -0.5\n"
+        "recipe.yaml:5:13: error: verify 'dims.N': must be at least 1, got 0\n"
         "recipe.yaml:5:19: error: verify 'dims.B': expected an integer, got 'x'\n"
         "recipe.yaml:6:11: error: verify 'inputs': expected a string, got a list\n"
         "recipe.yaml:7:3: error: unknown key 'refrence' in 'verify'\n"
