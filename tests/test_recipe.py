@@ -736,6 +736,48 @@ def test_from_steps_reports_every_problem_with_step_labels(global_test_pass):
     )
 
 
+def test_from_steps_rejects_an_unknown_step_key_like_yaml(reg):
+    with pytest.raises(RecipeError) as excinfo:
+        Recipe.from_steps([{"pass": "remove_node", "with": {"op": "A"}, "expcet": {"removed": 1}}], registry=reg)
+    assert str(excinfo.value) == (
+        "error: unknown key 'expcet' in step 1\n"
+        "  hint: did you mean 'expect'?"
+    )
+    text = "version: 1\nsteps:\n  - pass: remove_node\n    with: {op: A}\n    expcet: {removed: 1}\n"
+    assert error_of(text, reg) == (
+        "recipe.yaml:5:5: error: unknown key 'expcet' in step 1\n"
+        "  hint: did you mean 'expect'?"
+    )
+
+
+def test_from_steps_without_pass_is_a_recipe_error_like_yaml(reg):
+    with pytest.raises(RecipeError) as excinfo:
+        Recipe.from_steps([{"with": {"op": "A"}}], registry=reg)
+    assert str(excinfo.value) == (
+        "error: step 1 has no 'pass'\n"
+        "  hint: add 'pass: NAME'; run 'surgeon passes' to list the passes"
+    )
+    assert error_of("version: 1\nsteps:\n  - with: {op: A}\n", reg) == (
+        "recipe.yaml:3:5: error: step 1 has no 'pass'\n"
+        "  hint: add 'pass: NAME'; run 'surgeon passes' to list the passes"
+    )
+
+
+def test_from_steps_suggests_with_for_params_and_accepts_step_allow_missing(reg):
+    with pytest.raises(RecipeError) as excinfo:
+        Recipe.from_steps([{"pass": "remove_node", "params": {"op": "A"}}], registry=reg)
+    assert str(excinfo.value) == (
+        "error: unknown key 'params' in step 1\n"
+        "  hint: did you mean 'with', 'pass'?\n"
+        "error: step 1 (remove_node): no node selector given\n"
+        "  hint: add one of: name, names, name_regex, op (optionally with domain, attrs, producer_op, "
+        "consumer_op, count)"
+    )
+    recipe = Recipe.from_steps([{"pass": "remove_node", "with": {"op": "A"}, "allow_missing": True}],
+                               registry=reg)
+    assert recipe.steps[0].params == {"op": "A", "allow_missing": True}
+
+
 def test_validate_steps_with_a_registry(reg):
     steps = [Step("set_tolerance", {}, id="t", index=0), Step("cleanup", {}, id="t", index=1)]
     with pytest.raises(RecipeError) as excinfo:
