@@ -178,8 +178,10 @@ class PassSpec:
                 problems.append((key, f"pass '{self.name}' has no parameter '{key}'",
                                  suggestion_hint(key, self.params) or self.param_list_hint()))
                 continue
-            # Out of range and no better hint declared: the default is always a valid value.
-            range_hint = None if spec.required else f"remove '{key}' to use the default ({yaml_of(spec.default)})"
+            # Out of range and no better hint declared: the default is always a valid value
+            # (a null default means "not set", which is not a value to suggest).
+            range_hint = (f"remove '{key}' to use the default ({yaml_of(spec.default)})"
+                          if not spec.required and spec.default is not None else None)
             problems += [(key + sub, f"parameter '{key}{sub}': {msg}", hint)
                          for sub, msg, hint in check_type(value, spec.annotation, range_hint=range_hint)]
         for spec in self.params.values():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
 
 import numpy as np
 import onnx
@@ -33,11 +33,12 @@ import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
-from surgeon.errors import PassError, SurgeonError
+from surgeon.errors import SurgeonError
 from surgeon.graph.names import fresh_name
 from surgeon.graph.walk import all_tensor_names, node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Min
 
 # A dim or an element of a shape-like value: a number, a named symbol, or unknown.
 Elem = int | str | None
@@ -49,8 +50,10 @@ _FEEDABLE_KINDS = "biufO"
 _SMALL_VALUE = 64  # elements: longer integer constants are not tracked as shape values
 
 
-def fold_constants(model: Model, *, fold_shapes: bool = True, size_threshold: int | None = None,
-                   max_iterations: int = 10) -> PassResult:
+def fold_constants(model: Model, *, fold_shapes: bool = True,
+                   size_threshold: Annotated[int, Min(0, hint="set it to null to fold constants of any size")]
+                   | None = None,
+                   max_iterations: Annotated[int, Min(1)] = 10) -> PassResult:
     """Replace every subgraph that depends only on constants by its values.
 
     Parameters:
@@ -103,11 +106,6 @@ def fold_constants(model: Model, *, fold_shapes: bool = True, size_threshold: in
         not be folded and why (``details.not_folded``), the number of
         ``Reshape`` targets made constant, and the rounds run.
     """
-    if max_iterations < 1:
-        raise PassError(f"max_iterations must be at least 1, got {max_iterations}")
-    if size_threshold is not None and size_threshold < 0:
-        raise PassError(f"size_threshold must be 0 or more bytes, got {size_threshold}",
-                        hint="set it to null to fold constants of any size")
     stats = fold_model(model, fold_shapes=fold_shapes, size_threshold=size_threshold,
                        max_iterations=max_iterations)
     return stats.result()
