@@ -985,3 +985,18 @@ def test_builtin_ranges_in_schema_and_explain():
     assert main(["explain", "simplify"], out=out) == 0
     assert "  max_iterations (integer >= 1, default 10)\n" in out.getvalue()
     assert "  size_threshold (integer >= 0, default null)\n" in out.getvalue()
+
+
+def test_the_recipe_layer_imports_only_errors_and_itself():
+    import ast
+    from pathlib import Path
+
+    import surgeon.recipe
+
+    for path in Path(surgeon.recipe.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level (lazy) imports included
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for module in modules:
+                if module == "surgeon" or module.startswith("surgeon."):
+                    assert module == "surgeon.errors" or module.startswith("surgeon.recipe"), (path.name, module)
