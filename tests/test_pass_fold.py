@@ -193,10 +193,11 @@ def test_parameter_errors():
     model = _load(CONST_CHAIN)
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "fold_constants", max_iterations=0)
-    assert str(exc.value) == "error: max_iterations must be at least 1, got 0"
+    assert str(exc.value) == ("error: parameter 'max_iterations': must be at least 1, got 0\n"
+                              "  hint: remove 'max_iterations' to use the default (10)")
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "fold_constants", size_threshold=-1)
-    assert str(exc.value) == ("error: size_threshold must be 0 or more bytes, got -1\n"
+    assert str(exc.value) == ("error: parameter 'size_threshold': must be at least 0, got -1\n"
                               "  hint: set it to null to fold constants of any size")
     assert _ops(model) == ["Constant", "Constant", "Add", "Mul", "Add"]
 

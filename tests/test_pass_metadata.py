@@ -123,7 +123,8 @@ def test_allow_missing_removes_what_exists_and_notes_the_rest():
     ({"props": {"": "x"}}, "error: step 1 (set_metadata): metadata keys cannot be empty\n"
                            "  hint: give every entry of props/remove a name"),
     ({"model_version": -1},
-     "error: step 1 (set_metadata): model_version must be an integer from 0 to 9223372036854775807, got -1"),
+     "error: step 1 (set_metadata): parameter 'model_version': must be between 0 and 9223372036854775807, "
+     "got -1"),
 ])
 def test_refuses_bad_parameters_without_changing_anything(params, message):
     model = surgeon.load(onnx.parser.parse_model(SMALL))

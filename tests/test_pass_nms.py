@@ -448,13 +448,13 @@ def test_trt_model_is_checked_everywhere_but_the_plugin(tmp_path):
      "  hint: name the boxes [N, anchors, 4] and scores [N, anchors, classes] tensors; "
      "the graph outputs are 'boxes', 'scores'"),
     ("v8", dict(layout="yolov8", iou_threshold=1.5),
-     "error: iou_threshold must be between 0 and 1, got 1.5\n"
+     "error: parameter 'iou_threshold': must be between 0 and 1, got 1.5\n"
      "  hint: thresholds compare IoUs and confidence scores, which lie in [0, 1]"),
     ("v8", dict(layout="yolov8", score_threshold=-0.1),
-     "error: score_threshold must be between 0 and 1, got -0.1\n"
+     "error: parameter 'score_threshold': must be between 0 and 1, got -0.1\n"
      "  hint: thresholds compare IoUs and confidence scores, which lie in [0, 1]"),
     ("v8", dict(layout="yolov8", max_detections=0),
-     "error: max_detections must be 1 or more, got 0\n"
+     "error: parameter 'max_detections': must be at least 1, got 0\n"
      "  hint: it is the number of detections kept per image (e.g. 100)"),
     ("tiny", dict(layout="boxes_scores", boxes="boxes", scores="scores"),
      "error: layout boxes_scores needs box_format\n"

@@ -90,7 +90,8 @@ def test_parameter_errors():
     model = surgeon.load(shared_model("model.onnx"))
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "simplify", max_iterations=0)
-    assert str(exc.value) == "error: max_iterations must be at least 1, got 0"
+    assert str(exc.value) == ("error: parameter 'max_iterations': must be at least 1, got 0\n"
+                              "  hint: remove 'max_iterations' to use the default (10)")
 
 
 # -- dedupe_initializers ----------------------------------------------------------------------
@@ -137,7 +138,8 @@ def test_dedupe_min_size_and_nothing_to_merge():
     assert to_proto(model).SerializeToString() == before
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "dedupe_initializers", min_size=-1)
-    assert str(exc.value) == "error: min_size must be 0 or more bytes, got -1"
+    assert str(exc.value) == ("error: parameter 'min_size': must be at least 0, got -1\n"
+                              "  hint: remove 'min_size' to use the default (0)")
 
 
 def test_dedupe_reads_external_weights_only_when_sizes_match(tmp_path, monkeypatch):

@@ -262,7 +262,7 @@ def test_negative_input_index_is_refused():
     model = _model(CHAIN)
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "remove_node", op="FooOp", input=-1)
-    assert str(exc.value) == ("error: input must be 0 or more, got -1\n"
+    assert str(exc.value) == ("error: parameter 'input': must be at least 0, got -1\n"
                               "  hint: input is the index of the node input that takes the node's place "
                               "(0: the first)")
 

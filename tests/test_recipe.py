@@ -6,7 +6,7 @@ import hashlib
 import json
 import sys
 import textwrap
-from typing import Literal
+from typing import Annotated, Literal
 
 import onnx_graphsurgeon as gs
 import pytest
@@ -20,9 +20,10 @@ from surgeon.passes.registry import PassRegistry
 from surgeon.passes.registry import registry as global_registry
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
+from surgeon.passes.spec import Max, Min
 from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
 from surgeon.recipe.schema import recipe_json_schema
-from surgeon.recipe.validate import validate_steps
+from surgeon.recipe.parse import validate_steps
 from surgeon.recipe.yaml import load_yaml
 
 
@@ -554,6 +555,7 @@ def test_verify_is_validated(reg):
         "  hint: YAML 1.1 reads 1e-3 as a string, not a number: write the mantissa with a dot and "
         "the exponent with a sign, e.g. 1.0e-3\n"
         "recipe.yaml:4:9: error: verify 'atol': must be at least 0, got -0.5\n"
+        "recipe.yaml:5:13: error: verify 'dims.N': must be at least 1, got 0\n"
         "recipe.yaml:5:19: error: verify 'dims.B': expected an integer, got 'x'\n"
         "recipe.yaml:6:11: error: verify 'inputs': expected a string, got a list\n"
         "recipe.yaml:7:3: error: unknown key 'refrence' in 'verify'\n"
@@ -735,6 +737,48 @@ def test_from_steps_reports_every_problem_with_step_labels(global_test_pass):
     )
 
 
+def test_from_steps_rejects_an_unknown_step_key_like_yaml(reg):
+    with pytest.raises(RecipeError) as excinfo:
+        Recipe.from_steps([{"pass": "remove_node", "with": {"op": "A"}, "expcet": {"removed": 1}}], registry=reg)
+    assert str(excinfo.value) == (
+        "error: unknown key 'expcet' in step 1\n"
+        "  hint: did you mean 'expect'?"
+    )
+    text = "version: 1\nsteps:\n  - pass: remove_node\n    with: {op: A}\n    expcet: {removed: 1}\n"
+    assert error_of(text, reg) == (
+        "recipe.yaml:5:5: error: unknown key 'expcet' in step 1\n"
+        "  hint: did you mean 'expect'?"
+    )
+
+
+def test_from_steps_without_pass_is_a_recipe_error_like_yaml(reg):
+    with pytest.raises(RecipeError) as excinfo:
+        Recipe.from_steps([{"with": {"op": "A"}}], registry=reg)
+    assert str(excinfo.value) == (
+        "error: step 1 has no 'pass'\n"
+        "  hint: add 'pass: NAME'; run 'surgeon passes' to list the passes"
+    )
+    assert error_of("version: 1\nsteps:\n  - with: {op: A}\n", reg) == (
+        "recipe.yaml:3:5: error: step 1 has no 'pass'\n"
+        "  hint: add 'pass: NAME'; run 'surgeon passes' to list the passes"
+    )
+
+
+def test_from_steps_suggests_with_for_params_and_accepts_step_allow_missing(reg):
+    with pytest.raises(RecipeError) as excinfo:
+        Recipe.from_steps([{"pass": "remove_node", "params": {"op": "A"}}], registry=reg)
+    assert str(excinfo.value) == (
+        "error: unknown key 'params' in step 1\n"
+        "  hint: did you mean 'with', 'pass'?\n"
+        "error: step 1 (remove_node): no node selector given\n"
+        "  hint: add one of: name, names, name_regex, op (optionally with domain, attrs, producer_op, "
+        "consumer_op, count)"
+    )
+    recipe = Recipe.from_steps([{"pass": "remove_node", "with": {"op": "A"}, "allow_missing": True}],
+                               registry=reg)
+    assert recipe.steps[0].params == {"op": "A", "allow_missing": True}
+
+
 def test_validate_steps_with_a_registry(reg):
     steps = [Step("set_tolerance", {}, id="t", index=0), Step("cleanup", {}, id="t", index=1)]
     with pytest.raises(RecipeError) as excinfo:
@@ -861,3 +905,98 @@ def test_plugin_shadowed_by_an_imported_module(tmp_path):
         f"{recipe}:2:11: error: plugin 'json' beside the recipe is shadowed by the already imported module "
         f"'json' ({json.__file__})\n"
         "  hint: rename json.py to a name no other module has, e.g. json_passes.py")
+
+
+# -- parameter ranges, checked when the recipe is read ----------------------------------------------
+
+
+def test_out_of_range_parameter_fails_before_the_model_is_opened(tmp_path, monkeypatch):
+    import io
+
+    import surgeon.workflow
+    from surgeon.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was opened")
+
+    monkeypatch.setattr(surgeon.workflow, "load", no_load)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - pass: simplify\n    with: {max_iterations: 0, size_threshold: -1}\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["apply", str(recipe), str(tmp_path / "missing.onnx")], out=out, err=err)
+    assert code == 1
+    assert err.getvalue() == (
+        f"{recipe}:4:28: error: parameter 'max_iterations': must be at least 1, got 0\n"
+        "  hint: remove 'max_iterations' to use the default (10)\n"
+        f"{recipe}:4:47: error: parameter 'size_threshold': must be at least 0, got -1\n"
+        "  hint: set it to null to fold constants of any size\n"
+    )
+    assert out.getvalue() == ""
+
+
+def tune(model: Model, *, ratio: Annotated[float, Min(0), Max(1)] = 0.5,
+         sizes: dict[str, Annotated[int, Min(1)]] | None = None) -> None:
+    """Tune.
+
+    Parameters:
+        ratio: a fraction.
+        sizes: positive sizes.
+    """
+
+
+def test_declared_ranges(reg):
+    reg.register("tune", tune, source="test")
+    assert error_of("version: 1\nsteps:\n  - pass: tune\n    with: {ratio: .nan, sizes: {a: 2, b: 0}}\n", reg) == (
+        "recipe.yaml:4:19: error: parameter 'ratio': must be between 0 and 1, got nan\n"
+        "  hint: remove 'ratio' to use the default (0.5)\n"
+        "recipe.yaml:4:42: error: parameter 'sizes.b': must be at least 1, got 0"
+    )
+    assert reg.get("tune").explain().splitlines()[2:6] == [
+        "Parameters:",
+        "  ratio (number in [0, 1], default 0.5)",
+        "      a fraction.",
+        "  sizes (mapping of name to integer >= 1, default null)",
+    ]
+    schema = recipe_json_schema(reg)
+    branch = next(b for b in schema["properties"]["steps"]["items"]["oneOf"]
+                  if b["properties"]["pass"]["const"] == "tune")
+    props = branch["properties"]["with"]["properties"]
+    assert props["ratio"] == {"type": "number", "minimum": 0, "maximum": 1, "description": "a fraction.",
+                              "default": 0.5}
+    assert props["sizes"]["anyOf"][0] == {"type": "object",
+                                          "additionalProperties": {"type": "integer", "minimum": 1}}
+
+
+def test_builtin_ranges_in_schema_and_explain():
+    import io
+
+    from surgeon.cli import main
+
+    out = io.StringIO()
+    assert main(["schema"], out=out) == 0
+    branches = {b["properties"]["pass"]["const"]: b for b in json.loads(out.getvalue())
+                ["properties"]["steps"]["items"]["oneOf"]}
+    simplify = branches["simplify"]["properties"]["with"]["properties"]
+    assert simplify["max_iterations"]["minimum"] == 1
+    assert simplify["size_threshold"]["anyOf"][0] == {"type": "integer", "minimum": 0}
+    nms = branches["insert_nms"]["properties"]["with"]["properties"]
+    assert (nms["iou_threshold"]["minimum"], nms["iou_threshold"]["maximum"]) == (0, 1)
+    out = io.StringIO()
+    assert main(["explain", "simplify"], out=out) == 0
+    assert "  max_iterations (integer >= 1, default 10)\n" in out.getvalue()
+    assert "  size_threshold (integer >= 0, default null)\n" in out.getvalue()
+
+
+def test_the_recipe_layer_imports_only_errors_and_itself():
+    import ast
+    from pathlib import Path
+
+    import surgeon.recipe
+
+    for path in Path(surgeon.recipe.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level (lazy) imports included
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for module in modules:
+                if module == "surgeon" or module.startswith("surgeon."):
+                    assert module == "surgeon.errors" or module.startswith("surgeon.recipe"), (path.name, module)

@@ -7,6 +7,13 @@ does not import forty modules. Users add passes with
 group of an installed package, or by naming a module in a recipe's
 ``plugins:`` list. Two passes with the same name are an error, never a silent
 override.
+
+The registry is the recipe layer's pass catalogue
+(:class:`surgeon.recipe.catalogue.PassCatalogue`): the recipe layer may not
+import passes, so this module installs the global :data:`registry` as its
+default catalogue when it is imported (``surgeon/__init__`` imports it). That
+keeps ``surgeon.load_recipe(path)``, ``Recipe.from_steps(...)`` and
+``recipe_json_schema()`` working without a registry argument.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 from surgeon.errors import PassError, SurgeonError, suggestion_hint
 from surgeon.passes.spec import PassSpec
+from surgeon.recipe.catalogue import set_default_catalogue
 
 BUILTIN_PASSES: dict[str, str] = {
     # structure
@@ -166,12 +174,17 @@ class PassRegistry:
         self._specs[name] = spec
         return spec
 
+    def lookup(self, name: str) -> PassSpec | None:
+        """The pass called ``name``, or None (the recipe layer's catalogue protocol)."""
+        return self.get(name) if name in self else None
+
     def __iter__(self) -> Iterator[PassSpec]:
         for name in self.names():
             yield self.get(name)
 
 
 registry = PassRegistry()
+set_default_catalogue(registry)  # recipes name passes of this registry unless given another one
 
 
 def register_pass(name: str | None = None, *, registry: PassRegistry = registry):

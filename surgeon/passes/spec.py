@@ -13,9 +13,20 @@ A pass is a plain function::
         '''
 
 :class:`PassSpec` reads that signature and docstring and derives from it
-everything else: recipe validation (names, types, required/optional), the
-Python call, the ``explain`` text and a JSON schema. A parameter typed
-:class:`~surgeon.passes.select.Selector` is flattened: its fields
+everything else: recipe validation (names, types, ranges, required/optional),
+the Python call, the ``explain`` text and a JSON schema. A number's range is
+declared in its annotation with the markers of :mod:`surgeon.recipe.types`,
+re-exported here for pass authors::
+
+    from typing import Annotated
+    from surgeon.passes.spec import Max, Min
+
+    def my_pass(model, *, rounds: Annotated[int, Min(1)] = 10,
+                ratio: Annotated[float, Min(0), Max(1)] = 0.5): ...
+
+It is checked when the recipe is read, before any model is opened.
+
+A parameter typed :class:`~surgeon.passes.select.Selector` is flattened: its fields
 (``op``, ``name``, ``count``...) become parameters of the pass, so every pass
 that selects nodes validates selectors the same way.
 
@@ -27,16 +38,17 @@ otherwise the :class:`~surgeon.io.model.Model`.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
 import inspect
 import re
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Union
+from typing import Any, Callable, Union
 
 from surgeon.errors import PassError, suggestion_hint
+from surgeon.recipe.types import Max, Min, check_type, schema_of, type_name, yaml_of
+
+__all__ = ["Max", "Min", "PassSpec", "ParamSpec", "REQUIRED", "check_type", "type_name"]
 
 
 class _Required:
@@ -45,151 +57,6 @@ class _Required:
 
 
 REQUIRED: Any = _Required()
-
-# YAML 1.1 (what PyYAML implements) reads these as booleans, not strings.
-_YAML11_BOOLS = {"y", "yes", "n", "no", "on", "off", "true", "false"}
-_FLOATISH = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-def type_name(annotation: Any) -> str:
-    """A short human name of a type annotation: ``int``, ``list of str``, ``'bypass' or 'drop'``."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any:
-        return "any value"
-    if annotation is type(None):
-        return "null"
-    if origin is Literal:
-        return " or ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " or ".join(type_name(a) for a in args)
-    if origin in (list, typing.List, tuple):
-        inner = args[0] if args else Any
-        return f"list of {type_name(inner)}"
-    if origin in (dict, typing.Dict):
-        val = args[1] if len(args) == 2 else Any
-        return f"mapping of name to {type_name(val)}"
-    if annotation is float:
-        return "number"
-    if annotation is bool:
-        return "boolean"
-    if annotation is int:
-        return "integer"
-    if annotation is str:
-        return "string"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _yaml_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return f"the date {value.isoformat()}"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def check_type(value: Any, annotation: Any, path: str = "") -> list[tuple[str, str, str | None]]:
-    """Problems of ``value`` against ``annotation``, as ``(path, message, hint)``.
-
-    ``path`` locates the problem inside nested lists/mappings (``"[2]"``,
-    ``".images"``). An empty list means the value fits. Hints explain the
-    YAML 1.1 traps that PyYAML falls into (``1e-3`` is a string, ``on`` a
-    boolean).
-    """
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any:
-        return []
-    if origin in (Union, types.UnionType):
-        results = [check_type(value, a, path) for a in args]
-        if any(not r for r in results):
-            return []
-        # Prefer the branch that got furthest (a nested problem beats a top-level mismatch).
-        nested = [r for r in results if r and r[0][0] != path]
-        if nested:
-            return nested[0]
-        hint = next((h for r in results for _, _, h in r if h), None)
-        # "expected an integer, got 1.0" reads better than "expected integer or null":
-        # null is only worth naming when the value is null-like.
-        shown = [a for a in args if a is not type(None)] if value is not None else list(args)
-        if len(shown) == 1:
-            return [(path, results[args.index(shown[0])][0][1], hint)]
-        return [(path, f"expected {' or '.join(type_name(a) for a in shown)}, got {_yaml_of(value)}", hint)]
-    if origin is Literal:
-        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
-            return []
-        hint = None
-        if isinstance(value, str):
-            hint = suggestion_hint(value, [str(a) for a in args])
-        if isinstance(value, bool):
-            hint = "YAML 1.1 reads yes/no/on/off as booleans: quote the word"
-        return [(path, f"expected one of {', '.join(repr(a) for a in args)}, got {_yaml_of(value)}", hint)]
-    if annotation is type(None):
-        return [] if value is None else [(path, f"expected null, got {_yaml_of(value)}", None)]
-    if annotation is bool:
-        if isinstance(value, bool):
-            return []
-        return [(path, f"expected a boolean (true or false), got {_yaml_of(value)}", None)]
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return []
-        hint = None
-        if isinstance(value, float) and value.is_integer():
-            hint = f"write {int(value)} without a decimal point"
-        return [(path, f"expected an integer, got {_yaml_of(value)}", hint)]
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return []
-        hint = None
-        if isinstance(value, str) and _FLOATISH.match(value.strip()):
-            hint = (f"YAML 1.1 reads {value} as a string, not a number: "
-                    "write the mantissa with a dot and the exponent with a sign, e.g. 1.0e-3")
-        return [(path, f"expected a number, got {_yaml_of(value)}", hint)]
-    if annotation is str:
-        if isinstance(value, str):
-            return []
-        hint = None
-        if isinstance(value, bool):
-            hint = ("YAML 1.1 reads yes/no/on/off/y/n/true/false as booleans: "
-                    "quote the value to keep it a string")
-        elif isinstance(value, (int, float)):
-            hint = "quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)"
-        elif isinstance(value, (datetime.date, datetime.datetime)):
-            hint = "YAML reads 2024-01-02 as a date: quote the value to keep it a string"
-        return [(path, f"expected a string, got {_yaml_of(value)}", hint)]
-    if origin in (list, typing.List, tuple):
-        if not isinstance(value, list):
-            return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", None)]
-        inner = args[0] if args else Any
-        out: list[tuple[str, str, str | None]] = []
-        for i, item in enumerate(value):
-            out += check_type(item, inner, f"{path}[{i}]")
-        return out
-    if origin in (dict, typing.Dict):
-        if not isinstance(value, dict):
-            return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", None)]
-        key_t, val_t = (args + (Any, Any))[:2] if args else (Any, Any)
-        out = []
-        for k, v in value.items():
-            if key_t is str and not isinstance(k, str):
-                out.append((f"{path}.{k}", f"expected string keys, got {_yaml_of(k)}",
-                            "quote the key" if isinstance(k, (bool, int, float)) else None))
-            out += check_type(v, val_t, f"{path}.{k}")
-        return out
-    if isinstance(annotation, type):
-        if isinstance(value, annotation):
-            return []
-        return [(path, f"expected {type_name(annotation)}, got {_yaml_of(value)}", None)]
-    return []
-
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -210,7 +77,7 @@ class ParamSpec:
         args = typing.get_args(ann)
         if self.default is None and type(None) in args:  # "X | None = None" is just an optional X
             ann = Union[tuple(a for a in args if a is not type(None))]  # type: ignore[valid-type]
-        default = "required" if self.required else f"default {_yaml_of(self.default)}"
+        default = "required" if self.required else f"default {yaml_of(self.default)}"
         return f"{self.name} ({type_name(ann)}, {default})"
 
 
@@ -263,7 +130,7 @@ class PassSpec:
 
         sig = inspect.signature(func)
         try:
-            hints = typing.get_type_hints(func)
+            hints = typing.get_type_hints(func, include_extras=True)  # keep Min/Max
         except Exception as exc:  # a user pass with an unresolvable annotation
             raise PassError(
                 f"pass '{name}': cannot read the type annotations of {func.__qualname__}: {exc}",
@@ -303,7 +170,7 @@ class PassSpec:
         problems: list[tuple[str, str, str | None]] = []
         for key, value in params.items():
             if not isinstance(key, str):
-                problems.append((str(key), f"parameter names are strings; got {_yaml_of(key)}",
+                problems.append((str(key), f"parameter names are strings; got {yaml_of(key)}",
                                  "write the parameter's name, e.g. op: FooOp"))
                 continue
             spec = self.params.get(key)
@@ -311,8 +178,12 @@ class PassSpec:
                 problems.append((key, f"pass '{self.name}' has no parameter '{key}'",
                                  suggestion_hint(key, self.params) or self.param_list_hint()))
                 continue
+            # Out of range and no better hint declared: the default is always a valid value
+            # (a null default means "not set", which is not a value to suggest).
+            range_hint = (f"remove '{key}' to use the default ({yaml_of(spec.default)})"
+                          if not spec.required and spec.default is not None else None)
             problems += [(key + sub, f"parameter '{key}{sub}': {msg}", hint)
-                         for sub, msg, hint in check_type(value, spec.annotation)]
+                         for sub, msg, hint in check_type(value, spec.annotation, range_hint=range_hint)]
         for spec in self.params.values():
             if spec.required and spec.name not in params:
                 problems.append(("", f"pass '{self.name}' needs parameter '{spec.name}' "
@@ -397,7 +268,7 @@ class PassSpec:
         return self.sections.get("Example")
 
     def json_schema(self) -> dict[str, Any]:
-        props = {p.name: {**_schema_of(p.annotation), "description": p.doc} for p in self.params.values()}
+        props = {p.name: {**schema_of(p.annotation), "description": p.doc} for p in self.params.values()}
         for p in self.params.values():
             if not p.required:
                 props[p.name]["default"] = p.default
@@ -408,23 +279,6 @@ class PassSpec:
             "required": [p.name for p in self.params.values() if p.required],
             "additionalProperties": False,
         }
-
-
-def _schema_of(annotation: Any) -> dict[str, Any]:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is Literal:
-        return {"enum": list(args)}
-    if origin in (Union, types.UnionType):
-        return {"anyOf": [_schema_of(a) for a in args]}
-    if origin in (list, tuple):
-        return {"type": "array", "items": _schema_of(args[0] if args else Any)}
-    if origin is dict:
-        return {"type": "object", "additionalProperties": _schema_of(args[1] if len(args) == 2 else Any)}
-    simple = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
-    if annotation in simple:
-        return {"type": simple[annotation]}
-    return {}
 
 
 @functools.cache

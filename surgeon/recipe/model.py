@@ -43,21 +43,17 @@ class Recipe:
     """Hash of the recipe file's bytes (provenance); None for recipes built in Python."""
 
     @classmethod
-    def from_steps(cls, steps: list[dict[str, Any] | tuple[str, dict[str, Any]]], description: str = "") -> "Recipe":
+    def from_steps(cls, steps: list[dict[str, Any] | tuple[str, dict[str, Any]]], description: str = "",
+                   registry: Any = None) -> "Recipe":
         """Build a recipe in Python: ``Recipe.from_steps([("remove_node", {"op": "FooOp"}), ("cleanup", {})])``.
 
-        Parameters are validated against the registry, as for a YAML recipe.
+        A step is a ``(pass, parameters)`` pair or a mapping with the keys of a
+        YAML step (``{"pass": ..., "with": {...}, "id": ..., "expect": {...}}``).
+        It is checked exactly as a YAML recipe is, against ``registry`` (a
+        :class:`~surgeon.recipe.catalogue.PassCatalogue`; default: the global
+        pass registry), with the same messages, naming the step instead of a
+        file position.
         """
-        from surgeon.recipe.validate import validate_steps
+        from surgeon.recipe.parse import recipe_from_steps  # parse imports this module
 
-        built = []
-        for i, item in enumerate(steps):
-            if isinstance(item, tuple):
-                name, params = item
-                built.append(Step(name, dict(params), index=i))
-            else:
-                item = dict(item)
-                built.append(Step(item.pop("pass"), dict(item.pop("with", {}) or {}), id=item.pop("id", None),
-                                  index=i, expect=item.pop("expect", None)))
-        validate_steps(built)
-        return cls(tuple(built), description=description)
+        return recipe_from_steps(steps, description, registry)

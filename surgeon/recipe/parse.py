@@ -16,6 +16,12 @@ Format (version 1)::
 Every problem is a :class:`Diagnostic` at the file position of the offending
 key or value; all of them are raised together, sorted by position, as one
 :class:`RecipeError`. Only a YAML syntax error stops parsing early.
+
+The allowed keys come from :mod:`surgeon.recipe.fields`; passes are looked up
+in a :class:`~surgeon.recipe.catalogue.PassCatalogue` (the global pass
+registry unless one is given). Steps built in Python (``Recipe.from_steps``)
+go through the same parser, without positions: their messages are the YAML
+ones, prefixed with the step's label where the message does not name the step.
 """
 
 from __future__ import annotations
@@ -24,32 +30,20 @@ import dataclasses
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from surgeon.errors import Diagnostic, Location, RecipeError, SurgeonError, did_you_mean, suggestion_hint
-from surgeon.passes.registry import PassRegistry
-from surgeon.passes.registry import registry as global_registry
-from surgeon.passes.spec import PassSpec, check_type
+from surgeon.errors import Diagnostic, Location, RecipeError, SurgeonError
+from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default
+from surgeon.recipe.fields import STEP_KEYS, SUPPORTED_VERSIONS, TOP_KEYS, VERIFY_FIELDS, key_list, key_suggestion
 from surgeon.recipe.model import Recipe, Step
-from surgeon.recipe.validate import Field, Problem, check_fields, check_step, duplicate_ids, kind_of
+from surgeon.recipe.types import check_type
+from surgeon.recipe.validate import Problem, check_fields, check_step, duplicate_ids, kind_of
 from surgeon.recipe.yaml import Positions, load_yaml
 
-SUPPORTED_VERSIONS = (1,)
-TOP_KEYS = ("version", "description", "plugins", "verify", "steps")
-STEP_KEYS = ("id", "pass", "with", "allow_missing", "expect")
-VERIFY_FIELDS: dict[str, Field] = {
-    "rtol": Field(float, minimum=0),
-    "atol": Field(float, minimum=0),
-    "dims": Field(dict[str, int], minimum=1),
-    "inputs": Field(str),
-    "reference": Field(str),
-}
-# Names people reach for instead of a step key.
-_STEP_KEY_ALIASES = {"params": "with", "parameters": "with", "args": "with", "arguments": "with",
-                     "type": "pass"}
+__all__ = ["SUPPORTED_VERSIONS", "load_recipe", "parse_recipe", "recipe_from_steps", "validate_steps"]
 
 
-def load_recipe(path: str | Path, registry: PassRegistry | None = None) -> Recipe:
+def load_recipe(path: str | Path, registry: PassCatalogue | None = None) -> Recipe:
     """Read and validate the recipe file at ``path``."""
     try:
         data = Path(path).read_bytes()
@@ -69,15 +63,14 @@ def load_recipe(path: str | Path, registry: PassRegistry | None = None) -> Recip
     return dataclasses.replace(recipe, path=str(path))
 
 
-def parse_recipe(text: str, filename: str = "<recipe>", registry: PassRegistry | None = None) -> Recipe:
+def parse_recipe(text: str, filename: str = "<recipe>", registry: PassCatalogue | None = None) -> Recipe:
     """Parse and validate recipe text; ``filename`` is used in messages and to find plugins.
 
     Plugin modules are imported (the folder of ``filename`` is searched first)
     before the steps are checked, so that the passes they register are known.
     """
-    registry = global_registry if registry is None else registry
     doc = load_yaml(text, filename)
-    parser = _Parser(doc.positions, filename, registry)
+    parser = _Parser(doc.positions, filename, catalogue_or_default(registry))
     parser.diagnostics += doc.problems
     recipe = parser.recipe(doc.value)
     if parser.diagnostics:
@@ -87,20 +80,64 @@ def parse_recipe(text: str, filename: str = "<recipe>", registry: PassRegistry |
     return dataclasses.replace(recipe, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-class _Parser:
-    """Walks the parsed YAML, collecting diagnostics; builds the recipe as far as it can."""
+def recipe_from_steps(steps: Any, description: str = "", registry: PassCatalogue | None = None) -> Recipe:
+    """A recipe from steps written in Python, checked like a YAML recipe (see ``Recipe.from_steps``).
 
-    def __init__(self, positions: Positions, filename: str, registry: PassRegistry) -> None:
+    A step is a mapping with the keys of a YAML step (``{"pass": ..., "with": {...}}``)
+    or a ``(pass name, parameters)`` pair.
+    """
+    items = [{"pass": item[0], "with": item[1]} if isinstance(item, tuple) and len(item) == 2 else item
+             for item in steps]
+    parser = _Parser(None, "<python>", catalogue_or_default(registry))
+    built = parser.steps({"steps": items})
+    if parser.diagnostics:
+        raise RecipeError(diagnostics=parser.diagnostics)
+    return Recipe(tuple(built), description=description)
+
+
+def validate_steps(steps: Sequence[Step], registry: PassCatalogue | None = None) -> None:
+    """Validate :class:`Step` objects built in Python; raises one :class:`RecipeError` listing every problem."""
+    items = []
+    for step in steps:
+        item: dict[str, Any] = {"pass": step.pass_name, "with": step.params}
+        if step.id is not None:
+            item["id"] = step.id
+        if step.expect is not None:
+            item["expect"] = step.expect
+        items.append(item)
+    recipe_from_steps(items, registry=registry)
+
+
+class _Parser:
+    """Walks the parsed YAML, collecting diagnostics; builds the recipe as far as it can.
+
+    Without ``positions`` (steps built in Python) there are no file locations:
+    a message about a step is prefixed with the step's label instead, unless
+    it names the step itself.
+    """
+
+    def __init__(self, positions: Positions | None, filename: str, catalogue: PassCatalogue) -> None:
         self.positions = positions
         self.filename = filename
-        self.registry = registry
+        self.catalogue = catalogue
         self.diagnostics: list[Diagnostic] = []
+        self.label: str | None = None  # the step being parsed, in Python mode
 
-    def error(self, location: Location, message: str, hint: str | None = None) -> None:
+    def error(self, location: Location | None, message: str, hint: str | None = None,
+              names_step: bool = False) -> None:
+        if location is None and self.label is not None and not names_step:
+            message = f"{self.label}: {message}"
         self.diagnostics.append(Diagnostic(message, location, hint))
 
-    def at(self, path: tuple[Any, ...], key: bool = False) -> Location:
+    def at(self, path: tuple[Any, ...], key: bool = False) -> Location | None:
+        if self.positions is None:
+            return None
         return self.positions.key_location(path) if key else self.positions.value_location(path)
+
+    def line_of(self, path: tuple[Any, ...], key: bool = False) -> str:
+        """`` on line N`` where the value (or key) at ``path`` was written; nothing in Python mode."""
+        where = self.at(path, key)
+        return f" on line {where.line}" if where is not None else ""
 
     # -- top level --------------------------------------------------------------------
 
@@ -115,10 +152,10 @@ class _Parser:
             return Recipe(())
         for key in value:
             if key not in TOP_KEYS:
-                hint = suggestion_hint(str(key), TOP_KEYS) or "allowed keys: " + ", ".join(TOP_KEYS)
+                hint = key_suggestion(key, TOP_KEYS) or "allowed keys: " + key_list(TOP_KEYS)
                 self.error(self.at((key,), key=True), f"unknown key '{key}' in the recipe", hint)
         version = self.version(value)
-        description = self.typed(value, "description", str, "")
+        description = self.typed(value, "description", TOP_KEYS["description"].annotation, "")
         plugins = self.plugins(value.get("plugins", []))
         verify = value.get("verify")
         if "verify" in value:
@@ -180,7 +217,7 @@ class _Parser:
                        f"write the module's import name: '{module}'")
             return False
         try:
-            self.registry.import_plugin(name, beside=Path(self.filename).parent)
+            self.catalogue.import_plugin(name, beside=Path(self.filename).parent)
         except SurgeonError as exc:  # not importable, or it registers a clashing pass
             self.error(self.at(path), exc.message, exc.hint)
             return False
@@ -199,12 +236,20 @@ class _Parser:
                        "start each step with '- ', e.g. '- pass: cleanup'")
             return []
         if not steps:
-            self.error(self.at(("steps",)), "'steps' is empty",
-                       "add at least one step, e.g. '- pass: cleanup'")
+            if self.positions is None:
+                self.error(None, "a recipe needs at least one step", "add a step, e.g. ('cleanup', {})")
+            else:
+                self.error(self.at(("steps",)), "'steps' is empty",
+                           "add at least one step, e.g. '- pass: cleanup'")
             return []
         built = [self.step(item, i) for i, item in enumerate(steps)]
+        self.label = None
         ids = [s.id if s is not None else None for s in built]  # only ids that are strings
         for index, first in duplicate_ids(ids):
+            if self.positions is None:
+                self.error(None, f"{built[index].label}: duplicate step id '{ids[index]}' "
+                           f"(also used by step {first + 1})", "give each step its own id")
+                continue
             first_line = self.at(("steps", first, "id")).line
             self.error(self.at(("steps", index, "id")),
                        f"duplicate step id '{ids[index]}' (first used on line {first_line})",
@@ -213,18 +258,22 @@ class _Parser:
 
     def step(self, item: Any, index: int) -> Step | None:
         path: tuple[Any, ...] = ("steps", index)
+        self.label = None
         if not isinstance(item, dict):
             hint = (f"write '- pass: {item}'" if isinstance(item, str)
                     else "write each step as a mapping, e.g. '- pass: cleanup'")
             self.error(self.at(path), f"step {index + 1} must be a mapping with a 'pass' key, got {kind_of(item)}",
                        hint)
             return None
+        if "pass" in item:
+            raw_id = item.get("id")
+            self.label = Step(str(item["pass"]), id=raw_id if isinstance(raw_id, str) else None, index=index).label
         spec = self.known_pass(item.get("pass"))
         self.step_keys(item, path, spec)
-        step_id = self.typed(item, "id", str, None, path)
+        step_id = self.typed(item, "id", STEP_KEYS["id"].annotation, None, path)
         if "pass" not in item:
             self.error(self.at(path), f"step {index + 1} has no 'pass'",
-                       "add 'pass: NAME'; run 'surgeon passes' to list the passes")
+                       "add 'pass: NAME'; run 'surgeon passes' to list the passes", names_step=True)
             return None
         params = item.get("with", {})
         if not isinstance(params, dict):
@@ -237,33 +286,32 @@ class _Parser:
         if params is not None and spec is not None and self.allow_missing_applies(item, params, spec, path):
             params = {**params, "allow_missing": item["allow_missing"]}
             param_paths["allow_missing"] = ("allow_missing",)
-        problems = check_step(item["pass"], params or {}, item.get("expect"), self.registry)
+        problems = check_step(item["pass"], params or {}, item.get("expect"), self.catalogue)
         for p in problems:
             if params is None and p.path[:1] == ("with",):
                 continue  # 'with' itself is wrong; what it lacks is beside the point
             self.error(self.step_location(p, path, param_paths), p.message, p.hint)
+        locations = {name: self.at(path + p) for name, p in param_paths.items()}
         return Step(item["pass"], dict(params or {}), id=step_id, index=index, location=self.at(path),
-                    param_locations={name: self.at(path + p) for name, p in param_paths.items()},
+                    param_locations={k: v for k, v in locations.items() if v is not None},
                     expect=item.get("expect"))
 
-    def known_pass(self, name: Any) -> PassSpec | None:
+    def known_pass(self, name: Any) -> PassInfo | None:
         """The step's pass if it exists (check_step reports the ones that do not)."""
-        return self.registry.get(name) if isinstance(name, str) and name in self.registry else None
+        return self.catalogue.lookup(name) if isinstance(name, str) else None
 
-    def step_keys(self, item: dict, path: tuple[Any, ...], spec: PassSpec | None) -> None:
+    def step_keys(self, item: dict, path: tuple[Any, ...], spec: PassInfo | None) -> None:
         for key in item:
             if key in STEP_KEYS:
                 continue
             if spec is not None and key in spec.params:
                 hint = f"'{key}' is a parameter of '{spec.name}': put it under 'with:'"
             else:
-                close = did_you_mean(str(key), [*STEP_KEYS, *_STEP_KEY_ALIASES])
-                meant = dict.fromkeys(_STEP_KEY_ALIASES.get(c, c) for c in close)
-                hint = ("did you mean " + ", ".join(f"'{m}'" for m in meant) + "?" if meant
-                        else "a step takes: " + ", ".join(STEP_KEYS))
-            self.error(self.at(path + (key,), key=True), f"unknown key '{key}' in step {path[1] + 1}", hint)
+                hint = key_suggestion(key, STEP_KEYS) or "a step takes: " + key_list(STEP_KEYS)
+            self.error(self.at(path + (key,), key=True), f"unknown key '{key}' in step {path[1] + 1}", hint,
+                       names_step=True)
 
-    def allow_missing_applies(self, item: dict, params: dict, spec: PassSpec, path: tuple[Any, ...]) -> bool:
+    def allow_missing_applies(self, item: dict, params: dict, spec: PassInfo, path: tuple[Any, ...]) -> bool:
         """Whether a step-level ``allow_missing`` (sugar for the selector parameter) can move into ``with``."""
         if "allow_missing" not in item:
             return False
@@ -273,14 +321,17 @@ class _Parser:
                        "remove 'allow_missing'")
             return False
         if "allow_missing" in params:
-            first = self.at(path + ("with", "allow_missing"), key=True)
+            first = self.line_of(path + ("with", "allow_missing"), key=True)
             self.error(self.at(path + ("allow_missing",), key=True),
-                       f"'allow_missing' is given twice (also under 'with' on line {first.line})",
+                       f"'allow_missing' is given twice (also under 'with'{first})",
                        "keep only one of them")
             return False
         return True
 
-    def step_location(self, problem: Problem, path: tuple[Any, ...], param_paths: dict[str, tuple]) -> Location:
+    def step_location(self, problem: Problem, path: tuple[Any, ...],
+                      param_paths: dict[str, tuple]) -> Location | None:
+        if self.positions is None:
+            return None
         where = problem.path
         if where[:1] == ("with",) and len(where) > 1 and where[1] in param_paths:
             where = param_paths[where[1]] + where[2:]

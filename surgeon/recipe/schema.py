@@ -13,58 +13,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from surgeon.passes.registry import PassRegistry
-from surgeon.passes.registry import registry as global_registry
-from surgeon.passes.spec import PassSpec, _schema_of
-from surgeon.recipe.parse import SUPPORTED_VERSIONS, VERIFY_FIELDS
-from surgeon.recipe.validate import EXPECT_FIELDS, Field
+from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default
+from surgeon.recipe.fields import EXPECT_FIELDS, STEP_KEYS, SUPPORTED_VERSIONS, TOP_KEYS, VERIFY_FIELDS, Key
+from surgeon.recipe.types import schema_of
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def recipe_json_schema(registry: PassRegistry | None = None) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of recipes that use the passes of ``registry``."""
-    registry = global_registry if registry is None else registry
+def recipe_json_schema(registry: PassCatalogue | None = None) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of recipes that use the passes of ``registry``
+    (default: the global pass registry)."""
+    catalogue = catalogue_or_default(registry)
+    steps = [_step_schema(spec) for spec in map(catalogue.lookup, catalogue.names()) if spec is not None]
+    special = {
+        "version": {"enum": list(SUPPORTED_VERSIONS)},
+        "verify": _fields_schema(VERIFY_FIELDS),
+        "steps": {"type": "array", "minItems": 1, "items": {"oneOf": steps}},
+    }
     return {
         "$schema": DRAFT,
         "title": "surgeon recipe",
         "type": "object",
-        "required": ["version", "steps"],
+        "required": [key.name for key in TOP_KEYS.values() if key.required],
         "additionalProperties": False,
-        "properties": {
-            "version": {"enum": list(SUPPORTED_VERSIONS), "description": "recipe format version"},
-            "description": {"type": "string"},
-            "plugins": {"type": "array", "items": {"type": "string"},
-                        "description": "modules to import; they register passes"},
-            "verify": _fields_schema(VERIFY_FIELDS),
-            "steps": {"type": "array", "minItems": 1,
-                      "items": {"oneOf": [_step_schema(spec) for spec in registry]}},
-        },
+        "properties": {name: {**special.get(name, schema_of(key.annotation)), "description": key.doc}
+                       for name, key in TOP_KEYS.items()},
     }
 
 
-def _step_schema(spec: PassSpec) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "id": {"type": "string"},
+def _step_schema(spec: PassInfo) -> dict[str, Any]:
+    with_schema = spec.json_schema()
+    special = {
         "pass": {"const": spec.name, "description": spec.summary},
-        "with": spec.json_schema(),
-        "expect": _fields_schema(EXPECT_FIELDS),
+        "with": with_schema,
+        "expect": {**_fields_schema(EXPECT_FIELDS), "description": STEP_KEYS["expect"].doc},
     }
-    if "allow_missing" in spec.params:
-        properties["allow_missing"] = {"type": "boolean"}
-    required = ["pass"]
-    if any(p.required for p in spec.params.values()):
+    properties = {name: special.get(name) or {**schema_of(key.annotation), "description": key.doc}
+                  for name, key in STEP_KEYS.items()}
+    if "allow_missing" not in spec.params:
+        del properties["allow_missing"]
+    required = [key.name for key in STEP_KEYS.values() if key.required]
+    if with_schema.get("required"):
         required.append("with")
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
-def _fields_schema(fields: dict[str, Field]) -> dict[str, Any]:
-    properties = {}
-    for name, field in fields.items():
-        schema = _schema_of(field.annotation)
-        if field.minimum is not None:
-            # For a mapping the minimum applies to each value (see Field).
-            target = schema.get("additionalProperties", schema)
-            target["minimum"] = field.minimum
-        properties[name] = schema
-    return {"type": "object", "properties": properties, "additionalProperties": False}
+def _fields_schema(fields: dict[str, Key]) -> dict[str, Any]:
+    """A fixed mapping (``verify:``, ``expect:``): each key's type, its range as minimum/maximum."""
+    return {"type": "object", "properties": {name: schema_of(key.annotation) for name, key in fields.items()},
+            "additionalProperties": False}

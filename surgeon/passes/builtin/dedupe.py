@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import SparseValues
 
-from surgeon.errors import PassError
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
 from surgeon.graph.constants import const_array, const_nbytes
 from surgeon.graph.edit import replace_uses
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Min
 
 
-def dedupe_initializers(model: Model, *, min_size: int = 0) -> PassResult:
+def dedupe_initializers(model: Model, *, min_size: Annotated[int, Min(0)] = 0) -> PassResult:
     """Merge constants with the same dtype, shape and bytes into one initializer.
 
     Parameters:
@@ -45,8 +46,6 @@ def dedupe_initializers(model: Model, *, min_size: int = 0) -> PassResult:
         how many constants were merged and the bytes saved
         (``details.merged``, ``details.bytes_saved``).
     """
-    if min_size < 0:
-        raise PassError(f"min_size must be 0 or more bytes, got {min_size}")
     merged, saved = dedupe(model, min_size)
     result = PassResult()
     if merged:

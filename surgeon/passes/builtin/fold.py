@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import onnx
@@ -31,7 +32,6 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from surgeon.errors import PassError
 from surgeon.graph.constants import const_array, constant_node_value, is_sparse
 from surgeon.graph.edit import remove_dead, remove_nodes, replace_uses
 from surgeon.graph.names import Namer, byte_size, node_label_of
@@ -39,14 +39,17 @@ from surgeon.graph.shape_values import VALUE_OPS, ShapeInfo, reshape_target
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Min
 
 _RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
 _FEEDABLE_KINDS = "biufO"
 
 
-def fold_constants(model: Model, *, fold_shapes: bool = True, size_threshold: int | None = None,
-                   max_iterations: int = 10) -> PassResult:
+def fold_constants(model: Model, *, fold_shapes: bool = True,
+                   size_threshold: Annotated[int, Min(0, hint="set it to null to fold constants of any size")]
+                   | None = None,
+                   max_iterations: Annotated[int, Min(1)] = 10) -> PassResult:
     """Replace every subgraph that depends only on constants by its values.
 
     Parameters:
@@ -99,11 +102,6 @@ def fold_constants(model: Model, *, fold_shapes: bool = True, size_threshold: in
         not be folded and why (``details.not_folded``), the number of
         ``Reshape`` targets made constant, and the rounds run.
     """
-    if max_iterations < 1:
-        raise PassError(f"max_iterations must be at least 1, got {max_iterations}")
-    if size_threshold is not None and size_threshold < 0:
-        raise PassError(f"size_threshold must be 0 or more bytes, got {size_threshold}",
-                        hint="set it to null to fold constants of any size")
     stats = fold_model(model, fold_shapes=fold_shapes, size_threshold=size_threshold,
                        max_iterations=max_iterations)
     return stats.result()

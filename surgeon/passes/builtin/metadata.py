@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Max, Min
 
 INT64_MAX = 2**63 - 1
 
 
 def set_metadata(model: Model, *, producer_name: str | None = None, producer_version: str | None = None,
-                 doc_string: str | None = None, model_version: int | None = None, domain: str | None = None,
+                 doc_string: str | None = None,
+                 model_version: Annotated[int, Min(0), Max(INT64_MAX)] | None = None, domain: str | None = None,
                  props: dict[str, str] | None = None, remove: list[str] | None = None,
                  allow_missing: bool = False) -> PassResult:
     """Set or remove model-level metadata: producer, version, doc string, ``metadata_props``.
@@ -60,8 +64,6 @@ def set_metadata(model: Model, *, producer_name: str | None = None, producer_ver
     if not given and not props and not remove:
         raise PassError("set_metadata was given nothing to set or remove",
                         hint="give at least one of: " + ", ".join([*fields, "props", "remove"]))
-    if model_version is not None and not 0 <= model_version <= INT64_MAX:
-        raise PassError(f"model_version must be an integer from 0 to {INT64_MAX}, got {model_version}")
     if "" in props or "" in remove:
         raise PassError("metadata keys cannot be empty", hint="give every entry of props/remove a name")
     both = sorted(set(props) & set(remove))

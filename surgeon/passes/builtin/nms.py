@@ -23,7 +23,7 @@ flat index gives class (``index // anchors``) and anchor (``index % anchors``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -34,10 +34,13 @@ from surgeon.graph.walk import walk_graphs
 from surgeon.graph.shapes import infer_value_infos
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Max, Min
 
 OUTPUT_KEYS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 MIN_OPSET = 11  # NonMaxSuppression, TopK, ScatterND and Pad in their input-driven forms
 INT64_MAX = np.iinfo(np.int64).max
+_Threshold = Annotated[float, Min(0, hint="thresholds compare IoUs and confidence scores, which lie in [0, 1]"),
+                       Max(1)]
 
 LAYOUT_SHAPES = {
     "yolov8": "[N, 4 + classes, anchors]",
@@ -56,9 +59,9 @@ def insert_nms(
     scores: str | None = None,
     box_format: Literal["cxcywh", "xyxy"] | None = None,
     backend: Literal["onnx", "efficient_nms_trt"] = "onnx",
-    iou_threshold: float = 0.45,
-    score_threshold: float = 0.25,
-    max_detections: int = 100,
+    iou_threshold: _Threshold = 0.45,
+    score_threshold: _Threshold = 0.25,
+    max_detections: Annotated[int, Min(1, hint="it is the number of detections kept per image (e.g. 100)")] = 100,
     class_agnostic: bool = False,
     outputs: dict[str, str] | None = None,
     keep_raw: bool = False,
@@ -139,7 +142,6 @@ def insert_nms(
                             hint="set box_format: xyxy (corners) or cxcywh (center, size) "
                                  "to say how the boxes tensor is encoded")
         box_format = "cxcywh"
-    _check_thresholds(iou_threshold, score_threshold, max_detections)
     if model.opset < MIN_OPSET:
         raise PassError(f"insert_nms needs default opset {MIN_OPSET} or newer; the model has opset {model.opset}",
                         hint="convert the model first (onnx.version_converter, or an opset-conversion step)")
@@ -193,16 +195,6 @@ def _output_names(outputs: dict[str, str] | None) -> dict[str, str]:
                             hint="give each detection output its own name")
         seen[value] = key
     return names
-
-
-def _check_thresholds(iou: float, score: float, k: int) -> None:
-    for name, value in (("iou_threshold", iou), ("score_threshold", score)):
-        if not 0.0 <= value <= 1.0:  # also false for NaN
-            raise PassError(f"{name} must be between 0 and 1, got {value}",
-                            hint="thresholds compare IoUs and confidence scores, which lie in [0, 1]")
-    if k < 1:
-        raise PassError(f"max_detections must be 1 or more, got {k}",
-                        hint="it is the number of detections kept per image (e.g. 100)")
 
 
 def _find_raw(model: Model, layout: str, output: str | None, boxes: str | None,

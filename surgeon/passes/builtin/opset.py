@@ -9,6 +9,8 @@ needs, and the result merged into the model so that what the converter drops
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import onnx
 import onnx.defs
 import onnx.helper
@@ -22,13 +24,15 @@ from surgeon.graph.walk import node_domain, proto_graphs, walk_graphs
 from surgeon.io.model import Model
 from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Min
 
 # Plugin ops (TensorRT's EfficientNMS_TRT...) sit in the default domain without
 # an ONNX schema; the converter asserts on them, so they cross it in this domain.
 _PASSTHROUGH_DOMAIN = "surgeon.passthrough"
+_TARGET_HINT = f"choose a target between 1 and {onnx.defs.onnx_opset_version()}"
 
 
-def convert_opset(model: Model, *, target: int) -> PassResult:
+def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HINT)]) -> PassResult:
     """Convert the model to another version of the default (ai.onnx) opset.
 
     Parameters:
@@ -69,7 +73,7 @@ def convert_opset(model: Model, *, target: int) -> PassResult:
         raise PassError("the model declares no default (ai.onnx) opset, so there is nothing to convert",
                         hint="add an opset import for the default domain to the model first")
     newest = onnx.defs.onnx_opset_version()
-    if not 1 <= target <= newest:
+    if target > newest:  # the signature declares 1 or more; the newest depends on the onnx installed
         raise PassError(f"there is no opset {target}: onnx {onnx.__version__} knows opsets 1 to {newest}",
                         hint=f"choose a target between 1 and {newest}")
     result = PassResult()

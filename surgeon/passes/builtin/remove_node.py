@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import onnx_graphsurgeon as gs
 
@@ -12,9 +12,12 @@ from surgeon.graph.names import node_label
 from surgeon.graph.edit import bypass as _bypass, detach as _detach, remove_nodes, used_outputs
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
+from surgeon.passes.spec import Min
 
 
-def remove_node(model: Model, select: Selector, *, input: int = 0,
+def remove_node(model: Model, select: Selector, *,
+                input: Annotated[int, Min(0, hint="input is the index of the node input that takes the node's "
+                                                  "place (0: the first)")] = 0,
                 mode: Literal["bypass", "drop"] = "bypass") -> PassResult:
     """Bypass or drop the selected nodes (e.g. a ``devtech::FooOp`` placeholder).
 
@@ -53,9 +56,6 @@ def remove_node(model: Model, select: Selector, *, input: int = 0,
         the removed nodes (by the runner), and a note per graph output whose
         producer changed or that was removed.
     """
-    if input < 0:
-        raise PassError(f"input must be 0 or more, got {input}",
-                        hint="input is the index of the node input that takes the node's place (0: the first)")
     matches = select.select(model.graph)
     selected = {id(node) for node, _ in matches}
     result = PassResult()

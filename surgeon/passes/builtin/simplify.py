@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 
-from surgeon.errors import PassError
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
 from surgeon.graph.shape_values import ShapeInfo
@@ -13,9 +13,12 @@ from surgeon.passes.builtin.fuse import PATTERNS, fuse_model
 from surgeon.passes.builtin.noops import eliminate
 from surgeon.passes.compose import call_pass
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Min
 
 
-def simplify(model: Model, *, max_iterations: int = 10, size_threshold: int | None = None) -> PassResult:
+def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
+             size_threshold: Annotated[int, Min(0, hint="set it to null to fold constants of any size")]
+             | None = None) -> PassResult:
     """Fold constants, remove no-ops, fuse, merge duplicate weights and clean up, until nothing changes.
 
     Parameters:
@@ -40,11 +43,6 @@ def simplify(model: Model, *, max_iterations: int = 10, size_threshold: int | No
         fusions by kind, constants merged, nodes that could not be folded and
         why), the rounds run.
     """
-    if max_iterations < 1:
-        raise PassError(f"max_iterations must be at least 1, got {max_iterations}")
-    if size_threshold is not None and size_threshold < 0:
-        raise PassError(f"size_threshold must be 0 or more bytes, got {size_threshold}",
-                        hint="set it to null to fold constants of any size")
     result = PassResult()
     removed: Counter = Counter()
     fused: Counter = Counter()
