@@ -7,7 +7,7 @@ importable is run in-process; otherwise its command line is used if it is
 on PATH (then the time includes the interpreter's start-up and the file
 I/O); a missing peer is reported as missing.
 
-    python benchmarks/simplify_compare.py                 # the default models from ../shared/models
+    python benchmarks/simplify_compare.py                 # the default models (fixtures/README.md)
     python benchmarks/simplify_compare.py a.onnx b.onnx --repeat 3
 """
 
@@ -32,7 +32,17 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-MODELS = ROOT.parent / "shared" / "models"
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location("surgeon_fixtures_fetch", ROOT / "fixtures" / "fetch.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fixtures = _fixtures()  # finds the real models: committed, fetched (python fixtures/fetch.py) or in onnx
 DEFAULT_MODELS = ["ch_PP-OCRv4_rec_infer.onnx", "light_densenet121.onnx", "tiny_yolo_legacy.onnx",
                   "transformer_encoder_dynamo.onnx", "tiny_yolo_dynamo.onnx", "silero_vad.onnx"]
 # Inputs whose dims a random feed cannot guess.
@@ -150,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", type=Path)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool and model (median shown)")
     args = parser.parse_args(argv)
-    paths = args.models or [MODELS / m for m in DEFAULT_MODELS if (MODELS / m).exists()]
+    paths = args.models
+    if not paths:
+        for name in DEFAULT_MODELS:
+            path, why = fixtures.locate(name)
+            if path is None:
+                print(f"skipping {why}", file=sys.stderr)
+            else:
+                paths.append(path)
     tools, missing = peers()
     print(f"python {sys.version.split()[0]}, onnx {onnx.__version__}, onnxruntime {ort.__version__}")
     for name, how, _ in tools:

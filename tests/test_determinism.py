@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from surgeon.cli import main
-from util import FIXTURES, RECIPES, shared_model
+from util import FIXTURES, RECIPES, real_model
 
 
 def _apply(recipe, model, out, *extra):
@@ -20,7 +20,7 @@ def _apply(recipe, model, out, *extra):
 
 @pytest.mark.parametrize("model", [FIXTURES / "model_foo.onnx", "model_foo_dynamo.onnx"])
 def test_byte_identical_output(tmp_path, model):
-    model = model if not isinstance(model, str) else shared_model(model)
+    model = model if not isinstance(model, str) else real_model(model)
     src = tmp_path / "in.onnx"
     shutil.copy(model, src)
     _apply(RECIPES / "strip_fooop.yaml", src, tmp_path / "a.onnx")
@@ -32,7 +32,7 @@ def test_byte_identical_output(tmp_path, model):
 def test_cleanup_is_idempotent(tmp_path, name):
     recipe = tmp_path / "tidy.yaml"
     recipe.write_text("version: 1\nsteps:\n  - pass: cleanup\n  - pass: toposort\n")
-    model = FIXTURES / name if name == "model_foo.onnx" else shared_model(name)
+    model = FIXTURES / name if name == "model_foo.onnx" else real_model(name)
     _apply(recipe, model, tmp_path / "once.onnx", "--no-provenance")
     text = _apply(recipe, tmp_path / "once.onnx", tmp_path / "twice.onnx", "--no-provenance")
     assert "  step 1 (cleanup): no change\n  step 2 (toposort): no change\n" in text

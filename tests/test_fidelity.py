@@ -3,13 +3,12 @@
 onnx-graphsurgeon alone fails this on about 4 % of models (crashes on
 optional types, drops IR-3 initializer inputs, loses metadata...). Our loader
 and exporter must write back exactly what they read: the exported proto is
-compared field by field with the input, over every real model in ../shared
-and the 1,884 ONNX backend node tests.
+compared field by field with the input, over every real model the repository
+carries or fetches (fixtures/README.md) and the 1,884 ONNX backend node tests.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
@@ -19,7 +18,7 @@ from onnx.backend.test.loader import load_model_tests
 
 import surgeon
 from surgeon.io.export import to_proto
-from util import MODELS, POLYGRAPHY, SHARED, assert_same_outputs, ocr_inputs, random_inputs, silero_inputs
+from util import assert_same_outputs, ocr_inputs, real_model, real_model_names, random_inputs, silero_inputs
 
 # Data lives in data/, not beside the model: loading it must fail (tested in test_load_errors).
 NEEDS_OTHER_DATA_DIR = {"ext_weights.onnx"}
@@ -50,14 +49,14 @@ def assert_round_trip(proto: onnx.ModelProto, base_dir=None) -> None:
         pytest.fail("round trip changed " + _first_difference(original, exported))
 
 
-def _shared_files():
-    files = sorted(glob.glob(str(MODELS / "*.onnx")) + glob.glob(str(POLYGRAPHY / "**" / "*.onnx"), recursive=True))
-    return [f for f in files if os.path.basename(f) not in NEEDS_OTHER_DATA_DIR or "same_dir" in f]
+def _real_models():
+    return [n for n in real_model_names(subfolders=True)
+            if os.path.basename(n) not in NEEDS_OTHER_DATA_DIR or "same_dir" in n]
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="../shared is not beside the repository")
-@pytest.mark.parametrize("path", _shared_files(), ids=lambda p: os.path.relpath(p, SHARED))
-def test_round_trip_is_exact_on_real_models(path):
+@pytest.mark.parametrize("name", _real_models())
+def test_round_trip_is_exact_on_real_models(name):
+    path = real_model(name)
     proto = onnx.load(path, load_external_data=False)
     assert_round_trip(proto, base_dir=os.path.dirname(path))
 
@@ -79,9 +78,7 @@ def test_round_trip_is_exact_on_every_backend_node_test():
 @pytest.mark.parametrize("name", ["silero_vad.onnx", "ctrlflow_script_legacy.onnx", "light_densenet121.onnx",
                                   "ch_PP-OCRv4_rec_infer.onnx"])
 def test_saved_round_trip_runs_bit_identical(tmp_path, name):
-    from util import shared_model
-
-    src = shared_model(name)
+    src = real_model(name)
     out = tmp_path / name
     surgeon.save(surgeon.load(src), out)
     feeds = {"silero_vad.onnx": silero_inputs(), "ch_PP-OCRv4_rec_infer.onnx": ocr_inputs()}.get(name)

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from surgeon.cli import main
 from surgeon.views.diff import diff_models
-from util import FIXTURES, FOOOP_IN_LOCAL_FUNCTION, shared_model
+from util import FIXTURES, FOOOP_IN_LOCAL_FUNCTION, real_model
 
 
 def _cli(*argv):
@@ -34,7 +34,7 @@ def test_inspect_fixture():
 
 
 def test_inspect_json_counts_subgraphs():
-    code, out, _ = _cli("inspect", shared_model("silero_vad.onnx"), "--json")
+    code, out, _ = _cli("inspect", real_model("silero_vad.onnx"), "--json")
     info = json.loads(out)
     assert code == 0
     assert info["nodes"] == {"main_graph": 5, "total": 689}

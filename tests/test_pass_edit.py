@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from util import RECIPES, call, error_of, random_inputs, run, shared_model
+from util import RECIPES, call, error_of, random_inputs, run, real_model
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -45,7 +45,7 @@ MODEL_WIRING = [
 
 
 def test_insert_on_an_intermediate_tensor(tmp_path):
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     result = call(model, "insert_node", op="Clip", after=RELU1, inputs_after=[0.0, 6])
     out = saved(model, tmp_path)
@@ -76,7 +76,7 @@ def test_insert_on_an_intermediate_tensor(tmp_path):
 
 
 def test_insert_on_a_graph_input_keeps_its_name(tmp_path):
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     call(model, "insert_node", op="Clip", after="input", inputs_after=[-1, 1], name="clamp")
     out = saved(model, tmp_path)
@@ -91,7 +91,7 @@ def test_insert_on_a_graph_input_keeps_its_name(tmp_path):
 
 
 def test_insert_on_a_graph_output_keeps_its_name(tmp_path):
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     result = call(model, "insert_node", op="Clip", after="output", inputs_after=[0, 0.5])
     out = saved(model, tmp_path)
@@ -125,7 +125,7 @@ def test_insert_on_a_graph_output_that_nodes_also_read():
 
 
 def test_insert_for_listed_consumers_only():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     p3 = "/p3/p3.2/Mul_output_0"
     result = call(model, "insert_node", op="Identity", after=p3, consumers=["/p4/p4.0/Conv"])
@@ -146,7 +146,7 @@ def test_insert_for_listed_consumers_only():
 
 
 def test_insert_on_an_input_captured_by_if_branches():
-    path = shared_model("ctrlflow_cond_dynamo.onnx")
+    path = real_model("ctrlflow_cond_dynamo.onnx")
     model = surgeon.load(path)
     call(model, "insert_node", op="Identity", after="x")
     out = to_proto(model)
@@ -161,7 +161,7 @@ def test_insert_on_an_input_captured_by_if_branches():
 
 
 def test_insert_inside_a_loop_body_and_on_a_branch_output():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     call(model, "insert_node", op="Identity", after="y.25")  # an input of the Loop body
     call(model, "insert_node", op="Neg", after="/Mul_output_0")  # the output of the then branch
@@ -185,14 +185,14 @@ def test_insert_inside_a_loop_body_and_on_a_branch_output():
 
 
 def test_attribute_values_get_their_schema_types():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     call(model, "insert_node", op="LeakyRelu", after=RELU1, attrs={"alpha": 1})
     node = to_proto(model).graph.node[2]
     assert attributes(node) == {"alpha": ("FLOAT", 1.0)}
 
 
 def test_plugin_op_attributes_follow_the_yaml_values(tmp_path):
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     result = call(model, "insert_node", op="MyPlugin", after="output", attrs={
         "count": 3, "flag": True, "scale": 0.5, "mode": "fast", "ints": [1, 2], "floats": [1, 2.5],
         "names": ["a", "b"], "table": {"value": [[1, 2]], "dtype": "int32"}})
@@ -205,13 +205,13 @@ def test_plugin_op_attributes_follow_the_yaml_values(tmp_path):
     table = onnx.numpy_helper.to_array(attrs["table"][1])
     assert table.dtype == np.int32 and table.tolist() == [[1, 2]]
     # an op without a schema keeps the declared type of the graph output it now produces
-    assert out.graph.output[0] == onnx.load(shared_model("model.onnx")).graph.output[0]
+    assert out.graph.output[0] == onnx.load(real_model("model.onnx")).graph.output[0]
     assert result.notes[1:] == ["'output' keeps its declared dtype and shape (MyPlugin has no ONNX schema)",
                                 "'MyPlugin' is not an ONNX op: kept as a plugin op in the default domain"]
 
 
 def test_custom_domain_is_imported(tmp_path):
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     result = call(model, "insert_node", op="Marker", domain="trt", after=RELU1)
     out = saved(model, tmp_path)
     assert [(o.domain, o.version) for o in out.opset_import] == [("", 13), ("trt", 1)]
@@ -220,7 +220,7 @@ def test_custom_domain_is_imported(tmp_path):
 
 
 def test_typed_constant_and_omitted_inputs():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     call(model, "insert_node", op="Expand", after=RELU1, name="expand",
          inputs_after=[{"value": [1, 1, 1, 1], "dtype": "int64"}])
@@ -233,7 +233,7 @@ def test_typed_constant_and_omitted_inputs():
 
 
 def test_insert_node_errors():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     assert error_of(model, "insert_node", op="Clip", after="/block1/block1.2/Relu_output") == (
         "error: no tensor named '/block1/block1.2/Relu_output' in the model\n"
         "  hint: did you mean '/block1/block1.2/Relu_output_0', '/block1/block1.0/Conv_output_0', "
@@ -304,7 +304,7 @@ def test_insert_node_refuses_unusable_tensors():
 
 @pytest.mark.parametrize("name", ["model_foo.onnx", "model_foo_dynamo.onnx", "model_foo_dynamo_library.onnx"])
 def test_ready_recipe_fooop_to_plugin(name, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     result = surgeon.apply(RECIPES / "fooop_to_plugin.yaml", model)
     assert result.summary().startswith("step 1 (replace_op): rewired 1 node")
@@ -321,7 +321,7 @@ def test_ready_recipe_fooop_to_plugin(name, tmp_path):
 
 
 def test_replace_relu_by_leaky_relu_keeps_values():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     call(model, "replace_op", op="Relu", new_op="LeakyRelu", new_attrs={"alpha": 0})
     out = to_proto(model)
@@ -332,7 +332,7 @@ def test_replace_relu_by_leaky_relu_keeps_values():
 
 
 def test_keep_attrs_list_and_false():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     call(model, "replace_op", name="/block1/block1.0/Conv", keep_attrs=["kernel_shape", "pads"])
     call(model, "replace_op", name="/block1/block1.2/Relu", new_op="Elu", keep_attrs=False,
@@ -348,7 +348,7 @@ def test_keep_attrs_list_and_false():
 
 
 def test_replace_op_inside_a_loop_body():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     call(model, "replace_op", op="Relu", new_op="LeakyRelu", new_attrs={"alpha": 0.0})
     out = to_proto(model)
@@ -359,7 +359,7 @@ def test_replace_op_inside_a_loop_body():
 
 
 def test_replace_op_that_matches_nothing():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     before = to_proto(model).SerializeToString()
     call(model, "replace_op", op="FooOp", new_op="FooPlugin", allow_missing=True)
     assert to_proto(model).SerializeToString() == before
@@ -370,7 +370,7 @@ def test_replace_op_that_matches_nothing():
 
 
 def test_replace_op_errors():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     assert error_of(model, "replace_op", op="Relu") == (
         "error: nothing to change\n"
         "  hint: give new_op, new_domain, new_attrs or keep_attrs")
@@ -393,7 +393,7 @@ def test_replace_op_errors():
 
 
 def test_insert_node_example_runs(tmp_path):
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     surgeon.apply(surgeon.parse_recipe(surgeon.registry.get("insert_node").example()), model)
     out = saved(model, tmp_path)
@@ -402,6 +402,6 @@ def test_insert_node_example_runs(tmp_path):
 
 
 def test_replace_op_example_runs(tmp_path):
-    model = surgeon.load(shared_model("model_foo.onnx"))
+    model = surgeon.load(real_model("model_foo.onnx"))
     surgeon.apply(surgeon.parse_recipe(surgeon.registry.get("replace_op").example()), model)
     assert [n.op_type for n in saved(model, tmp_path).graph.node] == ["Conv", "Relu", "FooPlugin", "Conv", "Relu"]

@@ -10,7 +10,7 @@ import onnx.parser
 import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto
-from util import RECIPES, assert_same_outputs, random_inputs, run, shared_model
+from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
 
 import surgeon
 from surgeon.errors import PassError
@@ -245,7 +245,7 @@ def test_if_with_a_constant_condition_is_inlined_and_keeps_its_output_name():
 @pytest.mark.parametrize("name", ["ctrlflow_script_legacy.onnx", "ctrlflow_cond_dynamo.onnx",
                                   "ctrlflow_while_dynamo.onnx", "loop.onnx", "scan.onnx"])
 def test_control_flow_models_fold_and_stay_equal(name, tmp_path):
-    path = shared_model(name) if not name.startswith(("loop", "scan")) else shared_model(f"polygraphy/{name}")
+    path = real_model(name) if not name.startswith(("loop", "scan")) else real_model(f"polygraphy/{name}")
     model = surgeon.load(path)
     surgeon.run_pass(model, "fold_constants")
     surgeon.save(model, tmp_path / name)
@@ -261,7 +261,7 @@ def silero_feeds(rate: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def test_silero_vad_with_nested_ifs_folds_and_stays_equal(tmp_path):
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "fold_constants")
     assert report.folded > 100
@@ -303,7 +303,7 @@ def test_folds_external_weights_from_any_current_directory(tmp_path, monkeypatch
 
 
 def test_docstring_example_runs_on_a_real_model(tmp_path):
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     recipe = surgeon.parse_recipe(surgeon.registry.get("fold_constants").example())
     result = surgeon.apply(recipe, model)
@@ -314,7 +314,7 @@ def test_docstring_example_runs_on_a_real_model(tmp_path):
 
 
 def test_ready_recipe_folds_ppocr(tmp_path):
-    path = shared_model("ch_PP-OCRv4_rec_infer.onnx")
+    path = real_model("ch_PP-OCRv4_rec_infer.onnx")
     model = surgeon.load(path)
     result = surgeon.apply(RECIPES / "fold_constants.yaml", model)
     assert len(model.graph.nodes) <= 425  # what onnx-graphsurgeon's folding reaches
@@ -327,7 +327,7 @@ def test_ready_recipe_folds_ppocr(tmp_path):
 
 
 def test_folding_twice_changes_nothing_the_second_time():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     surgeon.run_pass(model, "fold_constants")
     once = to_proto(model).SerializeToString()

@@ -10,7 +10,7 @@ import onnx
 import onnx.helper
 import onnx.parser
 import pytest
-from util import RECIPES, assert_same_outputs, random_inputs, run, shared_model
+from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -126,7 +126,7 @@ def encoder_layers(proto: onnx.ModelProto) -> dict[str, list[int]]:
 @pytest.fixture(scope="module")
 def encoder() -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """The real dynamo-exported transformer, and the same with each encoder layer a local function."""
-    proto = onnx.load(shared_model("transformer_encoder_dynamo.onnx"))
+    proto = onnx.load(real_model("transformer_encoder_dynamo.onnx"))
     return proto, functionize(proto, encoder_layers(proto))
 
 
@@ -184,7 +184,7 @@ def test_calls_inside_other_functions_are_inlined_too():
 
 
 def test_real_model_with_a_function_called_twice():
-    path = shared_model("model.onnx")  # Conv-ReLU x2: both blocks become calls of one function
+    path = real_model("model.onnx")  # Conv-ReLU x2: both blocks become calls of one function
     original = onnx.load(path)
     proto = functionize(original, {"block1": [0, 1], "block2": [2, 3]})
     assert [f.name for f in proto.functions] == ["Block0"]
@@ -232,7 +232,7 @@ def test_function_of_another_opset_is_converted_when_inlining_all():
 
 
 def test_model_without_functions_is_unchanged():
-    model = surgeon.load(shared_model("transformer_encoder_dynamo.onnx"))
+    model = surgeon.load(real_model("transformer_encoder_dynamo.onnx"))
     before = to_proto(model).SerializeToString()
     report = inline(model)
     assert to_proto(model).SerializeToString() == before
@@ -276,7 +276,7 @@ def test_unknown_function_name():
 
 
 def test_unknown_function_name_without_close_match():
-    assert error_of(onnx.load(shared_model("model.onnx")), functions=["Block"]) == (
+    assert error_of(onnx.load(real_model("model.onnx")), functions=["Block"]) == (
         "error: step 1 (inline_functions): the model has no local function 'Block'\n"
         "  hint: the model's local functions: none; set allow_missing: true if the step may legitimately "
         "find none")

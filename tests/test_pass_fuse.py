@@ -9,7 +9,7 @@ import onnx.numpy_helper
 import onnx.parser
 import pytest
 from onnx import TensorProto
-from util import assert_same_outputs, random_inputs, shared_model
+from util import assert_same_outputs, random_inputs, real_model
 
 import surgeon
 from surgeon.errors import PassError
@@ -121,7 +121,7 @@ def test_matmul_add_becomes_gemm_for_2d_inputs_only():
 
 
 def test_listed_patterns_that_fuse_nothing_are_an_error():
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))  # no BatchNormalization in it
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))  # no BatchNormalization in it
     before = to_proto(model).SerializeToString()
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "fuse", patterns=["conv_bn"])
@@ -186,7 +186,7 @@ def test_fusion_inside_an_if_branch():
 
 
 def test_docstring_example_runs_on_a_real_model(tmp_path):
-    path = shared_model("model_keepbn.onnx")
+    path = real_model("model_keepbn.onnx")
     model = surgeon.load(path)
     recipe = surgeon.parse_recipe(surgeon.registry.get("fuse").example())
     result = surgeon.apply(recipe, model)
@@ -199,7 +199,7 @@ def test_docstring_example_runs_on_a_real_model(tmp_path):
 @pytest.mark.parametrize("name", ["light_densenet121.onnx", "polygraphy/residual_block.onnx",
                                   "ctrlflow_script_legacy.onnx"])
 def test_real_models_stay_equal(name, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     if name.startswith("light"):
         surgeon.run_pass(model, "fold_constants")  # its weights are ConstantOfShape outputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 import onnx.parser
 import pytest
-from util import RECIPES, assert_same_outputs, random_inputs, shared_model
+from util import RECIPES, assert_same_outputs, random_inputs, real_model
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -41,7 +41,7 @@ def expected(proto: onnx.ModelProto, **fields) -> bytes:
 
 
 def test_sets_every_field_and_leaves_the_rest_of_a_real_model_alone():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     before = to_proto(model)
     report = edit(model, producer_name="surgeon", producer_version="0.1.0", doc_string="Conv-ReLU x2",
@@ -59,7 +59,7 @@ def test_sets_every_field_and_leaves_the_rest_of_a_real_model_alone():
 
 
 def test_removes_a_key_of_a_real_model():
-    path = shared_model("ch_PP-OCRv4_rec_infer.onnx")  # paddle2onnx stores the OCR alphabet as 'character'
+    path = real_model("ch_PP-OCRv4_rec_infer.onnx")  # paddle2onnx stores the OCR alphabet as 'character'
     model = surgeon.load(path)
     before = to_proto(model)
     assert "character" in model.metadata_props
@@ -145,7 +145,7 @@ def test_yaml_numbers_as_values_are_refused_with_a_hint():
 
 
 def test_node_and_graph_metadata_of_a_dynamo_export_survive():
-    path = shared_model("transformer_encoder_dynamo.onnx")  # node and graph metadata from the dynamo exporter
+    path = real_model("transformer_encoder_dynamo.onnx")  # node and graph metadata from the dynamo exporter
     model = surgeon.load(path)
     before = to_proto(model)
     edit(model, props={"k": "v"})
@@ -153,7 +153,7 @@ def test_node_and_graph_metadata_of_a_dynamo_export_survive():
 
 
 def test_docstring_example_runs_on_a_real_model(tmp_path):
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     surgeon.apply(surgeon.parse_recipe(registry.get("set_metadata").example()), model)
     assert (model.producer_name, model.model_version) == ("surgeon", 2)
     assert model.metadata_props == {"license": "Apache-2.0", "source": "model.onnx, legacy exporter"}
@@ -161,7 +161,7 @@ def test_docstring_example_runs_on_a_real_model(tmp_path):
 
 
 def test_ready_recipe_runs_on_a_real_model(tmp_path):
-    path = shared_model("model_dynamo.onnx")
+    path = real_model("model_dynamo.onnx")
     model = surgeon.load(path)
     result = surgeon.apply(RECIPES / "set_metadata.yaml", model)
     assert result.steps[0].details["changed"]

@@ -15,7 +15,7 @@ from surgeon.errors import ExportError, PassError
 from surgeon.io.export import to_proto
 from detectors import ANCHORS, CLASSES, blob_images, build_detector, with_batch, yolov8_from_tiny_yolo
 from nms_reference import assert_same_detections, decode, reference_nms, split_head
-from util import RECIPES, run, shared_model
+from util import RECIPES, run, real_model
 
 KEYS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
@@ -69,7 +69,7 @@ def tiny_yolo_images(n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def tiny_yolo(name: str, static_batch: int | None) -> onnx.ModelProto:
-    proto = onnx.load(shared_model(name))
+    proto = onnx.load(real_model(name))
     return proto if static_batch is None else with_batch(proto, static_batch)
 
 
@@ -579,7 +579,7 @@ def test_recipe_yolov8_deploy():
 def test_swapped_boxes_and_scores_are_caught_through_shape_inference():
     """tiny_yolo_legacy declares its outputs [N, Concatboxes_dim_1, Concatboxes_dim_2]: only
     shape inference knows that 'scores' ends in 80 classes, not 4 coordinates."""
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
     before = to_proto(model).SerializeToString()
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "insert_nms", layout="boxes_scores", boxes="scores", scores="boxes",

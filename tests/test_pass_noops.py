@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnx.parser
 import pytest
-from util import assert_same_outputs, random_inputs, shared_model
+from util import assert_same_outputs, random_inputs, real_model
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -171,7 +171,7 @@ def test_noops_inside_if_branches():
                                   "polygraphy/identity_identity.onnx", "polygraphy/no_op_reshape.onnx",
                                   "polygraphy/loop.onnx"])
 def test_real_models_stay_equal(name, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     surgeon.run_pass(model, "eliminate_noops")
     out = tmp_path / path.name
@@ -182,7 +182,7 @@ def test_real_models_stay_equal(name, tmp_path):
 def test_silero_vad_noops(tmp_path):
     from test_pass_fold import silero_feeds
 
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "eliminate_noops")
     assert report.details["removed"]
@@ -192,7 +192,7 @@ def test_silero_vad_noops(tmp_path):
 
 
 def test_docstring_example_runs_on_a_real_model(tmp_path):
-    path = shared_model("ch_PP-OCRv4_rec_infer.onnx")
+    path = real_model("ch_PP-OCRv4_rec_infer.onnx")
     model = surgeon.load(path)
     surgeon.run_pass(model, "fold_constants")
     recipe = surgeon.parse_recipe(surgeon.registry.get("eliminate_noops").example())

@@ -7,7 +7,7 @@ import onnx
 import onnx.defs
 import onnx.parser
 import pytest
-from util import POLYGRAPHY, RECIPES, assert_same_outputs, random_inputs, shared_model
+from util import POLYGRAPHY, RECIPES, assert_same_outputs, random_inputs, real_model
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -39,7 +39,7 @@ def only_versions_changed(before: onnx.ModelProto, opset: int, ir_version: int) 
 
 @pytest.mark.parametrize("target, ir_version", [(17, 8), (18, 8), (21, 10)])
 def test_upgrades_a_real_model_and_raises_the_ir_version(target, ir_version):
-    path = shared_model("model.onnx")  # legacy exporter, opset 13, IR 7
+    path = real_model("model.onnx")  # legacy exporter, opset 13, IR 7
     model = surgeon.load(path)
     before = to_proto(model)
     nodes = list(model.graph.nodes)
@@ -57,7 +57,7 @@ def test_upgrades_a_real_model_and_raises_the_ir_version(target, ir_version):
 
 @pytest.mark.parametrize("target", [18, 23])
 def test_dynamo_export_keeps_node_and_graph_metadata(target):
-    path = shared_model("transformer_encoder_dynamo.onnx")  # opset 20, 989 node metadata entries
+    path = real_model("transformer_encoder_dynamo.onnx")  # opset 20, 989 node metadata entries
     model = surgeon.load(path)
     before = to_proto(model)
     convert(model, target)
@@ -69,7 +69,7 @@ def test_dynamo_export_keeps_node_and_graph_metadata(target):
 
 
 def test_real_model_whose_nodes_change_keeps_the_others():
-    path = shared_model("ch_PP-OCRv4_rec_infer.onnx")  # opset 12; Softmax changed meaning in 13
+    path = real_model("ch_PP-OCRv4_rec_infer.onnx")  # opset 12; Softmax changed meaning in 13
     model = surgeon.load(path)
     convs = [n for n in model.graph.nodes if n.op == "Conv"]
     report = convert(model, 17)
@@ -82,7 +82,7 @@ def test_real_model_whose_nodes_change_keeps_the_others():
 
 
 def test_ir3_model_gets_ir7():
-    path = shared_model("light_densenet121.onnx")  # IR 3, opset 9, initializers listed as inputs
+    path = real_model("light_densenet121.onnx")  # IR 3, opset 9, initializers listed as inputs
     model = surgeon.load(path)
     report = convert(model, 13)
     after = to_proto(model)
@@ -93,7 +93,7 @@ def test_ir3_model_gets_ir7():
 
 
 def test_subgraphs_are_converted():
-    path = shared_model("silero_vad.onnx")  # opset 16, everything inside If branches
+    path = real_model("silero_vad.onnx")  # opset 16, everything inside If branches
     model = surgeon.load(path)
     report = convert(model, 18)
     # ReduceMean moved its axes from an attribute to an input in opset 18, inside both branches.
@@ -109,7 +109,7 @@ def test_subgraphs_are_converted():
 
 
 def test_loop_and_if_of_a_scripted_model():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     convert(model, 20)
     after = to_proto(model)
@@ -120,7 +120,7 @@ def test_loop_and_if_of_a_scripted_model():
 
 
 def test_downgrade_that_the_nodes_allow():
-    path = shared_model("tiny_yolo_dynamo.onnx")  # opset 20
+    path = real_model("tiny_yolo_dynamo.onnx")  # opset 20
     model = surgeon.load(path)
     before = to_proto(model)
     convert(model, 17)
@@ -130,7 +130,7 @@ def test_downgrade_that_the_nodes_allow():
 
 
 def test_custom_domain_survives():
-    path = shared_model("model_foo.onnx")  # devtech::FooOp, opset 13
+    path = real_model("model_foo.onnx")  # devtech::FooOp, opset 13
     model = surgeon.load(path)
     before = to_proto(model)
     convert(model, 18)
@@ -175,7 +175,7 @@ def test_compatible_local_function_is_kept():
 
 
 def test_same_opset_changes_nothing():
-    path = shared_model("model_dynamo.onnx")  # opset 18
+    path = real_model("model_dynamo.onnx")  # opset 18
     model = surgeon.load(path)
     before = to_proto(model).SerializeToString()
     report = convert(model, 18)
@@ -185,7 +185,7 @@ def test_same_opset_changes_nothing():
 
 
 def test_converting_twice_is_converting_once():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     convert(model, 17)
     once = to_proto(model).SerializeToString()
     convert(model, 17)
@@ -216,18 +216,18 @@ def error_of(model: surgeon.Model, target: int) -> str:
 
 def test_unknown_opset():
     newest = onnx.defs.onnx_opset_version()
-    assert error_of(surgeon.load(shared_model("model.onnx")), 99) == (
+    assert error_of(surgeon.load(real_model("model.onnx")), 99) == (
         f"error: step 1 (convert_opset): there is no opset 99: onnx {onnx.__version__} knows opsets "
         f"1 to {newest}\n"
         f"  hint: choose a target between 1 and {newest}")
     # Below 1 is refused by the declared range (also when the recipe is read).
-    assert error_of(surgeon.load(shared_model("model.onnx")), 0) == (
+    assert error_of(surgeon.load(real_model("model.onnx")), 0) == (
         "error: step 1 (convert_opset): parameter 'target': must be at least 1, got 0\n"
         f"  hint: choose a target between 1 and {newest}")
 
 
 def test_downgrade_below_an_op_of_the_model():
-    model = surgeon.load(shared_model("transformer_encoder_dynamo.onnx"))
+    model = surgeon.load(real_model("transformer_encoder_dynamo.onnx"))
     assert error_of(model, 16) == (
         "error: step 1 (convert_opset): cannot convert to opset 16: LayerNormalization (since opset 17) did not "
         "exist yet in opset 16; used by node 'node_layer_norm' (LayerNormalization), node 'node_layer_norm_1' "
@@ -237,7 +237,7 @@ def test_downgrade_below_an_op_of_the_model():
 
 
 def test_converter_without_adapter_names_the_nodes():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     assert error_of(model, 11) == (
         "error: step 1 (convert_opset): onnx.version_converter cannot convert Relu nodes "
         "(node '/block1/block1.2/Relu' (Relu), node '/block2/block2.2/Relu' (Relu)) from opset 13 to 11: "
@@ -270,7 +270,7 @@ def test_model_without_default_opset():
 
 
 def test_docstring_example_runs_on_a_real_model():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     surgeon.apply(surgeon.parse_recipe(registry.get("convert_opset").example()), model)
     assert model.opset == 17
@@ -278,7 +278,7 @@ def test_docstring_example_runs_on_a_real_model():
 
 
 def test_ready_recipe_runs_on_a_real_model(tmp_path):
-    path = shared_model("model_keepbn.onnx")  # opset 13, BatchNormalization kept
+    path = real_model("model_keepbn.onnx")  # opset 13, BatchNormalization kept
     model = surgeon.load(path)
     surgeon.apply(RECIPES / "convert_opset.yaml", model)
     out = surgeon.save(model, tmp_path / "out.onnx").path

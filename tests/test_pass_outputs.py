@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from util import RECIPES, call, error_of, random_inputs, run, shared_model
+from util import RECIPES, call, error_of, random_inputs, run, real_model
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -40,7 +40,7 @@ def type_of(vi: onnx.ValueInfoProto) -> tuple:
 
 
 def test_set_outputs_on_an_intermediate_tensor_keeps_a_minimal_model():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     result = call(model, "set_outputs", outputs=["/p4/p4.2/Mul_output_0"])
     out = to_proto(model)
@@ -75,7 +75,7 @@ def test_set_outputs_keeps_inputs_and_can_leave_cleanup_for_later():
 
 
 def test_set_outputs_to_the_current_outputs_changes_nothing():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     before = to_proto(model).SerializeToString()
     result = call(model, "set_outputs", outputs=["output"])
     assert result.details["changed"] is False
@@ -83,7 +83,7 @@ def test_set_outputs_to_the_current_outputs_changes_nothing():
 
 
 def test_set_outputs_with_subgraphs():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     call(model, "set_outputs", outputs=["/If_output_0"])
     out = to_proto(model)
@@ -97,7 +97,7 @@ def test_set_outputs_with_subgraphs():
 
 
 def test_set_outputs_errors():
-    model = surgeon.load(shared_model("ctrlflow_script_legacy.onnx"))
+    model = surgeon.load(real_model("ctrlflow_script_legacy.onnx"))
     assert error_of(model, "set_outputs", outputs=["/If_output"]) == (
         "error: no tensor named '/If_output' in the main graph\n"
         "  hint: did you mean '/If_output_0', '/Cast_output_0'?")
@@ -129,7 +129,7 @@ def test_an_output_of_unknown_dtype_is_refused():
 
 
 def test_add_outputs_on_a_transformer():
-    path = shared_model("transformer_encoder_dynamo.onnx")
+    path = real_model("transformer_encoder_dynamo.onnx")
     model = surgeon.load(path)
     nodes_before = node_names(to_proto(model))
     result = call(model, "add_outputs", outputs=["layer_norm_1", "src"])
@@ -143,7 +143,7 @@ def test_add_outputs_on_a_transformer():
 
 
 def test_add_outputs_infers_types_in_a_legacy_model_with_subgraphs():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     call(model, "add_outputs", outputs=["/If_output_0", "/Cast_output_0"])
     out = to_proto(model)
@@ -156,7 +156,7 @@ def test_add_outputs_infers_types_in_a_legacy_model_with_subgraphs():
 
 
 def test_add_outputs_twice_changes_nothing_the_second_time():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     call(model, "add_outputs", outputs=["/block1/block1.2/Relu_output_0"])
     before = to_proto(model).SerializeToString()
     result = call(model, "add_outputs", outputs=["/block1/block1.2/Relu_output_0", "output"])
@@ -173,7 +173,7 @@ def test_add_outputs_twice_changes_nothing_the_second_time():
     ("transformer_encoder_dynamo.onnx", ["src"], ["layer_norm_1"]),
 ])
 def test_extract_matches_onnx_extract_model(name, inputs, outputs):
-    path = shared_model(name)
+    path = real_model(name)
     expected = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(onnx.load(path))).extract_model(
         inputs, outputs)
     model = surgeon.load(path)
@@ -187,12 +187,12 @@ def test_extract_matches_onnx_extract_model(name, inputs, outputs):
 
 
 def test_extract_errors_name_the_leaking_tensors():
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
     assert error_of(model, "extract", inputs=["/p4/p4.2/Mul_output_0"], outputs=["boxes"]) == (
         "error: the outputs do not depend only on the given inputs: they also need '/Concat_6_output_0' "
         "(computed from graph input(s) 'images')\n"
         "  hint: add these tensors to inputs (or graph input(s) 'images'), or choose outputs that do not need them")
-    model = surgeon.load(shared_model("transformer_encoder_dynamo.onnx"))
+    model = surgeon.load(real_model("transformer_encoder_dynamo.onnx"))
     # the attention reshapes read the sequence length from the model input
     assert error_of(model, "extract", inputs=["layer_norm_1"], outputs=["layer_norm_3"]) == (
         "error: the outputs do not depend only on the given inputs: they also need "
@@ -202,7 +202,7 @@ def test_extract_errors_name_the_leaking_tensors():
 
 
 def test_extract_sees_tensors_captured_by_subgraphs():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     # the If branches read x from the outer graph
     assert error_of(model, "extract", inputs=["/Cast_output_0"], outputs=["/If_output_0"]) == (
@@ -233,7 +233,7 @@ def test_extract_keeps_output_positions_of_a_surviving_producer():
 
 
 def test_extract_twice_changes_nothing_the_second_time():
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
     params = {"inputs": ["/p3/p3.2/Mul_output_0"], "outputs": ["/Concat_6_output_0"]}
     call(model, "extract", **params)
     once = to_proto(model).SerializeToString()
@@ -242,7 +242,7 @@ def test_extract_twice_changes_nothing_the_second_time():
 
 
 def test_extract_refuses_an_initializer_as_input():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     assert error_of(model, "extract", inputs=["onnx::Conv_20"], outputs=["output"]) == (
         "error: 'onnx::Conv_20' is an initializer, so it cannot be an input\n"
         "  hint: leave it out of inputs: initializers are kept inside the extracted model")
@@ -253,7 +253,7 @@ def test_extract_refuses_an_initializer_as_input():
 
 @pytest.mark.parametrize("name", ["set_outputs", "add_outputs", "extract"])
 def test_docstring_example_runs(name):
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     surgeon.apply(surgeon.parse_recipe(surgeon.registry.get(name).example()), model)
     out = to_proto(model)
@@ -265,7 +265,7 @@ def test_docstring_example_runs(name):
 
 
 def test_ready_recipe_extract_backbone():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     result = surgeon.apply(RECIPES / "extract_backbone.yaml", model)
     out = to_proto(model)

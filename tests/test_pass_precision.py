@@ -8,7 +8,7 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx.shape_inference
 import pytest
-from util import POLYGRAPHY, RECIPES, random_inputs, run, shared_model, silero_inputs
+from util import POLYGRAPHY, RECIPES, random_inputs, run, real_model, silero_inputs
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -165,7 +165,7 @@ def test_tiny_constants_stay_nonzero_and_constant_nodes_follow_their_readers():
 @pytest.mark.parametrize("name, dims", [("model.onnx", {}), ("tiny_yolo_legacy.onnx", {}),
                                         ("transformer_encoder_dynamo.onnx", {"batch": 2, "seq": 7})])
 def test_real_models_compute_within_float16_tolerance(name, dims, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     fp16(model)
     out = surgeon.save(model, tmp_path / "fp16.onnx").path
@@ -177,7 +177,7 @@ def test_real_models_compute_within_float16_tolerance(name, dims, tmp_path):
 
 
 def test_shape_arithmetic_of_a_legacy_export_stays_integer():
-    path = shared_model("tiny_yolo_legacy.onnx")  # grid coordinates from Shape/Range/Cast chains
+    path = real_model("tiny_yolo_legacy.onnx")  # grid coordinates from Shape/Range/Cast chains
     model = surgeon.load(path)
     before = inferred_types(to_proto(model))
     report = fp16(model)
@@ -188,7 +188,7 @@ def test_shape_arithmetic_of_a_legacy_export_stays_integer():
 
 
 def test_float16_interface_on_a_real_model():
-    path = shared_model("tiny_yolo_dynamo.onnx")
+    path = real_model("tiny_yolo_dynamo.onnx")
     model = surgeon.load(path)
     fp16(model, keep_io_types=False)
     after = to_proto(model)
@@ -197,7 +197,7 @@ def test_float16_interface_on_a_real_model():
 
 
 def test_custom_op_stays_float32():
-    path = shared_model("model_foo.onnx")  # devtech::FooOp between the two blocks; ORT cannot run it
+    path = real_model("model_foo.onnx")  # devtech::FooOp between the two blocks; ORT cannot run it
     model = surgeon.load(path)
     report = fp16(model)
     after = to_proto(model)
@@ -209,7 +209,7 @@ def test_custom_op_stays_float32():
 
 
 def test_node_block_list_keeps_a_node_in_float32():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     report = fp16(model, node_block_list=["/block2/block2.0/Conv"])
     after = to_proto(model)
@@ -251,7 +251,7 @@ def test_external_weights(tmp_path):
 
 @pytest.mark.parametrize("name", ["silero_vad.onnx", "silero_vad_16k_op15.onnx"])
 def test_control_flow_bodies_compute_in_float16(name):
-    path = shared_model(name)  # silero_vad.onnx: 684 of its 689 nodes in If branches, nested 4 deep
+    path = real_model(name)  # silero_vad.onnx: 684 of its 689 nodes in If branches, nested 4 deep
     model = surgeon.load(path)
     report = fp16(model, keep_io_types=False)
     after = to_proto(model)
@@ -321,7 +321,7 @@ def test_comparisons_stay_float32_by_default():
 
 
 def test_float32_interface_around_control_flow():
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     fp16(model)
     after = to_proto(model)
@@ -412,7 +412,7 @@ def _subgraphs(graph: onnx.GraphProto):
 @pytest.mark.parametrize("name", ["ctrlflow_script_legacy.onnx", "ctrlflow_cond_dynamo.onnx",
                                   "ctrlflow_while_dynamo.onnx", "polygraphy/scan.onnx", "polygraphy/loop.onnx"])
 def test_if_and_loop_models(name):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     report = fp16(model)
     after = to_proto(model)
@@ -442,7 +442,7 @@ def test_float16_model_is_unchanged():
 
 
 def test_converting_twice_is_converting_once():
-    model = surgeon.load(shared_model("transformer_encoder_dynamo.onnx"))
+    model = surgeon.load(real_model("transformer_encoder_dynamo.onnx"))
     fp16(model)
     once = to_proto(model).SerializeToString()
     report = fp16(model)
@@ -462,14 +462,14 @@ def error_of(model: surgeon.Model, **params) -> str:
 
 
 def test_unknown_node_name():
-    assert error_of(surgeon.load(shared_model("model.onnx")), node_block_list=["/block2/block2.0/Cov"]) == (
+    assert error_of(surgeon.load(real_model("model.onnx")), node_block_list=["/block2/block2.0/Cov"]) == (
         "error: step 1 (to_fp16): node_block_list names '/block2/block2.0/Cov', but the model has no node of "
         "that name\n"
         "  hint: did you mean '/block2/block2.0/Conv', '/block1/block1.0/Conv', '/block2/block2.2/Relu'?")
 
 
 def test_misspelt_op():
-    assert error_of(surgeon.load(shared_model("model.onnx")), op_block_list=["Cumsum"]) == (
+    assert error_of(surgeon.load(real_model("model.onnx")), op_block_list=["Cumsum"]) == (
         "error: step 1 (to_fp16): op_block_list names 'Cumsum', which is neither an op of this model nor an "
         "ONNX op\n"
         "  hint: did you mean 'CumSum', 'Sum'?")
@@ -489,14 +489,14 @@ def test_weightless_model():
 
 
 def test_docstring_example_runs_on_a_real_model():
-    path = shared_model("tiny_yolo_dynamo.onnx")
+    path = real_model("tiny_yolo_dynamo.onnx")
     model = surgeon.load(path)
     surgeon.apply(surgeon.parse_recipe(registry.get("to_fp16").example()), model)
     assert_close_fp16(path, to_proto(model), random_inputs(path))
 
 
 def test_ready_recipe_runs_on_a_real_model(tmp_path):
-    path = shared_model("model_dynamo.onnx")
+    path = real_model("model_dynamo.onnx")
     model = surgeon.load(path)
     surgeon.apply(RECIPES / "to_fp16.yaml", model)
     out = surgeon.save(model, tmp_path / "fp16.onnx").path

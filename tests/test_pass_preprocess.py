@@ -12,7 +12,7 @@ import surgeon
 from surgeon.errors import PassError
 from surgeon.io.export import to_proto
 from nms_reference import assert_same_detections, decode, reference_nms
-from util import run, shared_model, tolerance
+from util import run, real_model, tolerance
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -44,7 +44,7 @@ def camera_images(n: int, dtype: str, layout: str, seed: int = 0) -> np.ndarray:
 
 
 def tiny_yolo() -> onnx.ModelProto:
-    return onnx.load(shared_model("tiny_yolo_legacy.onnx"))
+    return onnx.load(real_model("tiny_yolo_legacy.onnx"))
 
 
 @pytest.mark.parametrize("options, ops", [

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import onnx
 import pytest
-from util import RECIPES, assert_same_outputs, call, error_of, random_inputs, shared_model
+from util import RECIPES, assert_same_outputs, call, error_of, random_inputs, real_model
 
 import surgeon
 from surgeon.io.export import to_proto
@@ -55,7 +55,7 @@ def check_same(before: onnx.ModelProto, after: onnx.ModelProto, renamed: dict[st
 
 
 def test_rename_io_renames_inputs_and_outputs_everywhere():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     result = call(model, "rename_io", inputs={"input": "images"}, outputs={"output": "features"})
     assert result.renamed == {"input": "images", "output": "features"}
@@ -71,7 +71,7 @@ def test_rename_io_renames_inputs_and_outputs_everywhere():
 
 
 def test_rename_io_swaps_two_outputs():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     result = call(model, "rename_io", outputs={"boxes": "scores", "scores": "boxes"})
     out = to_proto(model)
@@ -81,7 +81,7 @@ def test_rename_io_swaps_two_outputs():
 
 
 def test_rename_io_same_name_changes_nothing():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     before = to_proto(model).SerializeToString()
     result = call(model, "rename_io", inputs={"input": "input"})
     assert result.renamed == {}
@@ -89,7 +89,7 @@ def test_rename_io_same_name_changes_nothing():
 
 
 def test_rename_io_of_input_captured_by_if_branches():
-    path = shared_model("ctrlflow_cond_dynamo.onnx")
+    path = real_model("ctrlflow_cond_dynamo.onnx")
     model = surgeon.load(path)
     result = call(model, "rename_io", inputs={"x": "features"}, outputs={"y": "out"})
     out = to_proto(model)
@@ -100,7 +100,7 @@ def test_rename_io_of_input_captured_by_if_branches():
 
 
 def test_rename_io_in_silero_vad_with_nested_ifs():
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     renamed = {"input": "audio", "state": "h", "sr": "sample_rate"}
     result = call(model, "rename_io", inputs=renamed, outputs={"stateN": "h_next"})
@@ -114,7 +114,7 @@ def test_rename_io_in_silero_vad_with_nested_ifs():
 
 
 def test_rename_io_errors():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     assert error_of(model, "rename_io", inputs={"inpt": "images"}) == (
         "error: 'inpt' is not a graph input\n"
         "  hint: did you mean 'input'?")
@@ -145,7 +145,7 @@ def test_rename_io_errors():
 
 
 def test_rename_io_refuses_a_name_taken_inside_a_subgraph():
-    model = surgeon.load(shared_model("ctrlflow_script_legacy.onnx"))
+    model = surgeon.load(real_model("ctrlflow_script_legacy.onnx"))
     assert error_of(model, "rename_io", inputs={"x": "/Mul_output_0"}) == (
         "error: cannot rename 'x' to '/Mul_output_0': a tensor named '/Mul_output_0' already exists "
         "(output of node '/Mul' (Mul) in the then_branch of node '/If')\n"
@@ -173,7 +173,7 @@ def test_rename_io_refuses_two_names_for_a_pass_through_tensor():
 
 
 def test_rename_tensors_map_renames_a_tensor_captured_by_if_and_loop():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     result = call(model, "rename_tensors", map={"/Constant_output_0": "keep_going", "x": "features",
                                                 "y.25": "carried"})
@@ -193,7 +193,7 @@ def test_rename_tensors_map_renames_a_tensor_captured_by_if_and_loop():
 
 
 def test_rename_tensors_map_renames_a_captured_initializer():
-    path = shared_model("ctrlflow_cond_dynamo.onnx")
+    path = real_model("ctrlflow_cond_dynamo.onnx")
     model = surgeon.load(path)
     result = call(model, "rename_tensors", map={"val_0_2": "two", "scalar_tensor_default": "zero"})
     out = to_proto(model)
@@ -205,7 +205,7 @@ def test_rename_tensors_map_renames_a_captured_initializer():
 
 
 def test_strip_prefix_renames_inside_silero_subgraphs():
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     prefix = "If_0_else_branch__Inline_0__"
     captured = prefix + "/encoder/3/activation/Relu_output_0"  # read by nested If branches
@@ -228,7 +228,7 @@ def test_strip_prefix_renames_inside_silero_subgraphs():
 @pytest.mark.parametrize("name", ["model.onnx", "tiny_yolo_legacy.onnx", "transformer_encoder_dynamo.onnx",
                                   "polygraphy/renamable.onnx", "polygraphy/loop.onnx", "polygraphy/scan.onnx"])
 def test_prefix_rename_keeps_values_and_interface(name):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     original = onnx.load(path)
     result = call(model, "rename_tensors", prefix="net.")
@@ -249,7 +249,7 @@ def test_prefix_rename_keeps_values_and_interface(name):
 @pytest.mark.parametrize("name", ["model.onnx", "tiny_yolo_legacy.onnx", "transformer_encoder_dynamo.onnx",
                                   "polygraphy/scan.onnx", "polygraphy/loop.onnx"])
 def test_rename_io_of_every_input_and_output_keeps_values(name):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     inputs = {t.name: f"in_{i}" for i, t in enumerate(model.graph.inputs)}
     outputs = {t.name: f"out_{i}" for i, t in enumerate(model.graph.outputs)}
@@ -261,7 +261,7 @@ def test_rename_io_of_every_input_and_output_keeps_values(name):
 
 
 def test_include_io_renames_the_interface_too():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     result = call(model, "rename_tensors", prefix="m.", include_io=True)
     out = to_proto(model)
@@ -285,7 +285,7 @@ def test_rename_keeps_quantization_annotation_and_value_info_order():
 
 
 def test_strip_prefix_that_matches_nothing():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     assert error_of(model, "rename_tensors", strip_prefix="/backbone/") == (
         "error: no node or tensor name starts with '/backbone/' (graph inputs and outputs excluded)\n"
         "  hint: names in the model look like 'onnx::Conv_20', 'onnx::Conv_21', "
@@ -298,7 +298,7 @@ def test_strip_prefix_that_matches_nothing():
 
 
 def test_rename_tensors_errors():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     assert error_of(model, "rename_tensors", map={"/block1/block1.2/Relu_output": "a"}) == (
         "error: no tensor named '/block1/block1.2/Relu_output' in the model\n"
         "  hint: did you mean '/block1/block1.2/Relu_output_0', '/block1/block1.0/Conv_output_0', "
@@ -324,7 +324,7 @@ def test_rename_tensors_errors():
 
 
 def test_map_missing_name_with_allow_missing():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     result = call(model, "rename_tensors", map={"nope": "a", "/block1/block1.2/Relu_output_0": "relu1"},
                   allow_missing=True)
     assert result.renamed == {"/block1/block1.2/Relu_output_0": "relu1"}
@@ -336,7 +336,7 @@ def test_map_missing_name_with_allow_missing():
 
 @pytest.mark.parametrize("name", ["rename_io", "rename_tensors"])
 def test_docstring_example_runs(name):
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     result = surgeon.apply(surgeon.parse_recipe(surgeon.registry.get(name).example()), model)
     assert result.renamed
@@ -344,7 +344,7 @@ def test_docstring_example_runs(name):
 
 
 def test_ready_recipe_rename_io():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     result = surgeon.apply(RECIPES / "rename_io.yaml", model)
     assert result.renamed == {"input": "images", "output": "features"}
@@ -352,7 +352,7 @@ def test_ready_recipe_rename_io():
 
 
 def test_runner_reports_renames():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     recipe = surgeon.parse_recipe(textwrap.dedent("""\
         version: 1
         steps:

@@ -7,7 +7,7 @@ import onnx
 import onnx.numpy_helper
 import onnx.parser
 import pytest
-from util import RECIPES, assert_same_outputs, random_inputs, run, shared_model
+from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
 
 import surgeon
 from surgeon.errors import PassError
@@ -116,14 +116,14 @@ def test_infer_shapes_replaces_stale_shapes_and_keeps_declared_io():
 
 
 def test_infer_shapes_fills_missing_output_shapes():
-    model = surgeon.load(shared_model("polygraphy/identity_identity.onnx"))
+    model = surgeon.load(real_model("polygraphy/identity_identity.onnx"))
     assert io_dims(model)["identity_out_2"] is None  # Polygraphy's models declare no output shapes
     call(model, "infer_shapes")
     assert io_dims(model)["identity_out_2"] == [64, 64]
 
 
 def test_infer_shapes_does_not_fire_when_shapes_are_complete():
-    model = surgeon.load(shared_model("tiny_yolo_dynamo.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_dynamo.onnx"))
     before = to_proto(model).SerializeToString()
     report = surgeon.run_pass(model, "infer_shapes")
     assert not report.changed
@@ -131,7 +131,7 @@ def test_infer_shapes_does_not_fire_when_shapes_are_complete():
 
 
 def test_infer_shapes_is_idempotent():
-    model = surgeon.load(shared_model("transformer_encoder_dynamo.onnx"))
+    model = surgeon.load(real_model("transformer_encoder_dynamo.onnx"))
     call(model, "infer_shapes")
     once = to_proto(model).SerializeToString()
     assert not surgeon.run_pass(model, "infer_shapes").changed
@@ -139,7 +139,7 @@ def test_infer_shapes_is_idempotent():
 
 
 def test_infer_shapes_fills_subgraphs():
-    model = surgeon.load(shared_model("silero_vad.onnx"))
+    model = surgeon.load(real_model("silero_vad.onnx"))
     call(model, "infer_shapes")
     proto = to_proto(model)
     branch = next(a.g for n in proto.graph.node if n.op_type == "If" for a in n.attribute
@@ -150,7 +150,7 @@ def test_infer_shapes_fills_subgraphs():
 
 
 def test_infer_shapes_keeps_custom_op_types():
-    model = surgeon.load(shared_model("model_foo.onnx"))
+    model = surgeon.load(real_model("model_foo.onnx"))
     foo = next(n for n in model.graph.nodes if n.op == "FooOp").outputs[0]
     declared = (foo.dtype, list(foo.shape))
     call(model, "infer_shapes")
@@ -166,7 +166,7 @@ def test_infer_shapes_external_data_never_reads_weights(monkeypatch, tmp_path):
     def refuse(self):
         raise AssertionError("weights were read")
 
-    path = shared_model("polygraphy/ext_weights_same_dir/ext_weights.onnx")
+    path = real_model("polygraphy/ext_weights_same_dir/ext_weights.onnx")
     model = surgeon.load(path)
     assert model.has_external_data
     monkeypatch.setattr(ExternalValues, "load", refuse)
@@ -268,7 +268,7 @@ def test_inference_error_texts_are_parsed():
                                   "light_densenet121.onnx", "polygraphy/loop.onnx",
                                   "polygraphy/scan.onnx"])
 def test_infer_shapes_preserves_outputs(name, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     call(model, "infer_shapes")
     surgeon.save(model, tmp_path / "out.onnx")  # the full checker accepts the written value_info
@@ -277,7 +277,7 @@ def test_infer_shapes_preserves_outputs(name, tmp_path):
 
 
 def test_infer_shapes_preserves_silero_outputs():
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     call(model, "infer_shapes")
     rng = np.random.default_rng(0)
@@ -287,7 +287,7 @@ def test_infer_shapes_preserves_silero_outputs():
 
 
 def test_infer_shapes_example_runs_on_a_real_model():
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
     result = run_example("infer_shapes", model)
     # 267 intermediates, plus both outputs: their named dims become proven sizes
     # (boxes [N, 2100, 4]; scores [N, Concatscores_dim_1, 80], its anchor count stays unproven).
@@ -298,7 +298,7 @@ def test_infer_shapes_example_runs_on_a_real_model():
 
 
 def test_set_shapes_fixes_inputs_and_reinfers():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "set_shapes", inputs={"input": [1, 3, 32, 32]})
     proto = to_proto(model)
@@ -311,7 +311,7 @@ def test_set_shapes_fixes_inputs_and_reinfers():
 
 
 def test_set_shapes_symbolic_and_unknown_dims_on_paddle_model():
-    path = shared_model("ch_PP-OCRv4_rec_infer.onnx")
+    path = real_model("ch_PP-OCRv4_rec_infer.onnx")
     model = surgeon.load(path)
     call(model, "set_shapes", inputs={"x": ["N", 3, 48, None]},
          outputs={"softmax_11.tmp_0": ["N", None, 6625]})
@@ -321,7 +321,7 @@ def test_set_shapes_symbolic_and_unknown_dims_on_paddle_model():
 
 
 def test_set_shapes_reshapes_if_branches():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     call(model, "set_shapes", inputs={"x": [3, 8]})
     proto = to_proto(model)
@@ -333,7 +333,7 @@ def test_set_shapes_reshapes_if_branches():
 
 
 def test_set_shapes_does_not_fire_on_the_declared_shape():
-    model = surgeon.load(shared_model("ch_PP-OCRv4_rec_infer.onnx"))
+    model = surgeon.load(real_model("ch_PP-OCRv4_rec_infer.onnx"))
     before = to_proto(model).SerializeToString()
     report = surgeon.run_pass(model, "set_shapes",
                               inputs={"x": ["p2o.DynamicDimension.0", 3, "?", "p2o.DynamicDimension.1"]})
@@ -353,7 +353,7 @@ def test_set_shapes_clears_stale_intermediates():
 @pytest.mark.parametrize("name, dims_", [("polygraphy/dim_param.onnx", {"Input:0": ["batch", 16, 128]}),
                                         ("polygraphy/inp_dim_val_not_set.onnx", {"X": [2, 3, 4]})])
 def test_set_shapes_on_polygraphy_models(name, dims_):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     call(model, "set_shapes", inputs=dims_)
     (inp, want), = dims_.items()
@@ -382,7 +382,7 @@ def test_set_shapes_rank_change_needs_opt_in():
 
 def test_set_shapes_on_a_model_with_a_negative_declared_dim():
     # Polygraphy's reshape.onnx declares its input [-1, 3, 5, 5] and its output without a shape.
-    path = shared_model("polygraphy/reshape.onnx")
+    path = real_model("polygraphy/reshape.onnx")
     model = surgeon.load(path)
     call(model, "set_shapes", inputs={"data": ["N", 3, 5, 5]})
     assert io_dims(model) == {"data": ["N", 3, 5, 5], "output": None}
@@ -391,7 +391,7 @@ def test_set_shapes_on_a_model_with_a_negative_declared_dim():
 
 
 def test_set_shapes_errors():
-    model = surgeon.load(shared_model("tiny_yolo_dynamo.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_dynamo.onnx"))
     assert error_of(model, "set_shapes", inputs={"image": [1, 3, 320, 320]}) == (
         "error: the model has no graph input named 'image'\n"
         "  hint: did you mean 'images'?")
@@ -415,7 +415,7 @@ def test_set_shapes_errors():
 
 
 def test_set_shapes_example_runs_on_a_real_model():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     run_example("set_shapes", model)
     assert io_dims(model) == {"input": [1, 3, 32, 32], "output": [1, 16, 32, 32]}
 
@@ -455,7 +455,7 @@ def test_set_batch_fixed_to_another_fixed_size():
 
 
 def test_set_batch_does_not_fire_when_already_set():
-    model = surgeon.load(shared_model("tiny_yolo_dynamo.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_dynamo.onnx"))
     before = to_proto(model).SerializeToString()
     report = surgeon.run_pass(model, "set_batch", size="N")
     assert not report.changed and report.notes == ["the batch is already N"]
@@ -463,7 +463,7 @@ def test_set_batch_does_not_fire_when_already_set():
 
 
 def test_set_batch_model_onnx_fixed_then_dynamic_again():
-    path = shared_model("model.onnx")
+    path = real_model("model.onnx")
     model = surgeon.load(path)
     call(model, "set_batch", size=1)
     assert io_dims(model) == {"input": [1, 3, 32, 32], "output": [1, 16, 32, 32]}
@@ -474,7 +474,7 @@ def test_set_batch_model_onnx_fixed_then_dynamic_again():
 
 
 def test_set_batch_tiny_yolo_legacy_folded_at_batch_1(tmp_path):
-    model = fold_at_batch_1(surgeon.load(shared_model("tiny_yolo_legacy.onnx")))
+    model = fold_at_batch_1(surgeon.load(real_model("tiny_yolo_legacy.onnx")))
     reshapes = [n.name for n in model.graph.nodes if n.op == "Reshape"]
     assert [const_of(model, r) for r in reshapes] == [[1, 4, -1], [1, 80, -1]] * 3
     report = surgeon.run_pass(model, "set_batch", size="N")
@@ -484,12 +484,12 @@ def test_set_batch_tiny_yolo_legacy_folded_at_batch_1(tmp_path):
     surgeon.save(model, tmp_path / "out.onnx")
     assert_batch_separable(tmp_path / "out.onnx")
     feeds = random_inputs(tmp_path / "out.onnx", dims={"N": 3})
-    assert_same_outputs(shared_model("tiny_yolo_legacy.onnx"), tmp_path / "out.onnx", feeds)
+    assert_same_outputs(real_model("tiny_yolo_legacy.onnx"), tmp_path / "out.onnx", feeds)
 
 
 def test_set_batch_transformer_is_dynamic_already():
     # Its Reshape targets are [-1, 256], [-1] or built at run time from Shape: nothing hard-codes the batch.
-    path = shared_model("transformer_encoder_dynamo.onnx")
+    path = real_model("transformer_encoder_dynamo.onnx")
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "set_batch", size="B")
     assert report.details["rewritten"] == [] and report.details["old_batch"] is None
@@ -500,7 +500,7 @@ def test_set_batch_transformer_is_dynamic_already():
 
 def test_set_batch_refuses_a_transformer_folded_at_batch_1():
     # Folding at batch 1 turns batch*heads into the constant 8 in [1, 8, 32, seq]: not rewritable.
-    model = fold_at_batch_1(surgeon.load(shared_model("transformer_encoder_dynamo.onnx")))
+    model = fold_at_batch_1(surgeon.load(real_model("transformer_encoder_dynamo.onnx")))
     assert error_of(model, "set_batch", size="N") == (
         "error: cannot make the batch dynamic: Reshape 'node_Reshape_70' gives 'val_68' (shape [?, 32, seq]) "
         "a target built by Concat 'node_Concat_69' from the constant [1, 8], whose first entry is the old "
@@ -510,7 +510,7 @@ def test_set_batch_refuses_a_transformer_folded_at_batch_1():
 
 
 def test_set_batch_paddle_model_folded_at_batch_1():
-    path = shared_model("ch_PP-OCRv4_rec_infer.onnx")
+    path = real_model("ch_PP-OCRv4_rec_infer.onnx")
     model = fold_at_batch_1(surgeon.load(path))
     report = surgeon.run_pass(model, "set_batch", size="N")
     assert report.notes[0] == "Reshape 'p2o.Reshape.64': target [1, 120, -1] -> [0, 120, -1]"
@@ -618,7 +618,7 @@ def test_set_batch_inside_if_branches():
 
 
 def test_set_batch_silero_with_explicit_tensors():
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     assert error_of(model, "set_batch", size="N") == (
         "error: the graph inputs/outputs do not agree on a batch: their first dimensions differ "
@@ -844,7 +844,7 @@ def test_set_batch_parameter_errors():
 
 
 def test_set_batch_example_runs_on_a_real_model():
-    model = fold_at_batch_1(surgeon.load(shared_model("tiny_yolo_legacy.onnx")))
+    model = fold_at_batch_1(surgeon.load(real_model("tiny_yolo_legacy.onnx")))
     run_example("set_batch", model)
     assert io_dims(model)["images"] == ["N", 3, 320, 320]
     assert_batch_separable(model, batch=2)
@@ -854,7 +854,7 @@ def test_set_batch_example_runs_on_a_real_model():
 
 
 def test_set_dtype_uint8_images(tmp_path):
-    path = shared_model("tiny_yolo_dynamo.onnx")
+    path = real_model("tiny_yolo_dynamo.onnx")
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "set_dtype", inputs={"images": "uint8"})
     cast = model.graph.nodes[0]
@@ -874,7 +874,7 @@ def test_set_dtype_uint8_images(tmp_path):
 
 
 def test_set_dtype_does_not_fire_when_the_dtype_is_already_set():
-    model = surgeon.load(shared_model("tiny_yolo_dynamo.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_dynamo.onnx"))
     before = to_proto(model).SerializeToString()
     report = surgeon.run_pass(model, "set_dtype", inputs={"images": "float"})
     assert not report.changed
@@ -882,7 +882,7 @@ def test_set_dtype_does_not_fire_when_the_dtype_is_already_set():
 
 
 def test_set_dtype_reaches_readers_inside_subgraphs():
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     x = model.graph.inputs[0]
     readers = {n.name for n in x.outputs}
@@ -898,7 +898,7 @@ def test_set_dtype_reaches_readers_inside_subgraphs():
 
 
 def test_set_dtype_errors():
-    model = surgeon.load(shared_model("tiny_yolo_dynamo.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_dynamo.onnx"))
     assert error_of(model, "set_dtype", inputs={"images": "unit8"}) == (
         "error: unknown dtype 'unit8' for graph input 'images'\n"
         "  hint: did you mean 'uint8', 'int8'?")
@@ -913,7 +913,7 @@ def test_set_dtype_errors():
 
 
 def test_set_dtype_example_runs_on_a_real_model():
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
     run_example("set_dtype", model)
     assert model.graph.inputs[0].dtype == np.uint8
 
@@ -922,7 +922,7 @@ def test_set_dtype_example_runs_on_a_real_model():
 
 
 def test_recipe_fix_batch():
-    path = shared_model("tiny_yolo_dynamo.onnx")
+    path = real_model("tiny_yolo_dynamo.onnx")
     model = surgeon.load(path)
     surgeon.apply(RECIPES / "fix_batch.yaml", model)
     assert io_dims(model) == {"images": [1, 3, 320, 320], "boxes": [1, 2100, 4], "scores": [1, 2100, 80]}
@@ -930,14 +930,14 @@ def test_recipe_fix_batch():
 
 
 def test_recipe_make_batch_dynamic():
-    model = fold_at_batch_1(surgeon.load(shared_model("tiny_yolo_legacy.onnx")))
+    model = fold_at_batch_1(surgeon.load(real_model("tiny_yolo_legacy.onnx")))
     surgeon.apply(RECIPES / "make_batch_dynamic.yaml", model)
     assert io_dims(model)["images"] == ["N", 3, 320, 320]
     assert_batch_separable(model, batch=2)
 
 
 def test_recipe_uint8_input():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     surgeon.apply(RECIPES / "uint8_input.yaml", model)
     pixels = np.random.default_rng(1).integers(0, 256, (1, 3, 320, 320)).astype(np.uint8)
@@ -950,7 +950,7 @@ def test_recipe_uint8_input():
 def test_batch_one_static_model_gets_static_outputs():
     """The legacy exporter declares [N, Concatboxes_dim_1, Concatboxes_dim_2]; once the batch
     is fixed and the shape arithmetic folded, inference proves every size."""
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = surgeon.load(path)
     surgeon.apply(surgeon.Recipe.from_steps([("set_batch", {"size": 1}), ("fold_constants", {}),
                                              ("infer_shapes", {})]), model)

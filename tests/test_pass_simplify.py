@@ -10,7 +10,7 @@ import onnx.parser
 import pytest
 from onnx import TensorProto
 from test_pass_fold import silero_feeds
-from util import RECIPES, assert_same_outputs, random_inputs, shared_model
+from util import RECIPES, assert_same_outputs, random_inputs, real_model
 
 import surgeon
 from surgeon.errors import PassError
@@ -34,7 +34,7 @@ def _feeds(name: str, path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", sorted(ONNXSLIM))
 def test_leaves_no_more_nodes_than_onnxslim_and_same_outputs(name, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "simplify")
     assert len(model.graph.nodes) <= ONNXSLIM[name]
@@ -44,7 +44,7 @@ def test_leaves_no_more_nodes_than_onnxslim_and_same_outputs(name, tmp_path):
 
 
 def test_simplify_twice_changes_nothing_the_second_time():
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
     surgeon.run_pass(model, "simplify")
     once = to_proto(model).SerializeToString()
     report = surgeon.run_pass(model, "simplify")
@@ -55,7 +55,7 @@ def test_simplify_twice_changes_nothing_the_second_time():
 
 @pytest.mark.parametrize("name", ["silero_vad.onnx", "silero_vad_16k_op15.onnx"])
 def test_silero_vad_with_nested_ifs(name, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     surgeon.run_pass(model, "simplify")
     assert sum(len(g.nodes) for g in model.graphs()) < 250
@@ -67,7 +67,7 @@ def test_silero_vad_with_nested_ifs(name, tmp_path):
 @pytest.mark.parametrize("name", ["ctrlflow_script_legacy.onnx", "ctrlflow_cond_dynamo.onnx",
                                   "ctrlflow_while_dynamo.onnx", "polygraphy/scan.onnx"])
 def test_control_flow_models(name, tmp_path):
-    path = shared_model(name)
+    path = real_model(name)
     model = surgeon.load(path)
     surgeon.run_pass(model, "simplify")
     surgeon.save(model, tmp_path / path.name)
@@ -76,7 +76,7 @@ def test_control_flow_models(name, tmp_path):
 
 
 def test_docstring_example_and_ready_recipe(tmp_path):
-    path = shared_model("light_densenet121.onnx")
+    path = real_model("light_densenet121.onnx")
     for recipe in (surgeon.parse_recipe(surgeon.registry.get("simplify").example()),
                    surgeon.load_recipe(RECIPES / "simplify.yaml")):
         model = surgeon.load(path)
@@ -87,7 +87,7 @@ def test_docstring_example_and_ready_recipe(tmp_path):
 
 
 def test_parameter_errors():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     with pytest.raises(PassError) as exc:
         surgeon.run_pass(model, "simplify", max_iterations=0)
     assert str(exc.value) == ("error: parameter 'max_iterations': must be at least 1, got 0\n"
@@ -121,7 +121,7 @@ def test_dedupe_merges_identical_constants_only():
 
 
 def test_dedupe_docstring_example_runs_on_a_real_model(tmp_path):
-    path = shared_model("light_densenet121.onnx")
+    path = real_model("light_densenet121.onnx")
     model = surgeon.load(path)
     recipe = surgeon.parse_recipe(surgeon.registry.get("dedupe_initializers").example())
     result = surgeon.apply(recipe, model)

@@ -10,7 +10,7 @@ import surgeon
 from surgeon.errors import PassError, StepError
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import PassRegistry
-from util import assert_same_outputs, random_inputs, shared_model
+from util import assert_same_outputs, random_inputs, real_model
 
 
 def _model(text: str) -> surgeon.Model:
@@ -117,7 +117,7 @@ def test_remove_inside_if_branches_of_a_real_model():
     """Identity nodes inside the If bodies of silero_vad go; outputs stay equal."""
     from util import silero_inputs
 
-    path = shared_model("silero_vad.onnx")
+    path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     inside = sum(1 for g in model.graphs() if g is not model.graph for n in g.nodes if n.op == "Identity")
     assert inside > 0
@@ -132,7 +132,7 @@ def test_remove_inside_if_branches_of_a_real_model():
 
 
 def test_remove_on_controlflow_models(tmp_path):
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     ops_inside = {n.op for g in model.graphs() if g is not model.graph for n in g.nodes}
     assert ops_inside, "the model has subgraphs"
@@ -143,12 +143,12 @@ def test_remove_on_controlflow_models(tmp_path):
 
 
 def test_toposort_leaves_sorted_graphs_alone_and_sorts_unsorted():
-    model = surgeon.load(shared_model("tiny_yolo_legacy.onnx"))
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
     before = to_proto(model).SerializeToString()
     report = surgeon.run_pass(model, "toposort")
     assert not report.changed and to_proto(model).SerializeToString() == before
 
-    path = shared_model("polygraphy/unsorted.onnx")
+    path = real_model("polygraphy/unsorted.onnx")
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "toposort")
     assert report.notes and report.changed
@@ -157,7 +157,7 @@ def test_toposort_leaves_sorted_graphs_alone_and_sorts_unsorted():
 
 
 def test_cleanup_removes_dead_nodes_and_unused_initializers():
-    path = shared_model("polygraphy/cleanable.onnx")
+    path = real_model("polygraphy/cleanable.onnx")
     model = surgeon.load(path)
     n_before = len(model.graph.nodes)
     report = surgeon.run_pass(model, "cleanup")
@@ -166,7 +166,7 @@ def test_cleanup_removes_dead_nodes_and_unused_initializers():
 
 
 def test_cleanup_does_not_fire_on_clean_model():
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     before = to_proto(model).SerializeToString()
     report = surgeon.run_pass(model, "cleanup")
     assert not report.changed and to_proto(model).SerializeToString() == before
@@ -188,11 +188,11 @@ def test_seed_gs_script_as_registered_pass(tmp_path):
     try:
         recipe = tmp_path / "r.yaml"
         recipe.write_text("version: 1\nsteps:\n  - pass: strip_fooop_gs\n    with: {op: FooOp}\n")
-        model = surgeon.load(shared_model("model_foo.onnx"))
+        model = surgeon.load(real_model("model_foo.onnx"))
         result = surgeon.apply(recipe, model)
         assert [str(n) for n in result.steps[0].removed] == ["/FooOp (devtech::FooOp)"]
         out = surgeon.save(model, tmp_path / "clean.onnx")
-        assert_same_outputs(shared_model("model.onnx"), out.path, exact=True)
+        assert_same_outputs(real_model("model.onnx"), out.path, exact=True)
     finally:
         surgeon.registry.unregister("strip_fooop_gs")
 
@@ -245,7 +245,7 @@ def test_every_builtin_pass_is_documented():
 @pytest.mark.parametrize("name", ["remove_node", "cleanup", "toposort"])
 def test_core_docstring_examples_run(name):
     spec = surgeon.registry.get(name)
-    model = surgeon.load(shared_model("model_foo.onnx"))
+    model = surgeon.load(real_model("model_foo.onnx"))
     surgeon.apply(surgeon.parse_recipe(spec.example()), model)
     onnx.checker.check_model(to_proto(model))
 
@@ -268,7 +268,7 @@ def test_negative_input_index_is_refused():
 
 
 def test_drop_a_whole_selected_chain():
-    path = shared_model("polygraphy/identity_identity.onnx")
+    path = real_model("polygraphy/identity_identity.onnx")
     model = surgeon.load(path)
     assert [n.op for n in model.graph.nodes] == ["Identity", "Identity"]
     report = surgeon.run_pass(model, "remove_node", op="Identity", mode="drop")

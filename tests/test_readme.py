@@ -16,7 +16,7 @@ def _blocks(language: str) -> list[str]:
 
 
 def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
-    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")
+    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures", ignore=shutil.ignore_patterns("models", "polygraphy"))
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)
     exec(compile(_blocks("python")[0], "README.md", "exec"), {})

@@ -13,7 +13,7 @@ import pytest
 
 import surgeon
 from surgeon.io.export import to_proto
-from util import RECIPES, assert_same_outputs, random_inputs, run, shared_model
+from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
 
 ALL = sorted(glob.glob(str(RECIPES / "*.yaml")))
 
@@ -32,7 +32,7 @@ def test_every_builtin_pass_has_a_ready_recipe():
 
 
 def _apply(recipe: str, model_name: str) -> surgeon.Model:
-    model = surgeon.load(shared_model(model_name))
+    model = surgeon.load(real_model(model_name))
     surgeon.apply(RECIPES / recipe, model)
     onnx.checker.check_model(to_proto(model), full_check=True)
     return model
@@ -42,9 +42,9 @@ def test_debug_outputs():
     model = _apply("debug_outputs.yaml", "model.onnx")
     assert [t.name for t in model.graph.outputs] == ["output", "/block1/block1.2/Relu_output_0",
                                                       "/block2/block2.0/Conv_output_0"]
-    feeds = random_inputs(shared_model("model.onnx"), dims={"N": 2})
+    feeds = random_inputs(real_model("model.onnx"), dims={"N": 2})
     got = run(model, feeds)
-    assert np.array_equal(got["output"], run(shared_model("model.onnx"), feeds)["output"])
+    assert np.array_equal(got["output"], run(real_model("model.onnx"), feeds)["output"])
     activation = got["/block1/block1.2/Relu_output_0"]
     assert activation.ndim == 4 and activation.shape[0] == 2 and activation.min() >= 0
 
@@ -59,7 +59,7 @@ def test_clip_activations():
     model = _apply("clip_activations.yaml", "model.onnx")
     assert [n.op for n in model.graph.nodes] == ["Conv", "Relu", "Clip", "Conv", "Relu"]
     feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32) * 50}
-    original = surgeon.load(shared_model("model.onnx"))
+    original = surgeon.load(real_model("model.onnx"))
     surgeon.run_pass(original, "add_outputs", outputs=["/block1/block1.2/Relu_output_0"])
     relu = run(original, feeds)["/block1/block1.2/Relu_output_0"]
     assert model.graph.nodes[2].name == "/block1/relu6"
@@ -70,7 +70,7 @@ def test_clip_activations():
 
 
 def test_strip_export_prefixes_keeps_the_outputs():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = _apply("strip_export_prefixes.yaml", "tiny_yolo_legacy.onnx")
     names = [n.name for n in model.graph.nodes]
     assert not any(name.startswith("/stem/") for name in names)
@@ -80,7 +80,7 @@ def test_strip_export_prefixes_keeps_the_outputs():
 
 
 def test_fixed_input_shape():
-    path = shared_model("tiny_yolo_legacy.onnx")
+    path = real_model("tiny_yolo_legacy.onnx")
     model = _apply("fixed_input_shape.yaml", "tiny_yolo_legacy.onnx")
     assert model.graph.inputs[0].shape == ["batch", 3, 320, 320]
     assert model.graph.outputs[0].shape[0] == "batch"
@@ -90,7 +90,7 @@ def test_fixed_input_shape():
 @pytest.mark.parametrize("name", ["tiny_yolo_legacy.onnx", "ctrlflow_script_legacy.onnx",
                                   "transformer_encoder_dynamo.onnx"])
 def test_tidy_preserves_outputs_and_is_idempotent(name):
-    path = shared_model(name)
+    path = real_model(name)
     model = _apply("tidy.yaml", name)
     assert_same_outputs(path, model, random_inputs(path, dims={"N": 2, "batch": 2, "seq": 5}), exact=True)
     once = to_proto(model).SerializeToString()
@@ -100,7 +100,7 @@ def test_tidy_preserves_outputs_and_is_idempotent(name):
 
 
 def test_fuse_for_inference_folds_batchnorm():
-    path = shared_model("model_keepbn.onnx")
+    path = real_model("model_keepbn.onnx")
     before = [n.op_type for n in onnx.load(path).graph.node]
     assert "BatchNormalization" in before
     model = _apply("fuse_for_inference.yaml", "model_keepbn.onnx")

@@ -11,14 +11,13 @@ import pytest
 
 import surgeon
 from surgeon.errors import ExportError
-from util import POLYGRAPHY, SHARED, shared_model
+from util import POLYGRAPHY, real_model
 
 
 def _polygraphy_models():
     return sorted(p for p in glob.glob(str(POLYGRAPHY / "*.onnx")) if not p.endswith("ext_weights.onnx"))
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="../shared is not beside the repository")
 @pytest.mark.parametrize("path", _polygraphy_models(), ids=os.path.basename)
 def test_models_that_already_fail_the_checker_still_save(tmp_path, path):
     result = surgeon.save(surgeon.load(path), tmp_path / "out.onnx")
@@ -36,7 +35,7 @@ def test_models_that_already_fail_the_checker_still_save(tmp_path, path):
 
 
 def test_an_error_the_edit_introduced_fails_and_writes_nothing(tmp_path):
-    model = surgeon.load(shared_model("model.onnx"))
+    model = surgeon.load(real_model("model.onnx"))
     relu = next(n for n in model.graph.nodes if n.op == "Relu")
     relu.inputs[0] = gs.Variable("nobody_makes_this", dtype="float32")
     with pytest.raises(ExportError) as exc:

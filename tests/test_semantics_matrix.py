@@ -1,20 +1,20 @@
 """Every pass that must preserve semantics, on every real model that onnxruntime can run.
 
 The pass tests check each pass closely on chosen models; this matrix runs the
-parameter-free ones over all of ../shared/models and Polygraphy's test models,
+parameter-free ones over every real model in fixtures/ (and the fetched ones),
 so a pass that breaks a model nobody thought of fails here. Outputs are
 compared in onnxruntime on seeded inputs with per-dtype tolerances.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 
 import pytest
 
 import surgeon
-from util import MODELS, POLYGRAPHY, SHARED, assert_same_outputs, ocr_inputs, random_inputs, session, silero_inputs
+from util import (assert_same_outputs, locate_real_model, ocr_inputs, random_inputs, real_model, real_model_names,
+                  session, silero_inputs)
 
 PASSES = ["cleanup", "toposort", "infer_shapes", "eliminate_noops", "fuse", "dedupe_initializers",
           "fold_constants", "simplify"]
@@ -24,18 +24,19 @@ SPECIAL_FEEDS = {"silero_vad.onnx": silero_inputs, "silero_vad_16k_op15.onnx": s
 
 
 def _runnable_models():
-    paths = sorted(glob.glob(str(MODELS / "*.onnx")) + glob.glob(str(POLYGRAPHY / "*.onnx")))
     found = []
-    for path in paths:
-        try:
-            session(path)
-        except Exception:  # custom ops (FooOp), weightless or bad_graph test models: nothing to compare
-            continue
-        found.append(path)
+    for name in real_model_names():
+        path, _ = locate_real_model(name)
+        if path is not None:  # a model not fetched yet is kept: the test skips, saying how to fetch it
+            try:
+                session(path)
+            except Exception:  # custom ops (FooOp), weightless or bad_graph test models: nothing to compare
+                continue
+        found.append(name)
     return found
 
 
-MODELS_TO_RUN = _runnable_models() if SHARED.exists() else []
+MODELS_TO_RUN = _runnable_models()
 
 
 def _feeds(path):
@@ -45,9 +46,9 @@ def _feeds(path):
     return random_inputs(path, dims={}, default_dim=2)
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="../shared is not beside the repository")
-@pytest.mark.parametrize("path", MODELS_TO_RUN, ids=lambda p: os.path.relpath(p, SHARED))
-def test_semantics_preserving_passes(path):
+@pytest.mark.parametrize("name", MODELS_TO_RUN)
+def test_semantics_preserving_passes(name):
+    path = real_model(name)
     feeds = _feeds(path)
     try:
         session(path).run(None, feeds)

@@ -11,7 +11,7 @@ import pytest
 
 import surgeon
 from surgeon.cli import main
-from util import FIXTURES, RECIPES, run, session, shared_model
+from util import FIXTURES, RECIPES, run, session, real_model
 
 PAIRS = [
     ("model_foo.onnx", "model.onnx"),
@@ -40,7 +40,7 @@ def _assert_matches_oracle(edited, oracle):
 @pytest.mark.parametrize("foo,oracle", PAIRS)
 def test_cli_strips_fooop_bit_identical_to_oracle(tmp_path, foo, oracle):
     src = tmp_path / foo
-    shutil.copy(shared_model(foo), src)
+    shutil.copy(real_model(foo), src)
     before = src.read_bytes()
     out = io.StringIO()
     assert main(["apply", str(RECIPES / "strip_fooop.yaml"), str(src)], out=out) == 0
@@ -48,7 +48,7 @@ def test_cli_strips_fooop_bit_identical_to_oracle(tmp_path, foo, oracle):
     assert out.getvalue().splitlines()[-1] == f"wrote {edited}"
     assert "step 1 'drop-fooop' (remove_node): removed 1 node (devtech::FooOp)" in out.getvalue()
     assert src.read_bytes() == before
-    _assert_matches_oracle(edited, shared_model(oracle))
+    _assert_matches_oracle(edited, real_model(oracle))
 
 
 def test_bundled_fixture_matches_its_oracle(tmp_path):
@@ -59,19 +59,19 @@ def test_bundled_fixture_matches_its_oracle(tmp_path):
 
 
 def test_python_api(tmp_path):
-    model = surgeon.load(shared_model("model_foo.onnx"))
+    model = surgeon.load(real_model("model_foo.onnx"))
     result = surgeon.apply(RECIPES / "strip_fooop.yaml", model)
     assert [len(r.removed) for r in result.steps] == [1, 0]
     saved = surgeon.save(model, tmp_path / "clean.onnx")
     assert saved.path == tmp_path / "clean.onnx"
-    _assert_matches_oracle(saved.path, shared_model("model.onnx"))
+    _assert_matches_oracle(saved.path, real_model("model.onnx"))
 
 
 def test_external_data_in_and_out(tmp_path, monkeypatch):
     """Weights in external data stay there, are streamed to the output, and work from any cwd."""
     src_dir = tmp_path / "in"
     src_dir.mkdir()
-    proto = onnx.load(shared_model("model_foo.onnx"))
+    proto = onnx.load(real_model("model_foo.onnx"))
     onnx.save_model(proto, src_dir / "foo.onnx", save_as_external_data=True,
                     location="foo.weights", size_threshold=0)
     elsewhere = tmp_path / "cwd"
@@ -88,17 +88,17 @@ def test_external_data_in_and_out(tmp_path, monkeypatch):
     assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer)
     assert {e.value for t in written.graph.initializer for e in t.external_data if e.key == "location"} == \
         {"clean.onnx.data"}
-    _assert_matches_oracle(saved.path, shared_model("model.onnx"))
+    _assert_matches_oracle(saved.path, real_model("model.onnx"))
 
 
 def test_lazy_weights_are_read_on_demand(tmp_path):
-    onnx.save_model(onnx.load(shared_model("model_foo.onnx")), tmp_path / "foo.onnx",
+    onnx.save_model(onnx.load(real_model("model_foo.onnx")), tmp_path / "foo.onnx",
                     save_as_external_data=True, location="w.bin", size_threshold=0)
     model = surgeon.load(tmp_path / "foo.onnx")
     conv = next(n for n in model.graph.nodes if n.op == "Conv")
     weight = conv.inputs[1]
     assert type(weight._values).__name__ == "ExternalValues"  # nothing read yet
-    inline = onnx.load(shared_model("model_foo.onnx"))
+    inline = onnx.load(real_model("model_foo.onnx"))
     expected = onnx.numpy_helper.to_array(next(t for t in inline.graph.initializer if t.name == weight.name))
     assert weight.values.dtype == np.float32
     assert np.array_equal(weight.values, expected)
@@ -138,7 +138,7 @@ def test_weights_replaced_in_memory_on_an_external_data_model(tmp_path):
 
 def test_no_empty_data_file_when_nothing_stays_external(tmp_path):
     """Folding Polygraphy's external-weights model leaves only small inline constants: no data file."""
-    model = surgeon.load(shared_model("polygraphy/ext_weights_same_dir/ext_weights.onnx"))
+    model = surgeon.load(real_model("polygraphy/ext_weights_same_dir/ext_weights.onnx"))
     assert model.has_external_data
     surgeon.run_pass(model, "fold_constants")
     saved = surgeon.save(model, tmp_path / "out.onnx")

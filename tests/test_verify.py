@@ -13,7 +13,7 @@ from onnx import numpy_helper
 import surgeon
 from surgeon.cli import main
 from surgeon.verify import tolerance
-from util import FIXTURES, RECIPES, shared_model
+from util import FIXTURES, RECIPES, real_model
 
 
 def _cli(*argv):
@@ -38,8 +38,8 @@ def foo(tmp_path):
     return path
 
 
-def test_strip_fooop_matches_shared_reference(tmp_path):
-    model_foo, reference = shared_model("model_foo.onnx"), shared_model("model.onnx")
+def test_strip_fooop_matches_exported_reference(tmp_path):
+    model_foo, reference = real_model("model_foo.onnx"), real_model("model.onnx")
     out = tmp_path / "clean.onnx"
     code, stdout, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(model_foo), "-o", str(out),
                              "--verify", "--reference", str(reference))
@@ -63,10 +63,10 @@ def test_wrong_reference_mismatch_writes_nothing(tmp_path, foo):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_foo.onnx", "wrong.onnx"]
 
 
-def test_shared_wrong_reference_with_other_shapes_fails(tmp_path):
-    """The fixtures' model.onnx takes 16x16 images, the shared one 32x32: a failure, never a pass."""
+def test_exported_model_with_wrong_reference_of_other_shapes_fails(tmp_path):
+    """The generated fixtures/model.onnx takes 16x16 images, the exported fixtures/models/ one 32x32: a failure."""
     out = tmp_path / "o.onnx"
-    code, _, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(shared_model("model_foo.onnx")),
+    code, _, err = _cli("apply", str(RECIPES / "strip_fooop.yaml"), str(real_model("model_foo.onnx")),
                         "-o", str(out), "--verify", "--reference", str(FIXTURES / "model.onnx"))
     assert code == 1
     assert err.startswith(f"error: verification failed: failed against {FIXTURES / 'model.onnx'} (random inputs)\n"
@@ -242,7 +242,7 @@ def test_equal_infinities_match(tmp_path):
 
 def test_random_inputs_run_loop_bodies_and_control_flow_is_flagged():
     """Integers start at 1 (a trip count of 0 runs no body); random inputs on If/Loop models get a note."""
-    path = shared_model("ctrlflow_script_legacy.onnx")
+    path = real_model("ctrlflow_script_legacy.onnx")
     model = surgeon.load(path)
     surgeon.run_pass(model, "remove_node", op="Mul")  # inside the If branch and the Loop body
     report = surgeon.verify(path, model)

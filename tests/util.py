@@ -1,7 +1,11 @@
-"""Shared test helpers: real models from ../shared, and running models in onnxruntime."""
+"""Shared test helpers: the real models the repository carries or fetches, and running models in onnxruntime."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +17,45 @@ import pytest
 from surgeon.graph.constants import np_dtype_of_ort
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-MODELS = SHARED / "models"
-POLYGRAPHY = SHARED / "peer" / "polygraphy"
 FIXTURES = ROOT / "fixtures"
+MODELS = FIXTURES / "models"  # real models, committed (fixtures/README.md: origin, license, sha256)
+POLYGRAPHY = FIXTURES / "polygraphy"  # Polygraphy's test models, committed; named "polygraphy/<file>"
 RECIPES = ROOT / "recipes"
+
+
+def _load_fetch():
+    spec = importlib.util.spec_from_file_location("surgeon_fixtures_fetch", FIXTURES / "fetch.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# fixtures/fetch.py knows where every real model is: committed, fetched into a cache, or in the onnx package.
+fetch = _load_fetch()
+
+
+@functools.cache
+def locate_real_model(name: str) -> tuple[Path | None, str]:
+    """(path, "") or (None, why it is missing and how to get it); see fixtures/fetch.py ``locate``."""
+    return fetch.locate(name)
+
+
+def real_model(name: str) -> Path:
+    """Path of a real model: a file name in fixtures/models, ``polygraphy/<path>``, a fetched model or
+    one the onnx package ships. Skips the test, saying how to get it, when it is missing; with
+    SURGEON_REQUIRE_FIXTURES=1 (as .ci/run sets it) a missing model fails the test instead."""
+    path, why = locate_real_model(name)
+    if path is None:
+        if os.environ.get("SURGEON_REQUIRE_FIXTURES", "") not in ("", "0"):
+            pytest.fail(why + " (SURGEON_REQUIRE_FIXTURES is set)", pytrace=False)
+        pytest.skip(why)
+    return path
+
+
+def real_model_names(subfolders: bool = False) -> list[str]:
+    """Every real model's name, present or not (fixtures/fetch.py ``names``)."""
+    return fetch.names(subfolders)
 
 
 # The seed's placeholder inside a module exported as a local function (ONNX text format).
@@ -33,15 +71,6 @@ Block (a) => (b) {
     b = Sigmoid (f)
 }
 """
-
-
-def shared_model(name: str) -> Path:
-    """Path of a real model in ../shared/models (or peer/polygraphy/...); skips the test if absent."""
-    for base in (MODELS, SHARED / "peer"):
-        path = base / name
-        if path.exists():
-            return path
-    pytest.skip(f"real model {name} not found under {SHARED} (the shared/ folder is not beside the repo)")
 
 
 def as_bytes(model: Any) -> bytes:
