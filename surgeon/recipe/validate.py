@@ -47,6 +47,7 @@ EXPECT_FIELDS: dict[str, Field] = {
     "inputs": Field(list[str]),
     "outputs": Field(list[str]),
     "shapes": Field(dict[str, list[int | str | None]]),
+    "changed": Field(bool),
 }
 
 
