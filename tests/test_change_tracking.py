@@ -125,6 +125,7 @@ def test_constant_values_edited_in_place_or_replaced_are_a_change():
     model = _model()
     report = surgeon.run_pass(model, "edit_constant_node")
     assert report.summary() == "step 1 (edit_constant_node): changed values of 1 constant"
+    assert report.values_changed == ["k.value"]  # the unnamed value attribute of the node making 'k'
 
 
 def test_large_constants_are_compared_by_identity_and_samples():

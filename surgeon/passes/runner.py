@@ -265,7 +265,7 @@ def _tensor_entry(t: gs.Tensor, label: str) -> tuple:
             ref = weakref.ref(values)
         except TypeError:
             ref = lambda values=values: values  # noqa: E731 - a strong reference, same interface
-        return (t, t.name, ("constant", _values_key(values), t._export_dtype), ref, label)
+        return (t, t.name, ("constant", _values_key(values), getattr(t, "_export_dtype", None)), ref, label)
     shape = t.shape  # a Variable subclass, or a bare gs.Tensor
     return (t, t.name, (t.dtype, None if shape is None else tuple(shape), getattr(t, "type", None)), None, label)
 
@@ -298,7 +298,8 @@ def _attr_key(value: Any, node: gs.Node, name: str, tensors: dict[int, tuple]) -
         return (kind.__name__, tuple(_attr_key(v, node, name, tensors) for v in value))
     if isinstance(value, gs.Tensor):
         if id(value) not in tensors:
-            tensors[id(value)] = _tensor_entry(value, f"{node.name or node.op}.{name}")
+            owner = node.name or (node.outputs[0].name if node.outputs else node.op)
+            tensors[id(value)] = _tensor_entry(value, f"{owner}.{name}")  # e.g. 'k.value' of a Constant node
         return ("tensor", id(value))
     if isinstance(value, gs.Graph):
         return ("graph", id(value))
