@@ -187,9 +187,12 @@ class _Snapshot:
     """What the runner remembers of a graph between two steps (see :func:`_snapshot`)."""
 
     nodes: dict[int, tuple] = field(default_factory=dict)
-    """id(node) -> (node, signature, id of its local function or 0, attribute key)."""
+    """id(node) -> (node, signature, id of its local function or 0, attribute key, its outputs).
+    The signature is (name, op, domain, input ids, output ids, output keys), an
+    output key being (name, dtype, shape, type) of a variable."""
     tensors: dict[int, tuple] = field(default_factory=dict)
-    """id(tensor) -> (tensor, name, type key, reference to its values or None, label)."""
+    """Tensors no node produces (constants, graph inputs, tensor attributes) and graph
+    outputs: id(tensor) -> (tensor, name, type key, reference to its values or None, label)."""
     graphs: dict[int, tuple] = field(default_factory=dict)
     """id(graph) -> (graph, input ids, output ids, node ids in order)."""
     main: int = 0
@@ -200,10 +203,11 @@ def _snapshot(graph: gs.Graph) -> _Snapshot:
     """Everything a step may change that the runner can see, in time linear in the graph.
 
     Per node of every graph (local function bodies and ``If``/``Loop``/``Scan``
-    bodies included): name, op, domain, wiring (by tensor identity) and a key
-    of its attributes. Per tensor: name, dtype, shape, and for constants (and
-    tensor attributes such as a Constant node's ``value``) a fingerprint of
-    the values. Per graph: its inputs, outputs and node order.
+    bodies included): name, op, domain, wiring (by tensor identity), a key of
+    its attributes, and name, dtype and shape of its outputs. Per constant
+    (initializers, tensor attributes such as a Constant node's ``value``): a
+    fingerprint of its values. Per graph: its inputs, outputs and node order.
+    An unchanged node costs the diff one tuple comparison.
 
     Values are never loaded or copied: lazily held weights (gs ``LazyValues``,
     external data) are compared by identity, shape and dtype only. Arrays up
@@ -214,48 +218,54 @@ def _snapshot(graph: gs.Graph) -> _Snapshot:
     leaves those samples alone is not seen (a pass that makes one sets
     ``PassResult.changed``).
 
-    Holding the nodes and tensors keeps their ids from being reused while the
-    snapshot lives. A function that appears or disappears as a whole
-    (inlining) does not count its body as nodes added or removed.
+    Holding the nodes, their outputs and the other tensors keeps their ids from
+    being reused while the snapshot lives. A function that appears or
+    disappears as a whole (inlining) does not count its body as nodes added or
+    removed.
     """
     snap = _Snapshot(main=id(graph), functions={id(f) for f in graph.functions or []})
     nodes, tensors, graphs = snap.nodes, snap.tensors, snap.graphs
     pending = [(graph, 0)] + [(f, id(f)) for f in graph.functions or []]
     variable = gs.Variable
+    only_variables = {variable}.issuperset  # one C call per node instead of a loop over its inputs
     paused = gc.isenabled()
     gc.disable()  # hundreds of thousands of small tuples would trigger full collections over the whole model
     try:
         while pending:
             g, owner = pending.pop()
-            order = []
             for n in g.nodes:
-                ins, outs = n.inputs, n.outputs
-                in_ids, out_ids = tuple(map(id, ins)), tuple(map(id, outs))
-                for key, t in zip(out_ids, outs):  # most tensors: the output of one node (inlined for speed)
-                    if type(t) is variable:
-                        shape = t.shape
-                        tensors[key] = (t, t.name, (t.dtype, shape if shape is None else tuple(shape), t.type),
-                                        None, None)
-                    else:
-                        tensors[key] = _tensor_entry(t, t.name)
-                for key, t in zip(in_ids, ins):
-                    if key not in tensors:  # a constant, a graph input, or read before it is produced
-                        tensors[key] = _tensor_entry(t, t.name)
+                ins, outs = n.inputs, tuple(n.outputs)
+                in_ids = tuple(map(id, ins))
+                if len(outs) == 1 and type(outs[0]) is variable:  # most nodes: spare a comprehension
+                    t = outs[0]
+                    out_keys = ((t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type),)
+                else:
+                    out_keys = tuple([(t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type)
+                                      if type(t) is variable else _output_key(t, tensors) for t in outs])
+                if not only_variables(map(type, ins)):  # constants: their values are tracked
+                    for t in ins:
+                        if type(t) is not variable and id(t) not in tensors:
+                            tensors[id(t)] = _tensor_entry(t, t.name)
                 attrs = None
                 if n.attrs:
                     attrs = _attrs_key(n, tensors)
                     pending.extend((sub, owner) for _, sub in subgraphs_of(n))
-                key = id(n)
-                nodes[key] = (n, (n.name, n.op, n.domain, in_ids, out_ids), owner, attrs)
-                order.append(key)
+                nodes[id(n)] = (n, (n.name, n.op, n.domain, in_ids, tuple(map(id, outs)), out_keys), owner, attrs,
+                                outs)
             for t in (*g.inputs, *g.outputs):
                 if id(t) not in tensors:
                     tensors[id(t)] = _tensor_entry(t, t.name)
-            graphs[id(g)] = (g, tuple(map(id, g.inputs)), tuple(map(id, g.outputs)), order)
+            graphs[id(g)] = (g, tuple(map(id, g.inputs)), tuple(map(id, g.outputs)), tuple(map(id, g.nodes)))
     finally:
         if paused:
             gc.enable()
     return snap
+
+
+def _output_key(t: gs.Tensor, tensors: dict[int, tuple]) -> tuple:
+    """A node output that is not a plain Variable (a constant made in place by ``to_constant``)."""
+    entry = tensors[id(t)] = _tensor_entry(t, t.name)
+    return (entry[1], "tensor", id(t))
 
 
 def _tensor_entry(t: gs.Tensor, label: str) -> tuple:
@@ -329,30 +339,47 @@ def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
     try:
         bn, an = before.nodes, after.nodes
         kept_functions = before.functions & after.functions
+        moved_before: dict[int, tuple] = {}  # outputs of nodes removed or changed: id -> output key
+        moved_after: dict[int, tuple] = {}
         for key, e in bn.items():
             a = an.get(key)
             if a is None:
                 if _counted(e, kept_functions):
                     d.removed.append(_ref(e[1]))
+                moved_before.update(zip(e[1][4], e[1][5]))
                 continue
-            if e[1] != a[1]:  # names, ops, domains and ids only: a plain comparison
-                d.rewired.append(_ref(a[1]))
+            if e[1] != a[1]:  # names, ops, ids, dtypes, shapes of str/int/None: plain comparisons
+                if e[1][:5] != a[1][:5]:
+                    d.rewired.append(_ref(a[1]))
+                moved_before.update(zip(e[1][4], e[1][5]))
+                moved_after.update(zip(a[1][4], a[1][5]))
             if (e[3] is not None or a[3] is not None) and not _same(e[3], a[3]):
                 d.attrs_changed.append(_ref(a[1]))
-        d.added = [_ref(e[1]) for key, e in an.items() if key not in bn and _counted(e, kept_functions)]
+        for key, a in an.items():
+            if key not in bn:
+                if _counted(a, kept_functions):
+                    d.added.append(_ref(a[1]))
+                moved_after.update(zip(a[1][4], a[1][5]))
         d.rewired.sort(key=lambda r: (r.name, r.op))
         d.attrs_changed.sort(key=lambda r: (r.name, r.op))
+        for key, e in moved_before.items():  # node outputs that kept their object
+            a = moved_after.get(key)
+            if a is not None and len(e) == 4 and len(a) == 4:
+                if e[0] != a[0]:
+                    d.tensors_renamed[e[0]] = a[0]
+                if e[1:] != a[1:]:
+                    d.types_changed.append(a[0])
         at = after.tensors
         for key, e in before.tensors.items():
             a = at.get(key)
             if a is None:
                 continue
-            if e[1] != a[1]:
+            if e[1] != a[1] and e[1] not in d.tensors_renamed:
                 d.tensors_renamed[e[1]] = a[1]
             if e[3] is not None or a[3] is not None:  # a constant (before or after)
                 if e[3] is None or a[3] is None or e[3]() is not a[3]() or e[2] != a[2]:
                     d.values_changed.append(a[1] or a[4])
-            elif e[2] != a[2]:  # dtypes, shapes of str/int/None, type names: plain comparisons
+            elif e[2] != a[2] and a[1] not in d.types_changed:
                 d.types_changed.append(a[1])
         ag = after.graphs
         for key, (g, ins, outs, order) in before.graphs.items():
