@@ -45,7 +45,7 @@ def test_folds_a_constant_chain_into_one_initializer():
     assert node.inputs[0].name == "x" and node.outputs[0].name == "y"
     assert isinstance(node.inputs[1], gs.Constant) and node.inputs[1].name == "t"
     np.testing.assert_array_equal(node.inputs[1].values, np.array([121.0, 484.0, 1089.0], np.float32))
-    assert report.folded == 4
+    assert report.details["folded"] == 4
     assert report.notes == []
     assert_same_outputs(before, model)
 
@@ -66,7 +66,7 @@ def test_shape_subgraph_of_static_dims_becomes_constant():
     report = surgeon.run_pass(model, "fold_constants")
     assert _ops(model) == ["Mul"]
     np.testing.assert_array_equal(model.graph.nodes[0].inputs[1].values, np.array([4.0], np.float32))
-    assert report.folded == 6
+    assert report.details["folded"] == 6
     assert_same_outputs(before, model, random_inputs(before, {"N": 5}))
 
 
@@ -145,7 +145,7 @@ def test_every_node_that_cannot_be_folded_is_reported_with_its_reason():
         n.name = {"Scale": "scale", "RandomUniform": "rand", "Reshape": "bad_reshape"}.get(n.op, n.name)
     report = surgeon.run_pass(model, "fold_constants")
     assert _ops(model) == ["Scale", "Add", "RandomUniform", "Reshape"]
-    assert report.folded == 3  # the three Constant nodes
+    assert report.details["folded"] == 3  # the three Constant nodes
     notes = sorted(report.notes)
     assert notes[0].startswith("could not fold node 'bad_reshape' (Reshape): onnxruntime cannot evaluate it: ")
     assert "reshape" in notes[0].lower()
@@ -264,7 +264,7 @@ def test_silero_vad_with_nested_ifs_folds_and_stays_equal(tmp_path):
     path = real_model("silero_vad.onnx")
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "fold_constants")
-    assert report.folded > 100
+    assert report.details["folded"] > 100
     surgeon.save(model, tmp_path / "vad.onnx")
     for rate in (16000, 8000):
         assert_same_outputs(path, tmp_path / "vad.onnx", silero_feeds(rate))
@@ -293,7 +293,7 @@ def test_folds_external_weights_from_any_current_directory(tmp_path, monkeypatch
     assert isinstance(model.graph.nodes[0].inputs[0]._values, ExternalValues)
     report = surgeon.run_pass(model, "fold_constants")
     assert _ops(model) == ["MatMul"]
-    assert report.folded == 1 and report.notes == []
+    assert report.details["folded"] == 1 and report.notes == []
     surgeon.save(model, tmp_path / "out" / "m.onnx")
     feeds = {"x": rng.standard_normal((3, 16)).astype(np.float32)}
     np.testing.assert_allclose(run(tmp_path / "out" / "m.onnx", feeds)["y"], run(src, feeds)["y"], rtol=1e-6)
@@ -307,7 +307,7 @@ def test_docstring_example_runs_on_a_real_model(tmp_path):
     model = surgeon.load(path)
     recipe = surgeon.parse_recipe(surgeon.registry.get("fold_constants").example())
     result = surgeon.apply(recipe, model)
-    assert result.steps[0].folded > 100
+    assert result.steps[0].details["folded"] > 100
     assert len(model.graph.nodes) < 80
     surgeon.save(model, tmp_path / "yolo.onnx")
     assert_same_outputs(path, tmp_path / "yolo.onnx", random_inputs(path, {"N": 2}))

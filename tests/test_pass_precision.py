@@ -112,7 +112,8 @@ def test_converts_computation_and_keeps_typed_inputs_and_the_interface():
     assert types(after) == {"x": F32, "y": F32, "c": F32, "w": F16, "x_fp16": F16, "y_fp16": F16,
                             "s_fp32": F32}
     assert onnx.numpy_helper.to_array(after.graph.initializer[0]).ravel().tolist() == [2.0, 65504.0]
-    assert report.summary() == "step 1 (to_fp16): added 3 nodes (Cast x3); rewired 3 nodes"
+    assert report.summary() == ("step 1 (to_fp16): added 3 nodes (Cast x3); rewired 3 nodes; "
+                                "changed attributes of 1 node; changed values of 1 constant")
     assert report.notes == [
         "5 node(s) now compute in float16",
         "kept in float32: CumSum: a running sum accumulates float16 rounding errors along the axis x1",

@@ -95,7 +95,7 @@ def test_structure_and_names():
     assert first_conv.inputs[0] is nodes[5].outputs[0]
     assert first_conv.inputs[0].name == "images_preprocessed"
     assert report.notes == ["input 'images' is now uint8 [N, 320, 320, 3] (NHWC, BGR)"]
-    assert report.details == {"changed": True, "input": "images", "dtype": "uint8", "layout": "NHWC"}
+    assert report.details == {"input": "images", "dtype": "uint8", "layout": "NHWC"}
 
 
 def test_saved_model_passes_the_checker(tmp_path):

@@ -114,7 +114,8 @@ def test_dedupe_merges_identical_constants_only():
     report = surgeon.run_pass(model, "dedupe_initializers")
     assert [t.name for n in model.graph.nodes for t in n.inputs if not t.name.startswith(("x", "p", "q", "r", "s"))] \
         == ["a", "a", "c", "z", "nz"]
-    assert report.details == {"merged": 1, "bytes_saved": 16, "changed": True}
+    assert report.details == {"merged": 1, "bytes_saved": 16}
+    assert report.changed
     assert report.notes == ["merged 1 duplicate constant(s), 16 bytes"]
     assert [i.name for i in to_proto(model).graph.initializer] == ["a", "c", "z", "nz", "d"]  # d: unused, kept
     assert_same_outputs(before, model, exact=True)
@@ -125,7 +126,8 @@ def test_dedupe_docstring_example_runs_on_a_real_model(tmp_path):
     model = surgeon.load(path)
     recipe = surgeon.parse_recipe(surgeon.registry.get("dedupe_initializers").example())
     result = surgeon.apply(recipe, model)
-    assert result.steps[0].details == {"merged": 88, "bytes_saved": 3264, "changed": True}
+    assert result.steps[0].details == {"merged": 88, "bytes_saved": 3264}
+    assert result.steps[0].changed
     surgeon.save(model, tmp_path / "d.onnx")
     assert_same_outputs(path, tmp_path / "d.onnx", random_inputs(path), exact=True)
 

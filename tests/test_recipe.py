@@ -535,7 +535,7 @@ def test_expect_is_validated(reg):
         "recipe.yaml:8:25: error: expect 'shapes.out[1]': expected integer or string, got 1.5\n"
         "  hint: quote the value to keep it a string (YAML 1.1 reads 010 as 8 and 22:30 as 1350)\n"
         "recipe.yaml:10:13: error: 'expect' must be a mapping, got 3\n"
-        "  hint: allowed keys: removed, added, min_removed, ops_absent, inputs, outputs, shapes"
+        "  hint: allowed keys: removed, added, min_removed, ops_absent, inputs, outputs, shapes, changed"
     )
 
 

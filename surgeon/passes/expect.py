@@ -24,6 +24,9 @@ def check_expect(model: Model, report: Any) -> None:
     expect = step.expect or {}
     failures: list[tuple[str, str | None]] = []
     removed, added = len(report.removed), len(report.added)
+    if "changed" in expect and report.changed != expect["changed"]:
+        failures.append(("expected a change, the step changed nothing" if expect["changed"] else
+                         f"expected no change, the step {report.changes()}", _HINT))
     if "removed" in expect and removed != expect["removed"]:
         failures.append((f"expected {_nodes(expect['removed'])} removed, the step removed {removed}"
                          + _list(report.removed), _HINT))

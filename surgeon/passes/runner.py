@@ -1,18 +1,25 @@
 """Running passes: recipe steps in order, each with a report of what it changed.
 
-The runner, not each pass, tracks changes: it snapshots every node of every
-graph before a pass and diffs after it, so a user pass written as a bare gs
-script gets the same report (nodes removed, added, rewired) as a built-in.
+The runner, not each pass, tracks changes: it snapshots every graph before a
+pass and diffs after it (:func:`_snapshot` says what it sees and its limits),
+so a user pass written as a bare gs script gets the same report as a built-in:
+nodes removed, added, rewired, attributes changed, constant values changed,
+tensor types, shapes and names changed, graph inputs/outputs changed, nodes
+reordered. What it cannot see (model-level data such as metadata or opsets,
+initializers no node reads) a pass reports with ``PassResult.changed``.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
@@ -38,25 +45,46 @@ class NodeRef:
 
 @dataclass
 class StepReport:
-    """What one step did."""
+    """What one step did: what the runner saw change, and what the pass said."""
 
     step: Step
     removed: list[NodeRef] = field(default_factory=list)
     added: list[NodeRef] = field(default_factory=list)
     rewired: list[NodeRef] = field(default_factory=list)
     """Nodes that stayed but whose op, inputs or outputs changed."""
+    attrs_changed: list[NodeRef] = field(default_factory=list)
+    """Nodes that stayed but whose attributes changed (set, replaced or removed)."""
+    values_changed: list[str] = field(default_factory=list)
+    """Constants (initializers, tensor attributes) that stayed but whose values changed."""
+    types_changed: list[str] = field(default_factory=list)
+    """Tensors that stayed but whose dtype or shape changed."""
+    io_changed: list[str] = field(default_factory=list)
+    """Which graph interfaces changed: "inputs", "outputs", "outputs of graph 'body'"..."""
+    reordered: bool = False
+    """Nodes that stayed changed their order."""
     renamed: dict[str, str] = field(default_factory=dict)
-    folded: int = 0
+    """Tensor renames the pass reported, old -> new: the renames of the model's
+    interface that verify follows (``PassResult.renamed``)."""
+    tensors_renamed: dict[str, str] = field(default_factory=dict)
+    """Every tensor that kept its object but changed its name, old -> new, as the
+    runner saw it; includes internal renames (preprocess moves the old input to
+    'images_preprocessed'), which verify must not follow."""
+    headline: list[str] = field(default_factory=list)
+    """Phrases the pass added to the summary (e.g. "folded 4 nodes")."""
+    pass_changed: bool = False
+    """The pass said it changed something the runner cannot see (``PassResult.changed``)."""
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def changed(self) -> bool:
-        return bool(self.removed or self.added or self.rewired or self.renamed or self.folded
-                    or self.details.get("changed"))
+        return bool(self.removed or self.added or self.rewired or self.attrs_changed or self.values_changed
+                    or self.types_changed or self.io_changed or self.reordered or self.renamed
+                    or self.tensors_renamed or self.pass_changed)
 
-    def summary(self) -> str:
+    def changes(self) -> str:
+        """What changed, in words ("removed 1 node (Relu); changed attributes of 2 nodes")."""
         parts = []
         if self.removed:
             parts.append(f"removed {_count(len(self.removed), 'node')} ({_ops(self.removed)})")
@@ -64,15 +92,27 @@ class StepReport:
             parts.append(f"added {_count(len(self.added), 'node')} ({_ops(self.added)})")
         if self.rewired:
             parts.append(f"rewired {_count(len(self.rewired), 'node')}")
-        if self.renamed:
+        if self.attrs_changed:
+            parts.append(f"changed attributes of {_count(len(self.attrs_changed), 'node')}")
+        if self.values_changed:
+            parts.append(f"changed values of {_count(len(self.values_changed), 'constant')}")
+        if self.types_changed:
+            parts.append(f"changed the type or shape of {_count(len(self.types_changed), 'tensor')}")
+        if self.io_changed:
+            parts.append("changed graph " + ", ".join(self.io_changed))
+        if self.reordered:
+            parts.append("reordered nodes")
+        renamed = {**self.tensors_renamed, **self.renamed}
+        if renamed:
             listed = ""
-            if len(self.renamed) <= 4:  # a few renames are worth reading in full
-                listed = " (" + ", ".join(f"{a} -> {b}" for a, b in self.renamed.items()) + ")"
-            parts.append(f"renamed {_count(len(self.renamed), 'tensor')}{listed}")
-        if self.folded:
-            parts.append(f"folded {_count(self.folded, 'node')}")
-        text = "; ".join(parts) if parts else ("no change" if not self.details.get("changed") else "changed")
-        return f"{self.step.label}: {text}"
+            if len(renamed) <= 4:  # a few renames are worth reading in full
+                listed = " (" + ", ".join(f"{a} -> {b}" for a, b in renamed.items()) + ")"
+            parts.append(f"renamed {_count(len(renamed), 'tensor')}{listed}")
+        parts += self.headline
+        return "; ".join(parts) if parts else ("changed" if self.pass_changed else "no change")
+
+    def summary(self) -> str:
+        return f"{self.step.label}: {self.changes()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,11 +121,18 @@ class StepReport:
             "pass": self.step.pass_name,
             "params": self.step.params,
             "location": str(self.step.location) if self.step.location else None,
+            "changed": self.changed,
             "removed": [vars(n) for n in self.removed],
             "added": [vars(n) for n in self.added],
             "rewired": [vars(n) for n in self.rewired],
+            "attrs_changed": [vars(n) for n in self.attrs_changed],
+            "values_changed": self.values_changed,
+            "types_changed": self.types_changed,
+            "io_changed": self.io_changed,
+            "reordered": self.reordered,
             "renamed": self.renamed,
-            "folded": self.folded,
+            "tensors_renamed": self.tensors_renamed,
+            "folded": self.details.get("folded", 0),  # schema 1 had it here; fold passes report it in details
             "notes": self.notes,
             "details": self.details,
             "seconds": round(self.seconds, 6),
@@ -129,27 +176,239 @@ class ApplyResult:
 
 # -- snapshots ---------------------------------------------------------------------
 
-def _snapshot(graph: gs.Graph) -> dict[int, tuple[gs.Node, tuple, int]]:
-    """Per node of every graph: (node, signature, id of its local function or 0).
+SMALL_ARRAY_BYTES = 4096
+"""Constant values up to this size are hashed whole on every snapshot; larger
+ones are compared by identity, shape, dtype and a few sampled elements."""
+_SAMPLES = 16
 
-    Wiring is compared by tensor identity; renames are reported by the passes
-    that make them. Holding the nodes keeps their ids from being reused while
-    the snapshot lives. Local function bodies are included (remove_node
-    reaches into them); a function that appears or disappears as a whole
-    (inlining) does not count its body as nodes added or removed.
+
+@dataclass
+class _Snapshot:
+    """What the runner remembers of a graph between two steps (see :func:`_snapshot`)."""
+
+    nodes: dict[int, tuple] = field(default_factory=dict)
+    """id(node) -> (node, signature, id of its local function or 0, attribute key, its outputs).
+    The signature is (name, op, domain, input ids, output ids, output keys), an
+    output key being (name, dtype, shape, type) of a variable."""
+    tensors: dict[int, tuple] = field(default_factory=dict)
+    """Tensors no node produces (constants, graph inputs, tensor attributes) and graph
+    outputs: id(tensor) -> (tensor, name, type key, reference to its values or None, label)."""
+    graphs: dict[int, tuple] = field(default_factory=dict)
+    """id(graph) -> (graph, input ids, output ids, node ids in order)."""
+    main: int = 0
+    functions: set[int] = field(default_factory=set)
+
+
+def _snapshot(graph: gs.Graph) -> _Snapshot:
+    """Everything a step may change that the runner can see, in time linear in the graph.
+
+    Per node of every graph (local function bodies and ``If``/``Loop``/``Scan``
+    bodies included): name, op, domain, wiring (by tensor identity), a key of
+    its attributes, and name, dtype and shape of its outputs. Per constant
+    (initializers, tensor attributes such as a Constant node's ``value``): a
+    fingerprint of its values. Per graph: its inputs, outputs and node order.
+    An unchanged node costs the diff one tuple comparison.
+
+    Values are never loaded or copied: lazily held weights (gs ``LazyValues``,
+    external data) are compared by identity, shape and dtype only. Arrays up
+    to ``SMALL_ARRAY_BYTES`` are hashed, so any edit of a small constant is
+    seen, in place or not; a larger array is compared by identity (a weak
+    reference, so a freed array's reused id never hides a replacement), shape,
+    dtype and a few sampled elements: an in-place edit of a large array that
+    leaves those samples alone is not seen (a pass that makes one sets
+    ``PassResult.changed``).
+
+    Holding the nodes, their outputs and the other tensors keeps their ids from
+    being reused while the snapshot lives. A function that appears or
+    disappears as a whole (inlining) does not count its body as nodes added or
+    removed.
     """
-    snap = {}
+    snap = _Snapshot(main=id(graph), functions={id(f) for f in graph.functions or []})
+    nodes, tensors, graphs = snap.nodes, snap.tensors, snap.graphs
     pending = [(graph, 0)] + [(f, id(f)) for f in graph.functions or []]
-    while pending:
-        g, owner = pending.pop()
-        for n in g.nodes:
-            snap[id(n)] = (n, (n.name, n.op, n.domain, tuple(map(id, n.inputs)), tuple(map(id, n.outputs))), owner)
-            if n.attrs:
-                pending.extend((sub, owner) for _, sub in subgraphs_of(n))
+    variable = gs.Variable
+    only_variables = {variable}.issuperset  # one C call per node instead of a loop over its inputs
+    paused = gc.isenabled()
+    gc.disable()  # hundreds of thousands of small tuples would trigger full collections over the whole model
+    try:
+        while pending:
+            g, owner = pending.pop()
+            for n in g.nodes:
+                ins, outs = n.inputs, tuple(n.outputs)
+                in_ids = tuple(map(id, ins))
+                if len(outs) == 1 and type(outs[0]) is variable:  # most nodes: spare a comprehension
+                    t = outs[0]
+                    out_keys = ((t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type),)
+                else:
+                    out_keys = tuple([(t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type)
+                                      if type(t) is variable else _output_key(t, tensors) for t in outs])
+                if not only_variables(map(type, ins)):  # constants: their values are tracked
+                    for t in ins:
+                        if type(t) is not variable and id(t) not in tensors:
+                            tensors[id(t)] = _tensor_entry(t, t.name)
+                attrs = None
+                if n.attrs:
+                    attrs = _attrs_key(n, tensors)
+                    pending.extend((sub, owner) for _, sub in subgraphs_of(n))
+                nodes[id(n)] = (n, (n.name, n.op, n.domain, in_ids, tuple(map(id, outs)), out_keys), owner, attrs,
+                                outs)
+            for t in (*g.inputs, *g.outputs):
+                if id(t) not in tensors:
+                    tensors[id(t)] = _tensor_entry(t, t.name)
+            graphs[id(g)] = (g, tuple(map(id, g.inputs)), tuple(map(id, g.outputs)), tuple(map(id, g.nodes)))
+    finally:
+        if paused:
+            gc.enable()
     return snap
 
 
+def _output_key(t: gs.Tensor, tensors: dict[int, tuple]) -> tuple:
+    """A node output that is not a plain Variable (a constant made in place by ``to_constant``)."""
+    entry = tensors[id(t)] = _tensor_entry(t, t.name)
+    return (entry[1], "tensor", id(t))
+
+
+def _tensor_entry(t: gs.Tensor, label: str) -> tuple:
+    if isinstance(t, gs.Constant):
+        values = t._values  # never ``t.values``: that loads lazy weights
+        try:
+            ref = weakref.ref(values)
+        except TypeError:
+            ref = lambda values=values: values  # noqa: E731 - a strong reference, same interface
+        return (t, t.name, ("constant", _values_key(values), getattr(t, "_export_dtype", None)), ref, label)
+    shape = t.shape  # a Variable subclass, or a bare gs.Tensor
+    return (t, t.name, (t.dtype, None if shape is None else tuple(shape), getattr(t, "type", None)), None, label)
+
+
+def _values_key(values: Any) -> tuple:
+    if isinstance(values, np.ndarray):
+        if values.nbytes <= SMALL_ARRAY_BYTES:
+            token = hash(values.tobytes())
+        else:
+            step = max(1, values.size // _SAMPLES)
+            token = hash(values.flat[::step].tobytes()) if values.dtype != object else None
+        return (values.shape, values.dtype.str, token)
+    # LazyValues, SparseValues: identity, shape and dtype (never loaded)
+    shape = getattr(values, "shape", None)
+    return (type(values).__name__, None if shape is None else tuple(shape), str(getattr(values, "dtype", None)))
+
+
+def _attrs_key(node: gs.Node, tensors: dict[int, tuple]) -> tuple:
+    """A cheap, comparable key of a node's attributes. Tensor attributes are keyed
+    by identity and their values tracked with the tensors; subgraphs by identity
+    (their nodes are in the snapshot themselves)."""
+    return tuple((name, _attr_key(value, node, name, tensors)) for name, value in node.attrs.items())
+
+
+def _attr_key(value: Any, node: gs.Node, name: str, tensors: dict[int, tuple]) -> Any:
+    kind = type(value)
+    if kind in (int, float, str, bool, bytes) or value is None:
+        return value
+    if kind in (list, tuple):
+        return (kind.__name__, tuple(_attr_key(v, node, name, tensors) for v in value))
+    if isinstance(value, gs.Tensor):
+        if id(value) not in tensors:
+            owner = node.name or (node.outputs[0].name if node.outputs else node.op)
+            tensors[id(value)] = _tensor_entry(value, f"{owner}.{name}")  # e.g. 'k.value' of a Constant node
+        return ("tensor", id(value))
+    if isinstance(value, gs.Graph):
+        return ("graph", id(value))
+    if isinstance(value, np.ndarray):
+        return ("array", _values_key(value))
+    return ("object", value)  # an AttributeRef, a numpy scalar, a dtype: compared with ==
+
+
+@dataclass
+class _Diff:
+    removed: list[NodeRef] = field(default_factory=list)
+    added: list[NodeRef] = field(default_factory=list)
+    rewired: list[NodeRef] = field(default_factory=list)
+    attrs_changed: list[NodeRef] = field(default_factory=list)
+    values_changed: list[str] = field(default_factory=list)
+    types_changed: list[str] = field(default_factory=list)
+    tensors_renamed: dict[str, str] = field(default_factory=dict)
+    io_changed: list[str] = field(default_factory=list)
+    reordered: bool = False
+
+
+def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
+    """What changed between two snapshots, in time linear in their size."""
+    d = _Diff()
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        bn, an = before.nodes, after.nodes
+        kept_functions = before.functions & after.functions
+        moved_before: dict[int, tuple] = {}  # outputs of nodes removed or changed: id -> output key
+        moved_after: dict[int, tuple] = {}
+        for key, e in bn.items():
+            a = an.get(key)
+            if a is None:
+                if _counted(e, kept_functions):
+                    d.removed.append(_ref(e[1]))
+                moved_before.update(zip(e[1][4], e[1][5]))
+                continue
+            if e[1] != a[1]:  # names, ops, ids, dtypes, shapes of str/int/None: plain comparisons
+                if e[1][:5] != a[1][:5]:
+                    d.rewired.append(_ref(a[1]))
+                moved_before.update(zip(e[1][4], e[1][5]))
+                moved_after.update(zip(a[1][4], a[1][5]))
+            if (e[3] is not None or a[3] is not None) and not _same(e[3], a[3]):
+                d.attrs_changed.append(_ref(a[1]))
+        for key, a in an.items():
+            if key not in bn:
+                if _counted(a, kept_functions):
+                    d.added.append(_ref(a[1]))
+                moved_after.update(zip(a[1][4], a[1][5]))
+        d.rewired.sort(key=lambda r: (r.name, r.op))
+        d.attrs_changed.sort(key=lambda r: (r.name, r.op))
+        for key, e in moved_before.items():  # node outputs that kept their object
+            a = moved_after.get(key)
+            if a is not None and len(e) == 4 and len(a) == 4:
+                if e[0] != a[0]:
+                    d.tensors_renamed[e[0]] = a[0]
+                if e[1:] != a[1:]:
+                    d.types_changed.append(a[0])
+        at = after.tensors
+        for key, e in before.tensors.items():
+            a = at.get(key)
+            if a is None:
+                continue
+            if e[1] != a[1] and e[1] not in d.tensors_renamed:
+                d.tensors_renamed[e[1]] = a[1]
+            if e[3] is not None or a[3] is not None:  # a constant (before or after)
+                if e[3] is None or a[3] is None or e[3]() is not a[3]() or e[2] != a[2]:
+                    d.values_changed.append(a[1] or a[4])
+            elif e[2] != a[2] and a[1] not in d.types_changed:
+                d.types_changed.append(a[1])
+        ag = after.graphs
+        for key, (g, ins, outs, order) in before.graphs.items():
+            a = ag.get(key)
+            if a is None:
+                continue
+            where = "" if key == before.main else f" of graph '{g.name}'"
+            if ins != a[1]:
+                d.io_changed.append("inputs" + where)
+            if outs != a[2]:
+                d.io_changed.append("outputs" + where)
+            if not d.reordered and order != a[3]:
+                kept = [k for k in order if k in an]
+                d.reordered = kept != [k for k in a[3] if k in bn]
+    finally:
+        if paused:
+            gc.enable()
+    return d
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. a numpy comparison that is not a plain bool
+        return False
+
+
 def _counted(entry: tuple, functions: set[int]) -> bool:
+    """A node of the main graph or of a function both snapshots hold."""
     return entry[2] == 0 or entry[2] in functions
 
 
@@ -168,7 +427,7 @@ def run_step(model: Model, step: Step, registry: PassRegistry = default_registry
 
 
 def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
-              before: dict[int, tuple]) -> tuple[StepReport, dict[int, tuple]]:
+              before: _Snapshot) -> tuple[StepReport, _Snapshot]:
     """Run a step given the snapshot taken before it; returns its report and the snapshot after it
     (which is the next step's "before": one snapshot per step, not two)."""
     spec = registry.get(step.pass_name)
@@ -191,16 +450,12 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
         ) from exc
     seconds = time.perf_counter() - start
     after = _snapshot(model.graph)
-    report = StepReport(step, seconds=seconds)
-    kept_functions = {e[2] for e in before.values()} & {e[2] for e in after.values()}
-    report.removed = [_ref(e[1]) for key, e in before.items() if key not in after and _counted(e, kept_functions)]
-    report.added = [_ref(e[1]) for key, e in after.items() if key not in before and _counted(e, kept_functions)]
-    report.rewired = [_ref(after[key][1]) for key in before.keys() & after.keys()
-                      if before[key][1] != after[key][1]]
-    report.rewired.sort(key=lambda r: (r.name, r.op))
+    diff = _diff(before, after)
+    report = StepReport(step, seconds=seconds, **vars(diff))
     if isinstance(returned, PassResult):
         report.renamed = dict(returned.renamed)
-        report.folded = returned.folded
+        report.headline = list(returned.headline)
+        report.pass_changed = bool(returned.changed)
         report.notes = list(returned.notes)
         report.details = dict(returned.details)
     elif returned is not None and not isinstance(returned, (gs.Graph, Model)):

@@ -71,6 +71,7 @@ EXPECT_FIELDS = _table(
     Key("inputs", list[str], "the graph input names afterwards, in order"),
     Key("outputs", list[str], "the graph output names afterwards, in order"),
     Key("shapes", dict[str, list[int | str | None]], "tensor name -> its shape afterwards"),
+    Key("changed", bool, "whether the step changed anything (attributes and values included)"),
 )
 
 

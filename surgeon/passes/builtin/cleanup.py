@@ -52,8 +52,8 @@ def cleanup(model: Model, *, remove_unused_inputs: bool = False) -> PassResult:
     if dropped_funcs:
         result.notes.append("removed unused local function(s) " + ", ".join(dropped_funcs))
     result.details = {"initializers_removed": dropped_inits, "inputs_removed": removed_inputs,
-                      "functions_removed": dropped_funcs,
-                      "changed": bool(dropped_inits or removed_inputs or dropped_funcs)}
+                      "functions_removed": dropped_funcs}
+    result.changed = bool(dropped_inits or dropped_funcs)  # the runner sees neither
     return result
 
 
@@ -86,7 +86,6 @@ def toposort(model: Model) -> PassResult:
                             hint="the graph has a cycle; check the nodes named above") from exc
         if [id(n) for n in g.nodes] != before:
             result.notes.append(f"reordered graph '{g.name}'")
-    result.details["changed"] = bool(result.notes)
     return result
 
 

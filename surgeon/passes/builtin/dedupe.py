@@ -50,7 +50,7 @@ def dedupe_initializers(model: Model, *, min_size: Annotated[int, Min(0)] = 0) -
     result = PassResult()
     if merged:
         result.notes.append(f"merged {merged} duplicate constant(s), {saved} bytes")
-    result.details = {"merged": merged, "bytes_saved": saved, "changed": bool(merged)}
+    result.details = {"merged": merged, "bytes_saved": saved}
     return result
 
 

@@ -125,7 +125,7 @@ class FoldStats:
         self.not_folded.setdefault(f"{node.name}\0{id(node)}", (node.name, node.op, reason))
 
     def result(self) -> PassResult:
-        r = PassResult(folded=self.folded)
+        r = PassResult(headline=[f"folded {self.folded} node{'' if self.folded == 1 else 's'}"] if self.folded else [])
         if self.inlined:
             r.notes.append(f"inlined {self.inlined} If node(s) with a constant condition")
         if self.reshapes:
@@ -143,7 +143,6 @@ class FoldStats:
             "ifs_inlined": self.inlined,
             "iterations": self.iterations,
             "not_folded": [{"node": n, "op": o, "reason": why} for n, o, why in self.not_folded.values()],
-            "changed": bool(self.folded or self.reshapes or self.inlined),
         }
         return r
 

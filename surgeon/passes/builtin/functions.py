@@ -82,8 +82,8 @@ def inline_functions(model: Model, *, functions: list[str] | None = None,
 
     remaining = {(f.domain or "", f.name) for f in model.graph.functions}
     removed = [qualified_op(*k) for k in keys if k not in remaining]
-    result.details = {"inlined": {qualified_op(*k): calls[k] for k in keys}, "functions_removed": removed,
-                      "changed": True}
+    result.details = {"inlined": {qualified_op(*k): calls[k] for k in keys}, "functions_removed": removed}
+    result.changed = True  # the list of local functions changed: the runner does not see it
     result.notes.extend(f"inlined {n} call(s) of {qualified_op(*k)}" for k, n in calls.items() if n)
     if removed:
         result.notes.append("removed local function(s) " + ", ".join(removed))

@@ -86,7 +86,7 @@ def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool
                              "set allow_missing: true if the step may fuse nothing")
     else:
         result.notes.append("nothing to fuse")
-    result.details = {"fused": dict(fused), "changed": bool(fused)}
+    result.details = {"fused": dict(fused)}
     return result
 
 

@@ -101,5 +101,6 @@ def set_metadata(model: Model, *, producer_name: str | None = None, producer_ver
         result.notes.append("removed metadata key(s) " + ", ".join(removed))
     if missing:
         result.notes.append("metadata key(s) not present (allowed: allow_missing): " + ", ".join(missing))
-    result.details = {"set": changed, "removed": removed, "changed": bool(changed or removed)}
+    result.details = {"set": changed, "removed": removed}
+    result.changed = bool(changed or removed)  # model-level data: the runner does not see it
     return result

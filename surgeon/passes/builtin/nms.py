@@ -172,7 +172,7 @@ def insert_nms(
     model.graph.outputs.extend(outs)
     result.notes.insert(0, "detection outputs: " + ", ".join(
         f"{t.name} {_shape_text(t.shape)} {np.dtype(t.dtype).name}" for t in outs))
-    result.details = {"backend": backend, "outputs": dict(names), "changed": True}
+    result.details = {"backend": backend, "outputs": dict(names)}
     return result
 
 

@@ -62,7 +62,7 @@ def eliminate_noops(model: Model) -> PassResult:
     removed = eliminate(model, ShapeInfo(model), result)
     if removed:
         result.notes.insert(0, "removed no-op(s): " + ", ".join(f"{op} x{n}" for op, n in sorted(removed.items())))
-    result.details = {"removed": dict(removed), "changed": bool(removed)}
+    result.details = {"removed": dict(removed)}
     return result
 
 

@@ -68,8 +68,8 @@ def set_outputs(model: Model, *, outputs: list[str], cleanup: bool = True) -> Pa
     if dropped:
         result.notes.append("dropped graph output(s) " + quoted(dropped))
     result.notes += cleaned.notes
-    result.details = {"outputs": list(outputs), "dropped": dropped,
-                      "changed": before != list(outputs) or bool(cleaned.details.get("changed"))}
+    result.details = {"outputs": list(outputs), "dropped": dropped}
+    result.changed = cleaned.changed
     return result
 
 
@@ -104,7 +104,7 @@ def add_outputs(model: Model, *, outputs: list[str]) -> PassResult:
     added = [t for t in tensors if not any(t is p for p in present)]
     _fill_types(model, added)
     model.graph.outputs = list(model.graph.outputs) + added
-    result = PassResult(details={"added": [t.name for t in added], "changed": bool(added)})
+    result = PassResult(details={"added": [t.name for t in added]})
     if present:
         result.notes.append("already graph output(s), left in place: " + quoted(t.name for t in present))
     return result
@@ -153,7 +153,6 @@ def extract(model: Model, *, inputs: list[str], outputs: list[str]) -> PassResul
             )
     _check_depends_only_on(model, new_inputs, new_outputs)
     _fill_types(model, list(new_inputs) + list(new_outputs))
-    interface = ([t.name for t in model.graph.inputs], [t.name for t in model.graph.outputs])
     taken = set(tensor_groups(model))
     for t in new_inputs:
         if t.inputs:
@@ -163,9 +162,8 @@ def extract(model: Model, *, inputs: list[str], outputs: list[str]) -> PassResul
     model.graph.inputs = list(new_inputs)
     model.graph.outputs = list(new_outputs)
     cleaned = call_pass(model, "cleanup")
-    changed = interface != (list(inputs), list(outputs)) or bool(cleaned.details.get("changed"))
-    return PassResult(notes=cleaned.notes, details={"inputs": list(inputs), "outputs": list(outputs),
-                                                    "changed": changed})
+    return PassResult(notes=cleaned.notes, changed=cleaned.changed,
+                      details={"inputs": list(inputs), "outputs": list(outputs)})
 
 
 # -- helpers ------------------------------------------------------------------------

@@ -138,7 +138,6 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
     result = PassResult()
     if not plan.changes():
         result.notes.append("nothing to convert: no float32 computation or constant would change")
-        result.details = {"changed": False}
         return result
     plan.convert_values()
     plan.apply(result)
@@ -712,4 +711,4 @@ class _Plan:
                                 "(run inline_functions first to convert them)")
         result.details = {"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
                           "kept_float32": kept, "constants_converted": stats["constants"],
-                          "clamped": stats["clamped"], "raised_tiny": stats["raised"], "changed": True}
+                          "clamped": stats["clamped"], "raised_tiny": stats["raised"]}

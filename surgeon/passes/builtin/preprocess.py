@@ -103,7 +103,7 @@ def add_preprocess(
     model.graph.inputs = [new if t is old else t for t in model.graph.inputs]
     shape_text = "[" + ", ".join("?" if d is None else str(d) for d in new_shape) + "]" if new_shape else "[?]"
     return PassResult(notes=[f"input '{name}' is now {dtype} {shape_text} ({layout}, {channel_order})"],
-                      details={"changed": True, "input": name, "dtype": dtype, "layout": layout})
+                      details={"input": name, "dtype": dtype, "layout": layout})
 
 
 def _find_input(model: Model, name: str | None) -> gs.Variable:

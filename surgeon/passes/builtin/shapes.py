@@ -74,8 +74,7 @@ def infer_shapes(model: Model, *, strict: bool = False) -> PassResult:
     changed = write_back(model, inferred, stale=False)
     unknown = sum(1 for g in walk_graphs(model.graph) for n in g.nodes for t in n.outputs
                   if isinstance(t, gs.Variable) and t.name and t.shape is None)
-    result = PassResult(details={"tensors_updated": changed, "tensors_without_shape": unknown,
-                                 "changed": changed > 0})
+    result = PassResult(details={"tensors_updated": changed, "tensors_without_shape": unknown})
     result.notes.append(f"updated the type or shape of {changed} tensor(s)")
     if unknown:
         result.notes.append(f"{unknown} tensor(s) still have no shape (custom ops or data-dependent shapes)")
@@ -137,7 +136,7 @@ def set_shapes(model: Model, *, inputs: dict[str, list[Dim]] | None = None,
                 )
             if t.shape is None or list(t.shape) != list(dims):
                 plan.append((t, list(dims), role))
-    result = PassResult(details={"changed": bool(plan), "inputs": {}, "outputs": {}})
+    result = PassResult(details={"inputs": {}, "outputs": {}})
     if not plan:
         result.notes.append("every shape is already as given")
         return result
@@ -219,7 +218,7 @@ def set_batch(model: Model, *, size: int | str, inputs: list[str] | None = None,
     _check_dims([size], "size")
     chosen, skipped = _batch_tensors(model, inputs, outputs)
     old = _old_batch(chosen, explicit=inputs is not None or outputs is not None)
-    result = PassResult(details={"size": size, "old_batch": old, "rewritten": [], "changed": False})
+    result = PassResult(details={"size": size, "old_batch": old, "rewritten": []})
     if skipped:
         result.notes.append("left alone (no dimensions): " + ", ".join(f"'{t.name}'" for t in skipped))
     todo = [t for t in chosen if t.shape[0] != size]
@@ -245,7 +244,6 @@ def set_batch(model: Model, *, size: int | str, inputs: list[str] | None = None,
         for t in todo:
             t.shape = new_dims[t.name]
         result.details["tensors_updated"] = write_back(model, inferred, stale=True)
-    result.details["changed"] = True
     result.notes.append(f"first dimension set to {size} on " + ", ".join(f"'{t.name}'" for t in todo))
     return result
 
@@ -779,7 +777,7 @@ def set_dtype(model: Model, *, inputs: dict[str, str]) -> PassResult:
         old = dtype_to_onnx(t.dtype)
         if old != DTYPES[key].onnx:
             plan.append((t, DTYPES[key].onnx, old))
-    result = PassResult(details={"changed": bool(plan), "inputs": {}})
+    result = PassResult(details={"inputs": {}})
     if not plan:
         result.notes.append("every input already has the given dtype")
         return result

@@ -69,7 +69,8 @@ def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
         result.notes.append(f"stopped after {rounds} rounds with more to simplify; "
                             "raise max_iterations or run the step again")
     folded_result = stats.result()
-    result.folded = folded
+    if folded:
+        result.headline.append(f"folded {folded} node{'' if folded == 1 else 's'}")
     result.notes[:0] = [n for n in folded_result.notes if n.startswith(("could not fold", "shape inference"))]
     if removed:
         result.notes.insert(0, "removed no-op(s): " + ", ".join(f"{op} x{n}" for op, n in sorted(removed.items())))
@@ -84,7 +85,6 @@ def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
         "noops_removed": dict(removed),
         "fused": dict(fused),
         "constants_merged": merged,
-        "changed": bool(folded or removed or fused or merged),
     }
     return result
 
