@@ -7,10 +7,6 @@ from typing import Annotated
 
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
-from surgeon.graph.shape_values import ShapeInfo
-from surgeon.passes.builtin.fold import FoldStats, fold_model
-from surgeon.passes.builtin.fuse import PATTERNS, fuse_model
-from surgeon.passes.builtin.noops import eliminate
 from surgeon.passes.compose import call_pass
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
@@ -47,31 +43,39 @@ def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
     removed: Counter = Counter()
     fused: Counter = Counter()
     merged = saved = folded = 0
-    stats = FoldStats()
+    not_folded: list = []
+    other_notes: list[str] = []
+    step_notes: dict[str, None] = {}  # what noops and fuse said about single nodes, once each
     rounds = 0
     for rounds in range(1, max_iterations + 1):
-        stats = fold_model(model, size_threshold=size_threshold, max_iterations=max_iterations)
-        folded += stats.folded
-        info = ShapeInfo(model)
-        round_removed = eliminate(model, info, result)
-        round_fused = fuse_model(model, info, list(PATTERNS), result)
-        deduped = call_pass(model, "dedupe_initializers").details
-        round_merged, round_saved = deduped["merged"], deduped["bytes_saved"]
+        # Each step is the registered pass itself, so simplify can never drift
+        # from what the same steps do when a recipe lists them one by one.
+        fold = call_pass(model, "fold_constants", size_threshold=size_threshold, max_iterations=max_iterations)
+        noops = call_pass(model, "eliminate_noops")
+        fusion = call_pass(model, "fuse")
+        deduped = call_pass(model, "dedupe_initializers")
         nodes_before = _node_count(model)
         call_pass(model, "cleanup")
-        removed += round_removed
-        fused += round_fused
-        merged, saved = merged + round_merged, saved + round_saved
-        if not (stats.folded or stats.reshapes or stats.inlined or round_removed or round_fused or round_merged
+        round_folded = fold.details["folded"]
+        folded += round_folded
+        not_folded = fold.details["not_folded"]  # the last round's reasons are the ones that hold
+        other_notes = [n for n in fold.notes if n.startswith(("could not fold", "shape inference"))]
+        step_notes.update(dict.fromkeys(n for n in noops.notes + fusion.notes
+                                        if not n.startswith(("removed no-op(s):", "fused:", "nothing to fuse"))))
+        removed.update(noops.details["removed"])
+        fused.update(fusion.details["fused"])
+        merged += deduped.details["merged"]
+        saved += deduped.details["bytes_saved"]
+        if not (round_folded or fold.details["reshape_targets"] or fold.details["ifs_inlined"]
+                or noops.details["removed"] or fusion.details["fused"] or deduped.details["merged"]
                 or _node_count(model) != nodes_before):
             break
     else:
         result.notes.append(f"stopped after {rounds} rounds with more to simplify; "
                             "raise max_iterations or run the step again")
-    folded_result = stats.result()
     if folded:
         result.headline.append(f"folded {folded} node{'' if folded == 1 else 's'}")
-    result.notes[:0] = [n for n in folded_result.notes if n.startswith(("could not fold", "shape inference"))]
+    result.notes[:0] = other_notes + list(step_notes)
     if removed:
         result.notes.insert(0, "removed no-op(s): " + ", ".join(f"{op} x{n}" for op, n in sorted(removed.items())))
     if fused:
@@ -81,7 +85,7 @@ def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
     result.details = {
         "rounds": rounds,
         "folded": folded,
-        "not_folded": folded_result.details["not_folded"],
+        "not_folded": not_folded,
         "noops_removed": dict(removed),
         "fused": dict(fused),
         "constants_merged": merged,
