@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     model = surgeon.load(chain(args.nodes))
-    snapshot = getattr(runner, "_snapshot")
+    snapshot = runner._snapshot
     arg = model if "model" in snapshot.__code__.co_varnames[:1] else model.graph
 
     @surgeon.register_pass("bench_noop")

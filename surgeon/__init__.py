@@ -16,12 +16,12 @@ from surgeon.errors import (
 )
 from surgeon.io.load import load
 from surgeon.io.model import Model
+from surgeon.io.save import save
 from surgeon.passes.registry import register_pass, registry
 from surgeon.passes.result import PassResult
+from surgeon.passes.runner import ApplyResult, StepReport, apply, run_pass
 from surgeon.passes.select import Selector
 from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
-from surgeon.passes.runner import ApplyResult, StepReport, apply, run_pass
-from surgeon.io.save import save
 from surgeon.verify import VerificationError, VerifyReport, verify
 
 __version__ = "0.1.0"

@@ -10,8 +10,9 @@ import argparse
 import platform
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 from surgeon import __version__
 from surgeon.errors import SurgeonError, UsageError

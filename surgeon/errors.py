@@ -12,8 +12,8 @@ by ``  hint: did you mean 'remove_node'?``.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 
 @dataclass(frozen=True)

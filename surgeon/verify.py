@@ -36,7 +36,7 @@ class VerificationError(SurgeonError):
     run's ``FileResult`` as ``result`` so a JSON report can still be written.
     """
 
-    def __init__(self, report: "VerifyReport") -> None:
+    def __init__(self, report: VerifyReport) -> None:
         self.report = report
         self.result: Any = None
         hint = ("the edit changed what the model computes; nothing was written.\n"
@@ -192,7 +192,8 @@ def verify(
     for name, want in expected.items():
         new_name = renamed.get(name, name)
         if new_name not in got:
-            report.notes.append(f"output '{name}' of {baseline_name} is not an output of the edited model; not compared")
+            report.notes.append(f"output '{name}' of {baseline_name} is not an output of the edited model; "
+                                "not compared")
             continue
         report.outputs.append(_compare(name, new_name, want, got[new_name], rtol, atol))
     for name in got:

@@ -19,11 +19,11 @@ from typing import Any
 from surgeon.errors import SurgeonError
 from surgeon.io.load import load
 from surgeon.io.model import Model
+from surgeon.io.save import SaveResult, default_output_path, stage
+from surgeon.passes.runner import ApplyResult, apply
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
 from surgeon.report import add_provenance, file_sha256, previous_run
-from surgeon.passes.runner import ApplyResult, apply
-from surgeon.io.save import SaveResult, default_output_path, stage
 from surgeon.verify import VerificationError, VerifyReport, verify
 
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
+from util import FIXTURES, RECIPES
 
 import surgeon
-from surgeon.io.save import _checker_problem
 from surgeon.cli import main
-from util import FIXTURES, RECIPES
+from surgeon.io.save import _checker_problem
 
 FOO = (FIXTURES / "model_foo.onnx").read_bytes()
 STRIP = (RECIPES / "strip_fooop.yaml").read_text()

@@ -7,10 +7,10 @@ import shutil
 
 import onnx
 import pytest
+from util import FIXTURES, RECIPES
 
 import surgeon
 from surgeon.cli import main
-from util import FIXTURES, RECIPES
 
 
 def _apply(tmp_path, recipe, model, *extra):

@@ -6,9 +6,9 @@ import io
 import shutil
 
 import pytest
+from util import FIXTURES, RECIPES, real_model
 
 from surgeon.cli import main
-from util import FIXTURES, RECIPES, real_model
 
 
 def _apply(recipe, model, out, *extra):

@@ -6,10 +6,10 @@ import io
 import shutil
 
 import pytest
+from util import FIXTURES
 
 import surgeon
 from surgeon.cli import main
-from util import FIXTURES
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx.backend.test.loader import load_model_tests
+from util import assert_same_outputs, ocr_inputs, random_inputs, real_model, real_model_names, silero_inputs
 
 import surgeon
 from surgeon.io.export import to_proto
-from util import assert_same_outputs, ocr_inputs, real_model, real_model_names, random_inputs, silero_inputs
 
 # Data lives in data/, not beside the model: loading it must fail (tested in test_load_errors).
 NEEDS_OTHER_DATA_DIR = {"ext_weights.onnx"}

@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from util import FIXTURES, ROOT, fetch, locate_real_model, real_model
 
 ROW = re.compile(r"^\| `(?P<file>[^`]+)` \|(?:.* \|)? `(?P<sha256>[0-9a-f]{64})` \|$")

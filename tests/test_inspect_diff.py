@@ -7,10 +7,10 @@ import json
 
 import onnx
 from onnx import numpy_helper
+from util import FIXTURES, FOOOP_IN_LOCAL_FUNCTION, real_model
 
 from surgeon.cli import main
 from surgeon.views.diff import diff_models
-from util import FIXTURES, FOOOP_IN_LOCAL_FUNCTION, real_model
 
 
 def _cli(*argv):

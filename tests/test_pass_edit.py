@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from util import RECIPES, call, error_of, random_inputs, run, real_model
+from util import RECIPES, call, error_of, random_inputs, real_model, run
 
 import surgeon
 from surgeon.io.export import to_proto
-
-
 
 
 def wiring(graph: onnx.GraphProto) -> list[tuple]:

@@ -10,7 +10,7 @@ import onnx.parser
 import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto
-from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
+from util import RECIPES, assert_same_outputs, random_inputs, real_model, run
 
 import surgeon
 from surgeon.errors import PassError

@@ -10,13 +10,13 @@ import onnx
 import onnx.helper
 import onnx.parser
 import pytest
-from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
+from util import RECIPES, assert_same_outputs, random_inputs, real_model, run
 
 import surgeon
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
-from surgeon.recipe.model import Step
 from surgeon.passes.runner import run_step
+from surgeon.recipe.model import Step
 
 # Gn calls Fn; Fn takes an attribute; the main graph calls Fn inside an If branch too.
 NESTED = """<ir_version: 8, opset_import: ["" : 17, "pkg" : 1]>

@@ -10,8 +10,8 @@ from util import RECIPES, assert_same_outputs, random_inputs, real_model
 import surgeon
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
-from surgeon.recipe.model import Step
 from surgeon.passes.runner import run_step
+from surgeon.recipe.model import Step
 
 SMALL = """<ir_version: 8, opset_import: ["" : 17], producer_name: "exporter", producer_version: "1.0",
             metadata_props: ["license": "MIT", "author": "someone", "commit": "abc123"]>

@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
+from detectors import ANCHORS, CLASSES, blob_images, build_detector, with_batch, yolov8_from_tiny_yolo
+from nms_reference import assert_same_detections, decode, reference_nms, split_head
+from util import RECIPES, real_model, run
 
 import surgeon
 from surgeon.errors import ExportError, PassError
 from surgeon.io.export import to_proto
-from detectors import ANCHORS, CLASSES, blob_images, build_detector, with_batch, yolov8_from_tiny_yolo
-from nms_reference import assert_same_detections, decode, reference_nms, split_head
-from util import RECIPES, run, real_model
 
 KEYS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
@@ -67,7 +67,7 @@ def tiny_yolo_images(n: int) -> np.ndarray:
     return np.kron(rng.standard_normal((n, 3, 10, 10)) * 4, np.ones((32, 32))).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_yolo(name: str, static_batch: int | None) -> onnx.ModelProto:
     proto = onnx.load(real_model(name))
     return proto if static_batch is None else with_batch(proto, static_batch)
@@ -531,7 +531,7 @@ def test_docstring_example_runs_on_tiny_yolo():
     assert_same_detections(run(model, feeds), expected, 100)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def real_yolov8() -> onnx.ModelProto:
     """tiny_yolo_legacy's real weights behind a YOLOv8-layout head output0 [N, 84, 2100]."""
     return yolov8_from_tiny_yolo(tiny_yolo("tiny_yolo_legacy.onnx", None))

@@ -12,8 +12,8 @@ from util import POLYGRAPHY, RECIPES, assert_same_outputs, random_inputs, real_m
 import surgeon
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
-from surgeon.recipe.model import Step
 from surgeon.passes.runner import run_step
+from surgeon.recipe.model import Step
 
 WITH_FUNCTION = """<ir_version: 8, opset_import: ["" : 17, "pkg" : 1]>
 agraph (float[N, 3] x) => (float[N, {rank}] y) {{ y = pkg.Fn (x) }}

@@ -8,13 +8,13 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx.shape_inference
 import pytest
-from util import POLYGRAPHY, RECIPES, random_inputs, run, real_model, silero_inputs
+from util import POLYGRAPHY, RECIPES, random_inputs, real_model, run, silero_inputs
 
 import surgeon
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
-from surgeon.recipe.model import Step
 from surgeon.passes.runner import run_step
+from surgeon.recipe.model import Step
 
 # Resize's scales are tensor(float) in the schema, ConstantOfShape's value an attribute,
 # Shape's output int64, CumSum is blocked by default, w holds a value beyond float16's range.

@@ -7,12 +7,12 @@ import textwrap
 import numpy as np
 import onnx
 import pytest
+from nms_reference import assert_same_detections, decode, reference_nms
+from util import real_model, run, tolerance
 
 import surgeon
 from surgeon.errors import PassError
 from surgeon.io.export import to_proto
-from nms_reference import assert_same_detections, decode, reference_nms
-from util import run, real_model, tolerance
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]

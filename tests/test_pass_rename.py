@@ -13,8 +13,6 @@ import surgeon
 from surgeon.io.export import to_proto
 
 
-
-
 def proto_graphs(graph: onnx.GraphProto):
     yield graph
     for node in graph.node:

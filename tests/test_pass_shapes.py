@@ -7,12 +7,12 @@ import onnx
 import onnx.numpy_helper
 import onnx.parser
 import pytest
-from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
+from util import RECIPES, assert_same_outputs, random_inputs, real_model, run
 
 import surgeon
 from surgeon.errors import PassError
-from surgeon.io.export import to_proto
 from surgeon.graph import shapes as _shape_infer
+from surgeon.io.export import to_proto
 
 # -- helpers ------------------------------------------------------------------------------
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
+from util import assert_same_outputs, random_inputs, real_model
 
 import surgeon
 from surgeon.errors import PassError, StepError
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import PassRegistry
-from util import assert_same_outputs, random_inputs, real_model
 
 
 def _model(text: str) -> surgeon.Model:
@@ -201,7 +201,8 @@ def test_name_clash_is_an_error():
     with pytest.raises(PassError) as exc:
         surgeon.register_pass("cleanup")(lambda graph: None)
     assert str(exc.value) == ("error: cannot register pass 'cleanup' from "
-                              "test_passes_core.test_name_clash_is_an_error.<locals>.<lambda>: the name is taken by the built-in pass (surgeon.passes.builtin.cleanup:cleanup)\n"
+                              "test_passes_core.test_name_clash_is_an_error.<locals>.<lambda>: the name is taken "
+                              "by the built-in pass (surgeon.passes.builtin.cleanup:cleanup)\n"
                               "  hint: choose another name (passes are never silently overridden)")
 
 
@@ -296,7 +297,6 @@ def test_remove_node_reaches_into_local_functions():
     """A placeholder op inside a module exported as a local function is removed there too,
     and its domain leaves the model's and the function's opset imports."""
     import numpy as np
-
     from util import FOOOP_IN_LOCAL_FUNCTION, RECIPES, run
 
     model = _model(FOOOP_IN_LOCAL_FUNCTION)

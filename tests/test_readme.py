@@ -6,9 +6,10 @@ import io
 import re
 import shutil
 
+from util import ROOT
+
 import surgeon
 from surgeon.cli import main
-from util import ROOT
 
 
 def _blocks(language: str) -> list[str]:

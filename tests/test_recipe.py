@@ -22,10 +22,9 @@ from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 from surgeon.passes.spec import Max, Min
 from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
-from surgeon.recipe.schema import recipe_json_schema
 from surgeon.recipe.parse import validate_steps
+from surgeon.recipe.schema import recipe_json_schema
 from surgeon.recipe.yaml import load_yaml
-
 
 # -- fake passes, declared like real ones ---------------------------------------------
 

@@ -10,10 +10,10 @@ import os
 import numpy as np
 import onnx
 import pytest
+from util import RECIPES, assert_same_outputs, random_inputs, real_model, run
 
 import surgeon
 from surgeon.io.export import to_proto
-from util import RECIPES, assert_same_outputs, random_inputs, run, real_model
 
 ALL = sorted(glob.glob(str(RECIPES / "*.yaml")))
 

@@ -9,10 +9,10 @@ import shutil
 
 import onnx
 import pytest
+from util import FIXTURES, RECIPES
 
 import surgeon
 from surgeon.cli import main
-from util import FIXTURES, RECIPES
 
 
 @pytest.fixture

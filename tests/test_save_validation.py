@@ -8,10 +8,10 @@ import os
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
+from util import POLYGRAPHY, real_model
 
 import surgeon
 from surgeon.errors import ExportError
-from util import POLYGRAPHY, real_model
 
 
 def _polygraphy_models():
@@ -168,8 +168,9 @@ def test_unwritable_output_folder_is_a_user_error(tmp_path, monkeypatch):
     import io
     import tempfile
 
-    from surgeon.cli import main
     from util import FIXTURES, RECIPES
+
+    from surgeon.cli import main
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")

@@ -11,10 +11,18 @@ from __future__ import annotations
 import os
 
 import pytest
+from util import (
+    assert_same_outputs,
+    locate_real_model,
+    ocr_inputs,
+    random_inputs,
+    real_model,
+    real_model_names,
+    session,
+    silero_inputs,
+)
 
 import surgeon
-from util import (assert_same_outputs, locate_real_model, ocr_inputs, random_inputs, real_model, real_model_names,
-                  session, silero_inputs)
 
 PASSES = ["cleanup", "toposort", "infer_shapes", "eliminate_noops", "fuse", "dedupe_initializers",
           "fold_constants", "simplify"]

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from util import FIXTURES, RECIPES, real_model, run, session
 
 import surgeon
 from surgeon.cli import main
-from util import FIXTURES, RECIPES, run, session, real_model
 
 PAIRS = [
     ("model_foo.onnx", "model.onnx"),

@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from util import FIXTURES, RECIPES, real_model
 
 import surgeon
 from surgeon.cli import main
 from surgeon.verify import tolerance
-from util import FIXTURES, RECIPES, real_model
 
 
 def _cli(*argv):

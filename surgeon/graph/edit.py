@@ -9,8 +9,8 @@ the graph (gs nodes compare with a slow ``__eq__``, so nothing here uses
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import onnx_graphsurgeon as gs
 

@@ -4,13 +4,12 @@ everywhere, so errors read alike)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from surgeon.graph.walk import all_tensor_names, walk_graphs
-
 
 # -- fresh names -----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ the questions the saver, the opset converter and the inliner all ask."""
 
 from __future__ import annotations
 
-from typing import Collection, Iterable
+from collections.abc import Collection, Iterable
 
 import onnx.defs
 

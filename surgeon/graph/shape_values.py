@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from surgeon.graph.constants import const_array, is_sparse
 from surgeon.graph import shapes as shape_inference
+from surgeon.graph.constants import const_array, is_sparse
 from surgeon.graph.walk import node_domain, proto_value_infos, walk_graphs
 
 # A dim or an element of a shape-like value: a number, a named symbol, or unknown.

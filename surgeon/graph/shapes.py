@@ -39,8 +39,9 @@ declared type, because inference can only learn it from there.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import onnx
 import onnx.defs
@@ -53,9 +54,9 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 )
 
 from surgeon.errors import PassError, SurgeonError
+from surgeon.graph.names import node_label_of
 from surgeon.graph.walk import proto_graphs, proto_value_infos
 from surgeon.io.export import to_proto
-from surgeon.graph.names import node_label_of
 from surgeon.io.external import is_external, iter_model_tensors, set_external
 from surgeon.io.model import Model
 

@@ -7,7 +7,7 @@ change tracking and the exporter all agree on what "the whole model" is.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import onnx
 import onnx_graphsurgeon as gs

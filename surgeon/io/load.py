@@ -24,11 +24,11 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from surgeon.errors import ModelLoadError
-from surgeon.io.external import ExternalValues, external_problems, is_external, iter_model_tensors
-from surgeon.io.export import function_fingerprint
 from surgeon.graph.names import node_label
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import node_domain, walk_graphs
+from surgeon.io.export import function_fingerprint
+from surgeon.io.external import ExternalValues, external_problems, is_external, iter_model_tensors
 from surgeon.io.model import Model, Origin, tensor_signature
 
 # gs logs every graph it imports at INFO/WARNING; surgeon reports changes itself.

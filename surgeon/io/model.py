@@ -10,9 +10,10 @@ can write back exactly what was read wherever a pass did not change it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -91,10 +92,10 @@ class Model:
     # -- model-level fields -------------------------------------------------------------
 
     def _field(name: str, doc: str):  # noqa: N805 - a small property factory
-        def get(self: "Model") -> Any:
+        def get(self: Model) -> Any:
             return getattr(self.template, name)
 
-        def set_(self: "Model", value: Any) -> None:
+        def set_(self: Model, value: Any) -> None:
             setattr(self.template, name, value)
 
         return property(get, set_, doc=doc)
@@ -143,7 +144,7 @@ class Model:
         self.origin.unused_initializers.clear()
         return n
 
-    def copy(self) -> "Model":
+    def copy(self) -> Model:
         """An independent copy (for dry runs). External weights stay on disk, shared."""
         from surgeon.io.export import to_proto
         from surgeon.io.load import from_proto

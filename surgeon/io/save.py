@@ -22,11 +22,11 @@ import onnx.checker
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import ExportError
-from surgeon.io.export import to_proto
-from surgeon.io.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
 from surgeon.graph.names import node_label
 from surgeon.graph.ops import default_opset, is_plugin_op
 from surgeon.graph.walk import proto_graphs
+from surgeon.io.export import to_proto
+from surgeon.io.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
 from surgeon.io.load import structure_problems
 from surgeon.io.model import Model
 
@@ -91,7 +91,7 @@ class Staged:
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def __enter__(self) -> "Staged":
+    def __enter__(self) -> Staged:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,6 +18,7 @@ from surgeon.graph.names import node_label
 from surgeon.graph.walk import subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 
+
 def tensor_groups(model: Model) -> dict[str, list[gs.Tensor]]:
     """Tensor name -> the distinct tensor objects with that name, in the whole model.
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from surgeon.errors import PassError, SurgeonError, suggestion_hint
 from surgeon.passes.spec import PassSpec

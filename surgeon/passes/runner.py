@@ -23,11 +23,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
-from surgeon.passes.expect import check_expect
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
-from surgeon.passes.registry import PassRegistry, registry as default_registry
+from surgeon.passes.expect import check_expect
+from surgeon.passes.registry import PassRegistry
+from surgeon.passes.registry import registry as default_registry
 from surgeon.passes.result import PassResult
 from surgeon.recipe.model import Recipe, Step
 

@@ -33,7 +33,8 @@ class Selector:
     name_regex: str | None = field(default=None, metadata={"doc": "Python regex that must match the whole node name"})
     op: str | None = field(default=None, metadata={"doc": "op type, e.g. FooOp"})
     domain: str | None = field(default=None, metadata={"doc": "op domain ('' or ai.onnx for standard ops)"})
-    attrs: dict[str, Any] | None = field(default=None, metadata={"doc": "attribute values the node must have (equality)"})
+    attrs: dict[str, Any] | None = field(default=None,
+                                         metadata={"doc": "attribute values the node must have (equality)"})
     producer_op: str | None = field(default=None, metadata={"doc": "op type of a node feeding one of its inputs"})
     consumer_op: str | None = field(default=None, metadata={"doc": "op type of a node reading one of its outputs"})
     count: int | None = field(default=None, metadata={"doc": "exact number of nodes that must match"})

@@ -42,8 +42,9 @@ import functools
 import inspect
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.recipe.types import Max, Min, check_type, schema_of, type_name, yaml_of
@@ -76,7 +77,8 @@ class ParamSpec:
         ann = self.annotation
         args = typing.get_args(ann)
         if self.default is None and type(None) in args:  # "X | None = None" is just an optional X
-            ann = Union[tuple(a for a in args if a is not type(None))]  # type: ignore[valid-type]
+            # A Union built at run time from a tuple of types: `|` has no such form.
+            ann = Union[tuple(a for a in args if a is not type(None))]  # type: ignore[valid-type]  # noqa: UP007
         default = "required" if self.required else f"default {yaml_of(self.default)}"
         return f"{self.name} ({type_name(ann)}, {default})"
 
@@ -125,7 +127,7 @@ class PassSpec:
     source: str = "builtin"
 
     @classmethod
-    def from_function(cls, name: str, func: Callable[..., Any], source: str = "builtin") -> "PassSpec":
+    def from_function(cls, name: str, func: Callable[..., Any], source: str = "builtin") -> PassSpec:
         from surgeon.passes.select import Selector
 
         sig = inspect.signature(func)

@@ -18,8 +18,9 @@ unchanged while this layer never imports ``surgeon.passes``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from surgeon.errors import suggestion_hint
 

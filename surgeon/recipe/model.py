@@ -44,7 +44,7 @@ class Recipe:
 
     @classmethod
     def from_steps(cls, steps: list[dict[str, Any] | tuple[str, dict[str, Any]]], description: str = "",
-                   registry: Any = None) -> "Recipe":
+                   registry: Any = None) -> Recipe:
         """Build a recipe in Python: ``Recipe.from_steps([("remove_node", {"op": "FooOp"}), ("cleanup", {})])``.
 
         A step is a ``(pass, parameters)`` pair or a mapping with the keys of a

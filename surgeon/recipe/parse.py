@@ -29,8 +29,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from surgeon.errors import Diagnostic, Location, RecipeError, SurgeonError
 from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default

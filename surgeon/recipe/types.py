@@ -97,10 +97,10 @@ def type_name(annotation: Any) -> str:
         return " or ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
         return " or ".join(type_name(a) for a in args)
-    if origin in (list, typing.List, tuple):
+    if origin in (list, list, tuple):
         inner = args[0] if args else Any
         return f"list of {type_name(inner)}"
-    if origin in (dict, typing.Dict):
+    if origin in (dict, dict):
         val = args[1] if len(args) == 2 else Any
         return f"mapping of name to {type_name(val)}"
     if annotation is float:
@@ -217,7 +217,7 @@ def check_type(value: Any, annotation: Any, path: str = "", range_hint: str | No
         elif isinstance(value, (datetime.date, datetime.datetime)):
             hint = "YAML reads 2024-01-02 as a date: quote the value to keep it a string"
         return [(path, f"expected a string, got {yaml_of(value)}", hint)]
-    if origin in (list, typing.List, tuple):
+    if origin in (list, list, tuple):
         if not isinstance(value, list):
             return [(path, f"expected {type_name(annotation)}, got {yaml_of(value)}", None)]
         inner = args[0] if args else Any
@@ -225,7 +225,7 @@ def check_type(value: Any, annotation: Any, path: str = "", range_hint: str | No
         for i, item in enumerate(value):
             out += check_type(item, inner, f"{path}[{i}]", range_hint)
         return out
-    if origin in (dict, typing.Dict):
+    if origin in (dict, dict):
         if not isinstance(value, dict):
             return [(path, f"expected {type_name(annotation)}, got {yaml_of(value)}", None)]
         key_t, val_t = (args + (Any, Any))[:2] if args else (Any, Any)

@@ -9,8 +9,9 @@ a recipe built in Python, names the step instead.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from surgeon.recipe.catalogue import PassCatalogue, unknown_pass
 from surgeon.recipe.fields import EXPECT_FIELDS, Key, key_list, key_suggestion

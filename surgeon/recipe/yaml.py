@@ -24,8 +24,9 @@ stops everything and is raised as a :class:`RecipeError`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -56,10 +57,10 @@ class Positions:
     """
 
     location: Location
-    children: dict[Any, "Positions"] = field(default_factory=dict)
+    children: dict[Any, Positions] = field(default_factory=dict)
     key_locations: dict[Any, Location] = field(default_factory=dict)
 
-    def child(self, key: Any) -> "Positions | None":
+    def child(self, key: Any) -> Positions | None:
         if key in self.children:
             return self.children[key]
         # Paths built from messages spell keys as text ("attrs.1"); YAML may have read the key as 1.

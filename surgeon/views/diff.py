@@ -16,8 +16,8 @@ from onnx import numpy_helper
 
 from surgeon.errors import ModelLoadError
 from surgeon.graph.walk import proto_graphs
-from surgeon.views.inspect import op_key, tensor_bytes, type_text
 from surgeon.io.load import read_proto
+from surgeon.views.inspect import op_key, tensor_bytes, type_text
 
 
 def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:

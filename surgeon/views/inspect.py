@@ -7,8 +7,9 @@ on big models and works on models gs cannot import.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import onnx
 
@@ -76,7 +77,8 @@ def render_inspection(info: dict[str, Any]) -> str:
                 ("ops in local functions", [f"{op} x{c}" for op, c in info["function_op_histogram"].items()]),
                 ("external data", info["external_data_files"]),
                 ("control flow", [f"{op} x{c}" for op, c in info["control_flow"].items()]),
-                ("metadata", [f"{k}={v if len(v) <= 40 else v[:37] + '...'}" for k, v in info["metadata_props"].items()])]
+                ("metadata", [f"{k}={v if len(v) <= 40 else v[:37] + '...'}"
+                              for k, v in info["metadata_props"].items()])]
     lines += [f"{label}: {', '.join(values)}" for label, values in optional if values]
     return "\n".join(lines) + "\n"
 

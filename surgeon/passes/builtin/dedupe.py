@@ -9,10 +9,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import SparseValues
 
-from surgeon.graph.walk import walk_graphs
-from surgeon.io.model import Model
 from surgeon.graph.constants import const_array, const_nbytes
 from surgeon.graph.edit import replace_uses
+from surgeon.graph.walk import walk_graphs
+from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
 

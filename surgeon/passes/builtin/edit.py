@@ -22,9 +22,9 @@ from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.constants import elem_type
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import fresh_name, quoted
+from surgeon.graph.shapes import infer_value_infos
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
-from surgeon.graph.shapes import infer_value_infos
 from surgeon.io.tensor_names import tensor_groups, where_is
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
@@ -235,7 +235,7 @@ def replace_op(model: Model, select: Selector, *, new_op: str | None = None, new
                         outputs=len(node.outputs))
         plans.append((node, op, domain, version, schema, attrs))
     result = PassResult()
-    for node, op, domain, version, schema, attrs in plans:
+    for node, op, domain, version, _schema, attrs in plans:
         node.op, node.attrs = op, attrs
         if domain != node_domain(node):
             node.domain = domain or None
@@ -334,7 +334,7 @@ def _array(op: str, key: str, value: Any, default_dtype: Any) -> np.ndarray:
             onnx.helper.np_dtype_to_tensor_dtype(dtype)
         except (TypeError, KeyError, ValueError):
             raise PassError(f"{key} of {op}: unknown dtype {value.get('dtype')!r}",
-                            hint="use a numpy dtype name: float32, float16, int64, int32, int8, uint8, bool")
+                            hint="use a numpy dtype name: float32, float16, int64, int32, int8, uint8, bool") from None
         value = value["value"]
     if dtype is None:
         dtype = np.float32 if any(isinstance(v, float) for v in np.ravel(value)) else np.int64
@@ -342,7 +342,7 @@ def _array(op: str, key: str, value: Any, default_dtype: Any) -> np.ndarray:
         return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise PassError(f"{key} of {op}: {value!r} is not a {np.dtype(dtype).name} value ({exc})",
-                        hint="give a number or a (nested) list of numbers")
+                        hint="give a number or a (nested) list of numbers") from None
 
 
 # -- helpers ----------------------------------------------------------------------

@@ -15,13 +15,13 @@ import onnx.inliner
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.io.export import to_proto
 from surgeon.graph.names import qualified_op
 from surgeon.graph.ops import default_opset
 from surgeon.graph.walk import walk_graphs
+from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
+from surgeon.io.export import to_proto
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
-from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
 
 
 def inline_functions(model: Model, *, functions: list[str] | None = None,

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.graph.walk import node_domain, walk_graphs
-from surgeon.io.model import Model
 from surgeon.graph.constants import const_array
 from surgeon.graph.edit import bypass, detach, needs_identity, remove_dead, remove_nodes
 from surgeon.graph.names import Namer
 from surgeon.graph.shape_values import ShapeInfo
+from surgeon.graph.walk import node_domain, walk_graphs
+from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 
 

@@ -30,8 +30,8 @@ import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.builder import GraphBuilder
-from surgeon.graph.walk import walk_graphs
 from surgeon.graph.shapes import infer_value_infos
+from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Max, Min

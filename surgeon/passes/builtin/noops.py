@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from surgeon.graph.walk import node_domain, walk_graphs
-from surgeon.io.model import Model
 from surgeon.graph.constants import const_array, const_nbytes
 from surgeon.graph.edit import bypass, needs_identity, remove_nodes
 from surgeon.graph.shape_values import ShapeInfo
+from surgeon.graph.walk import node_domain, walk_graphs
+from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 
 # An index end at least this large means "to the end" whatever the dim (INT32_MAX and up).

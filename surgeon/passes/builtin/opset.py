@@ -17,12 +17,12 @@ import onnx.helper
 import onnx.version_converter
 
 from surgeon.errors import PassError
-from surgeon.io.export import to_proto
 from surgeon.graph.names import listed, node_label, qualified_op
 from surgeon.graph.ops import DEFAULT_DOMAINS, default_opset, is_plugin_op
 from surgeon.graph.walk import node_domain, proto_graphs, walk_graphs
-from surgeon.io.model import Model
 from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
+from surgeon.io.export import to_proto
+from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
 

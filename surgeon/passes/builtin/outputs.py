@@ -19,9 +19,9 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.names import fresh_name, quoted
+from surgeon.graph.shapes import infer_value_infos
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
-from surgeon.graph.shapes import infer_value_infos
 from surgeon.io.tensor_names import tensor_groups, where_is
 from surgeon.passes.compose import call_pass
 from surgeon.passes.result import PassResult

@@ -9,11 +9,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
+from surgeon.graph.builder import GraphBuilder
 from surgeon.graph.constants import DTYPES
 from surgeon.io.model import Model
-from surgeon.graph.builder import GraphBuilder
 from surgeon.passes.result import PassResult
-
 
 
 def add_preprocess(

@@ -7,9 +7,11 @@ from typing import Annotated, Literal
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError
-from surgeon.io.model import Model
+from surgeon.graph.edit import bypass as _bypass
+from surgeon.graph.edit import detach as _detach
+from surgeon.graph.edit import remove_nodes, used_outputs
 from surgeon.graph.names import node_label
-from surgeon.graph.edit import bypass as _bypass, detach as _detach, remove_nodes, used_outputs
+from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 from surgeon.passes.spec import Min

@@ -18,18 +18,18 @@ from surgeon.errors import PassError, did_you_mean, suggestion_hint
 from surgeon.graph.constants import DTYPES, constant_values, dtype_name
 from surgeon.graph.edit import remove_nodes, replace_uses
 from surgeon.graph.names import Namer, node_label
-from surgeon.graph.walk import all_tensor_names, proto_graphs, walk_graphs, walk_nodes
-from surgeon.io.model import Model
 from surgeon.graph.shapes import (
     Inferred,
     export_for_inference,
-    gs_dtype,
     graph_pairs,
+    gs_dtype,
     infer,
     reinfer,
     set_dims,
     write_back,
 )
+from surgeon.graph.walk import all_tensor_names, proto_graphs, walk_graphs, walk_nodes
+from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 
 Dim = int | str | None

@@ -47,7 +47,7 @@ def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
     other_notes: list[str] = []
     step_notes: dict[str, None] = {}  # what noops and fuse said about single nodes, once each
     rounds = 0
-    for rounds in range(1, max_iterations + 1):
+    for rounds in range(1, max_iterations + 1):  # noqa: B007 (read after the loop: the rounds run)
         # Each step is the registered pass itself, so simplify can never drift
         # from what the same steps do when a recipe lists them one by one.
         fold = call_pass(model, "fold_constants", size_threshold=size_threshold, max_iterations=max_iterations)
