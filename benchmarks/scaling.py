@@ -110,10 +110,17 @@ def _if_node(g: G, prev: str, cond: str, shape: list[Any]) -> str:
     return out
 
 
-def chain(n: int, *, ops: tuple[str, ...] = ("Neg", "Relu"), if_every: int = 25, opset: int = 17,
+IF_EVERY = 25
+"""One chain element in IF_EVERY is an If. ``--full`` makes them sparser: onnx-graphsurgeon's importer
+copies the outer graph's tensor map for every subgraph (onnx_importer.py, ``import_graph`` and
+``import_attributes``), so loading a 100,000-node chain with an If every 25 nodes takes minutes."""
+
+
+def chain(n: int, *, ops: tuple[str, ...] = ("Neg", "Relu"), if_every: int | None = None, opset: int = 17,
           shape: tuple[Any, ...] = ("N", 8)) -> onnx.ModelProto:
     """x -> op -> op -> ... -> y, cycling through ``ops``; every ``if_every``-th element is an If
     (bodies included in the count). Tensor k of the chain is named ``t<k>``."""
+    if_every = IF_EVERY if if_every is None else if_every
     g = G()
     prev, i = "x", 0
     while g.size < n:
@@ -286,7 +293,7 @@ def detector(n: int) -> onnx.ModelProto:
 
 def image(n: int) -> onnx.ModelProto:
     """A float NCHW image input [N, 3, 8, 8] read by a long elementwise chain."""
-    return chain(n, ops=("Neg", "Relu"), if_every=25, shape=("N", 3, 8, 8))
+    return chain(n, ops=("Neg", "Relu"), shape=("N", 3, 8, 8))
 
 
 def count_nodes(model: surgeon.Model) -> int:
@@ -328,8 +335,8 @@ class Case:
 
 def _deep(n: int, frac: float) -> str:
     """The name of a chain tensor ``frac`` of the way down a ``chain`` of n nodes (never an If output)."""
-    k = max(2, int(n * frac / 1.16))  # an If every 25 elements holds 5 nodes: ~1.16 nodes per element
-    return f"t{k if k % 25 else k + 1}"
+    k = max(2, int(n * frac / (1 + 4 / IF_EVERY)))  # an If (5 nodes with its bodies) every IF_EVERY elements
+    return f"t{k if k % IF_EVERY else k + 1}"
 
 
 CASES: dict[str, Case] = {
@@ -572,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                     help="cpu: the process's CPU time, all its threads (default; steady on a busy machine); "
                          "wall: elapsed time")
+    ap.add_argument("--if-every", type=int, default=None,
+                    help="one chain element in this many is an If with two 2-node bodies (default 25; 250 with --full)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the passes over the bound at 8N and print where the time goes")
     ap.add_argument("--top", type=int, default=15, help="lines per profile (default 15)")
@@ -588,11 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"warning: built-in passes without a scaling case: {', '.join(missing)}", file=sys.stderr)
 
-    global clock
+    global clock, IF_EVERY
     clock = CLOCKS[args.clock]
+    IF_EVERY = args.if_every or (250 if args.full else 25)
     signal.signal(signal.SIGALRM, _alarm)
     print(f"surgeon {surgeon.__version__}, onnx {onnx.__version__}, Python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cpus; {args.clock} time; N = {n:,}, {args.factor}N = {n * args.factor:,}; bound: ratio <= {args.max_ratio:g}")
+          f"{os.cpu_count()} cpus; {args.clock} time; If every {IF_EVERY}; N = {n:,}, {args.factor}N = {n * args.factor:,}; bound: ratio <= {args.max_ratio:g}")
     print()
     print(f"| pass | graph | nodes N | nodes {args.factor}N | s N | s {args.factor}N | µs/node N | "
           f"µs/node {args.factor}N | ratio | | work at {args.factor}N |")
