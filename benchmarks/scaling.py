@@ -625,10 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         for note in row.notes:
             print(f"note: {row.name}: {note}")
-    failed = [r for r in rows if (r.ratio is not None and r.ratio > args.max_ratio) or r.big.seconds is None]
+    failed = [r for r in rows if r.ratio is None or r.ratio > args.max_ratio or r.big.seconds is None]
     print(f"total {time.perf_counter() - began:.1f} s")
     if failed:
-        print(f"over the bound (ratio > {args.max_ratio:g}): " + ", ".join(f"{r.name} ({r.ratio:.1f})" for r in failed))
+        print(f"over the bound (ratio > {args.max_ratio:g}): " + ", ".join(
+            f"{r.name} ({'timed out' if r.ratio is None or r.big.seconds is None else f'{r.ratio:.1f}'})"
+            for r in failed))
     else:
         print(f"every pass within the bound (ratio <= {args.max_ratio:g})")
     if args.profile:
