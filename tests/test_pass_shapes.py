@@ -957,3 +957,28 @@ def test_batch_one_static_model_gets_static_outputs():
                                              ("infer_shapes", {})]), model)
     assert io_dims(model) == {"images": [1, 3, 320, 320], "boxes": [1, 2100, 4], "scores": [1, 2100, 80]}
     assert_same_outputs(path, model, random_inputs(path, dims={"N": 1}))
+
+
+def test_set_batch_runtime_batch_on_a_shared_concat_places_one_private_copy(tmp_path):
+    # The Concat also feeds a second output: the Reshape gets its own copy, placed once, right before it.
+    model = build("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[1, S, 8] x) => (float[1, S, 2, 4] y, int64[4] u) {
+            shp = Shape(x)
+            seq = Slice(shp, one, two)
+            head = Constant<value = int64[1] {1}>()
+            rest = Constant<value = int64[2] {2, 4}>()
+            t = Concat<axis = 0>(head, seq, rest)
+            u = Identity(t)
+            d = Relu(x)
+            y = Reshape<allowzero = 1>(d, t)
+        }""", one=np.array([1]), two=np.array([2]))
+    surgeon.run_pass(model, "set_batch", size="N", inputs=["x"], outputs=["y"])
+    names = [n.name for n in model.graph.nodes]
+    assert names == ["shp", "seq", "head", "rest", "t", "u", "d", "d_shape", "d_batch", "t_batch", "y"]
+    assert [t.name for t in node(model, "t_batch").inputs] == ["d_batch", "seq", "rest"]
+    assert [t.name for t in node(model, "t").inputs] == ["head", "seq", "rest"]  # u keeps the original
+    surgeon.save(model, tmp_path / "out.onnx")
+    x = np.random.default_rng(0).standard_normal((3, 5, 8)).astype(np.float32)
+    out = run(tmp_path / "out.onnx", {"x": x})
+    np.testing.assert_array_equal(out["y"], np.maximum(x, 0).reshape(3, 5, 2, 4))
+    np.testing.assert_array_equal(out["u"], [1, 5, 2, 4])  # the other reader still sees the old target

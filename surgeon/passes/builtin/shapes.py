@@ -230,10 +230,12 @@ def set_batch(model: Model, *, size: int | str, inputs: list[str] | None = None,
         # Constants may hard-code the old batch: plan (and check) their rewrites first.
         rewrites = _plan_rewrites(model, chosen, old)
         names = Namer(model.graph)
+        edits = _Edits(model)
         for r in rewrites:
-            _apply(model, r, names)
+            _apply(edits, r, names)
             result.notes.append(r.describe())
             result.details["rewritten"].append(r.node.name)
+        edits.commit()
         for t in todo:
             t.shape = new_dims[t.name]
         result.details["tensors_updated"] = reinfer(model, stale=True)
@@ -633,26 +635,80 @@ def _decide(c: _Rewrite, carrier: gs.Tensor | None) -> None:
     c.source = c.node.inputs[0]
 
 
-def _apply(model: Model, c: _Rewrite, names: Namer) -> None:
+class _Edits:
+    """Node insertions and removals of set_batch's rewrites, applied to each graph's node list at once.
+
+    One rewrite at a time would search and splice ``graph.nodes`` per
+    rewrite: quadratic on a model with a Reshape per layer. The maps here are
+    built once; :meth:`commit` rebuilds each touched graph's list in one pass.
+    """
+
+    def __init__(self, model: Model) -> None:
+        self.owner: dict[int, gs.Graph] = {}
+        self.outputs: set[int] = set()
+        for g in walk_graphs(model.graph):
+            self.outputs.update(id(t) for t in g.outputs)
+            for n in g.nodes:
+                self.owner[id(n)] = g
+        self.before: dict[int, list[gs.Node]] = {}
+        self.after: dict[int, list[gs.Node]] = {}
+        self.removed: set[int] = set()
+        self.touched: dict[int, gs.Graph] = {}
+
+    def is_graph_output(self, t: gs.Tensor) -> bool:
+        return id(t) in self.outputs
+
+    def insert_before(self, anchor: gs.Node, nodes: list[gs.Node]) -> None:
+        self._touch(anchor)
+        self.before.setdefault(id(anchor), []).extend(nodes)
+
+    def insert_after(self, anchor: gs.Node, nodes: list[gs.Node]) -> None:
+        self._touch(anchor)
+        self.after.setdefault(id(anchor), []).extend(nodes)
+
+    def remove(self, node: gs.Node) -> None:
+        """Take ``node`` out of its place (it may be inserted elsewhere)."""
+        self._touch(node)
+        self.removed.add(id(node))
+
+    def graph_of(self, node: gs.Node) -> gs.Graph:
+        return self.owner[id(node)]
+
+    def _touch(self, node: gs.Node) -> None:
+        graph = self.owner[id(node)]
+        self.touched[id(graph)] = graph
+
+    def commit(self) -> None:
+        for graph in self.touched.values():
+            order: list[gs.Node] = []
+            for n in graph.nodes:
+                order.extend(self.before.get(id(n), ()))
+                if id(n) not in self.removed:
+                    order.append(n)
+                order.extend(self.after.get(id(n), ()))
+            graph.nodes = order
+
+
+def _apply(edits: _Edits, c: _Rewrite, names: Namer) -> None:
     if c.source is not None:
-        _apply_runtime_batch(model, c, names)
+        _apply_runtime_batch(edits, c, names)
         return
     if c.clear_allowzero:
         c.node.attrs["allowzero"] = 0
     reader = c.concat if c.concat is not None else c.node
     index = 0 if c.concat is not None else 1
     if c.concat is not None and _shared(c.concat.outputs[0], c.node):
-        reader = _clone(model, c.concat, c.node, names)
+        reader = _clone(edits, c.concat, c.node, names)
     readers = c.holder.outputs
-    if len(readers) == 1 and readers[0] is reader and not _is_graph_output(model, c.holder):
+    if len(readers) == 1 and readers[0] is reader and not edits.is_graph_output(c.holder):
         _set_constant(c.holder, c.new)
     else:
         reader.inputs[index] = gs.Constant(names.new(c.holder.name + "_batch"), c.new.astype(c.values.dtype))
 
 
-def _apply_runtime_batch(model: Model, c: _Rewrite, names: Namer) -> None:
+def _apply_runtime_batch(edits: _Edits, c: _Rewrite, names: Namer) -> None:
     """Replace the batch entry by ``Gather(Shape(source), [0])``, computed right before the node."""
-    graph, data = c.graph, c.source
+    data = c.source
     shape = gs.Variable(names.new(data.name + "_shape"), dtype=np.int64, shape=[None])
     batch = gs.Variable(names.new(data.name + "_batch"), dtype=np.int64, shape=[1])
     index = gs.Constant(names.new(data.name + "_batch_index"), np.array([0], dtype=np.int64))
@@ -662,38 +718,40 @@ def _apply_runtime_batch(model: Model, c: _Rewrite, names: Namer) -> None:
     if c.values.size > 1:
         pieces.append(gs.Constant(names.new(c.holder.name + "_rest"), c.values[1:].copy()))
     if c.concat is not None:
-        concat = _clone(model, c.concat, c.node, names) if _shared(c.concat.outputs[0], c.node) else c.concat
+        shared = _shared(c.concat.outputs[0], c.node)
+        # A private copy is placed right here; an unshared Concat moves here.
+        concat = _clone(edits, c.concat, c.node, names, place=False) if shared else c.concat
         rest = list(concat.inputs[1:])
         concat.inputs.clear()
         concat.inputs.extend(pieces + rest)
-        # The data may be computed after the Concat: move this (private) Concat down to the Reshape.
-        remove_nodes(graph, [concat], detach=False)
+        # The data may be computed after the Concat: the (private) Concat goes down to the Reshape.
+        if not shared:
+            edits.remove(concat)
         nodes.append(concat)
     else:
         target = gs.Variable(names.new(c.holder.name + "_target"), dtype=np.int64, shape=[c.values.size])
         nodes.append(gs.Node("Concat", name=target.name, attrs={"axis": 0}, inputs=pieces, outputs=[target]))
         c.node.inputs[_target_index(c.node)] = target
-    at = next(i for i, n in enumerate(graph.nodes) if n is c.node)
-    graph.nodes[at:at] = nodes
-    _drop_if_dead(model, c.holder)
+    edits.insert_before(c.node, nodes)
+    _drop_if_dead(edits, c.holder)
 
 
-def _drop_if_dead(model: Model, t: gs.Tensor) -> None:
+def _drop_if_dead(edits: _Edits, t: gs.Tensor) -> None:
     """Remove the Constant node writing ``t`` once nothing reads it any more."""
-    if t.outputs or not t.inputs or _is_graph_output(model, t):
+    if t.outputs or not t.inputs or edits.is_graph_output(t):
         return
     producer = t.inputs[0]
-    for g in walk_graphs(model.graph):
-        if any(n is producer for n in g.nodes):
-            remove_nodes(g, [producer])
-            return
+    if id(producer) in edits.owner:
+        edits.remove(producer)
+        producer.inputs.clear()
+        producer.outputs.clear()
 
 
 def _shared(t: gs.Tensor, node: gs.Node) -> bool:
     return any(n is not node for n in t.outputs)
 
 
-def _clone(model: Model, concat: gs.Node, reader: gs.Node, names: Namer) -> gs.Node:
+def _clone(edits: _Edits, concat: gs.Node, reader: gs.Node, names: Namer, *, place: bool = True) -> gs.Node:
     """A private copy of a Concat for ``reader``, so other readers keep the original."""
     out = concat.outputs[0]
     copy_out = gs.Variable(names.new(out.name + "_batch"), dtype=out.dtype, shape=out.shape)
@@ -701,8 +759,9 @@ def _clone(model: Model, concat: gs.Node, reader: gs.Node, names: Namer) -> gs.N
     name = copy_out.name if concat.name == out.name else names.new((concat.name or "Concat") + "_batch")
     clone = gs.Node("Concat", name=name,
                     attrs=dict(concat.attrs), inputs=list(concat.inputs), outputs=[copy_out])
-    graph = next(g for g in walk_graphs(model.graph) if any(n is concat for n in g.nodes))
-    graph.nodes.insert(next(i for i, n in enumerate(graph.nodes) if n is concat) + 1, clone)
+    edits.owner[id(clone)] = edits.graph_of(concat)
+    if place:  # right after the original; otherwise the caller places it
+        edits.insert_after(concat, [clone])
     reader.inputs[next(i for i, t in enumerate(reader.inputs) if t is out)] = copy_out
     return clone
 
@@ -721,8 +780,6 @@ def _set_constant(t: gs.Tensor, values: np.ndarray) -> None:
 
 
 
-def _is_graph_output(model: Model, t: gs.Tensor) -> bool:
-    return any(t is o for g in walk_graphs(model.graph) for o in g.outputs)
 
 
 # -- set_dtype ----------------------------------------------------------------------
