@@ -137,3 +137,9 @@ def suggestion_hint(word: str, candidates: Iterable[str], what: str = "") -> str
         return None
     quoted = ", ".join(f"'{h}'" for h in hits)
     return f"did you mean {quoted}?" if not what else f"did you mean {what} {quoted}?"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's exception text (onnx and onnxruntime write pages), or its type name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

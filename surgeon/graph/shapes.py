@@ -53,7 +53,7 @@ from onnx_graphsurgeon.importers.onnx_importer import (
     get_onnx_tensor_type,
 )
 
-from surgeon.errors import PassError, SurgeonError
+from surgeon.errors import PassError, SurgeonError, first_line
 from surgeon.graph.names import node_label_of
 from surgeon.graph.walk import proto_graphs, proto_value_infos
 from surgeon.io.export import to_proto
@@ -226,11 +226,11 @@ def infer(source: Model | onnx.ModelProto, *, strict: bool = False, errors: str 
     except onnx.shape_inference.InferenceError as exc:
         if not lenient:
             raise inference_error(str(exc), proto, strict) from exc
-        return Inferred(onnx.ModelProto(), set(), problem=_first_line(exc))
+        return Inferred(onnx.ModelProto(), set(), problem=first_line(exc))
     except Exception as exc:  # onnx raises other types too (e.g. on a malformed proto)
         if not lenient:
             raise
-        return Inferred(onnx.ModelProto(), set(), problem=_first_line(exc))
+        return Inferred(onnx.ModelProto(), set(), problem=first_line(exc))
     return Inferred(inferred, known)
 
 
@@ -262,9 +262,6 @@ def _to_placeholder(t: onnx.TensorProto) -> None:
     set_external(t, "surgeon-shape-inference-placeholder", 0, size)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def write_back(model: Model, inferred: Inferred, *, stale: bool, keep: tuple[gs.Tensor, ...] = ()) -> int:

@@ -32,6 +32,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
+from surgeon.errors import first_line
 from surgeon.graph.constants import const_array, constant_node_value, is_sparse
 from surgeon.graph.edit import remove_dead, remove_nodes, replace_uses
 from surgeon.graph.names import Namer, byte_size, node_label_of
@@ -469,7 +470,7 @@ def _run(nodes: list[gs.Node], wanted: list[gs.Tensor], opset: int,
 
 
 def _ort_message(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     for marker in ("Status Message: ", "] : "):
         if marker in text:
             text = text.split(marker)[-1]
