@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from surgeon import __version__
 from surgeon.errors import SurgeonError, UsageError
@@ -21,7 +21,7 @@ EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print and sys.exit(2) itself
+    def error(self, message: str) -> NoReturn:  # argparse would print and sys.exit(2) itself
         raise UsageError(f"{message}\n{self.format_usage().strip()}")
 
 
@@ -164,6 +164,8 @@ def _apply(args: argparse.Namespace, out: TextIO) -> int:
         print(f"dry run: nothing written (would write {result.target})", file=out)
         return EXIT_OK
     saved = result.saved
+    if saved is None:  # apply_file saves whenever it is not a dry run
+        raise AssertionError("apply_file returned without saving and without a dry run")
     extra = f" (weights in {saved.data_path.name})" if saved.data_path else ""
     print(f"wrote {saved.path}{extra}", file=out)
     return EXIT_OK

@@ -154,6 +154,8 @@ class Bypassed:
     @property
     def note(self) -> str | None:
         """A line for the pass's notes, when the bypass changed who writes a graph output."""
+        if self.output is None:  # bypass sets producer or identity only together with the output
+            return None
         if self.producer is not None:
             return f"graph output '{self.output.name}' is now produced by {node_label(self.producer)}"
         if self.identity is not None:

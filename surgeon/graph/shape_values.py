@@ -10,7 +10,7 @@ or unknown; shapes come from the one shape-inference entry
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -166,7 +166,8 @@ def _const_ints(t: gs.Tensor) -> list[int] | None:
     if not isinstance(t, gs.Constant):
         return None
     v = _constant_value(t)
-    return None if v is None else list(v.elems)
+    # _constant_value reads a constant: every element is an int, none is a symbol or unknown.
+    return None if v is None else cast(list[int], list(v.elems))
 
 
 def _input(node: gs.Node, i: int) -> gs.Tensor | None:
@@ -201,6 +202,7 @@ def _v_slice(info: ShapeInfo, node: gs.Node) -> ShapeValue | None:
     data = info.value(node.inputs[0])
     if data is None or data.scalar:
         return None
+    steps: list[int] | None
     if "starts" in node.attrs:  # Slice-1: parameters are attributes
         starts, ends = node.attrs["starts"], node.attrs["ends"]
         axes, steps = node.attrs.get("axes", [0]), [1]
@@ -209,15 +211,18 @@ def _v_slice(info: ShapeInfo, node: gs.Node) -> ShapeValue | None:
         axes_t, steps_t = _input(node, 3), _input(node, 4)
         axes = [0] if axes_t is None else _const_ints(axes_t)
         steps = [1] if steps_t is None else _const_ints(steps_t)
-    if None in (starts, ends, axes, steps) or len(starts) != 1 or list(axes) not in ([0], [-1]) \
-            or steps[0] == 0:
+    if starts is None or ends is None or axes is None or steps is None:
+        return None
+    if len(starts) != 1 or list(axes) not in ([0], [-1]) or steps[0] == 0:
         return None
     return ShapeValue(tuple(list(data.elems)[slice(starts[0], ends[0], steps[0])]), False, data.dtype)
 
 
 def _v_concat(info: ShapeInfo, node: gs.Node) -> ShapeValue | None:
-    parts = [info.value(t) for t in node.inputs]
-    if not parts or any(p is None or p.scalar for p in parts) or node.attrs.get("axis", 0) not in (0, -1):
+    values = [info.value(t) for t in node.inputs]
+    parts = [p for p in values if p is not None]
+    if not parts or len(parts) < len(values) or any(p.scalar for p in parts) \
+            or node.attrs.get("axis", 0) not in (0, -1):
         return None
     return ShapeValue(tuple(e for p in parts for e in p.elems), False, parts[0].dtype)
 
@@ -331,8 +336,7 @@ def reshape_target(data: tuple[Elem, ...] | None, target: tuple[Elem, ...],
     unknown = [i for i, e in enumerate(out) if e is None]
     if len(unknown) > 1 or (unknown and -1 in out) or out.count(-1) > 1:
         return None
-    for i in unknown:
-        out[i] = -1
-    if any(e is not None and e < -1 for e in out):
+    filled = [-1 if e is None else e for e in out]  # the one unknown entry, if any, is inferred
+    if any(e < -1 for e in filled):
         return None
-    return [int(e) for e in out], 0 if copies else allowzero
+    return [int(e) for e in filled], 0 if copies else allowzero

@@ -366,20 +366,21 @@ def _dims_protos(vi: onnx.ValueInfoProto):
 
 
 def _update(t: gs.Variable, vi: onnx.ValueInfoProto | None, inferred: Inferred, role: str, stale: bool) -> None:
-    typed = vi is not None and _elem_type(vi) != onnx.TensorProto.UNDEFINED
+    if vi is not None and _elem_type(vi) == onnx.TensorProto.UNDEFINED:
+        vi = None  # declared without a type: nothing to take from it
     if role == "output":
         # The main graph's declared outputs are its interface: only fill in what is
         # missing, and replace a named or unknown dimension only by a proven value.
-        if typed and t.dtype is None:
+        if vi is not None and t.dtype is None:
             t.dtype = get_onnx_tensor_dtype(vi)
-        if typed and vi.type.HasField("tensor_type"):
+        if vi is not None and vi.type.HasField("tensor_type"):
             found = inferred.dims(vi)
             if t.shape is None:
                 t.shape = found
             elif found is not None and len(found) == len(t.shape):
                 t.shape = [f if isinstance(f, int) and not isinstance(d, int) else d for d, f in zip(t.shape, found)]
         return
-    if not typed:
+    if vi is None:
         if stale:
             t.shape = None
         return

@@ -91,7 +91,8 @@ class Model:
 
     # -- model-level fields -------------------------------------------------------------
 
-    def _field(name: str, doc: str):  # noqa: N805 - a small property factory
+    @staticmethod  # a small property factory, called in the class body (callable there since Python 3.10)
+    def _field(name: str, doc: str) -> property:
         def get(self: Model) -> Any:
             return getattr(self.template, name)
 

@@ -105,8 +105,8 @@ def apply_renames(model: Model, renames: dict[str, str], groups: dict[str, list[
         order.update(renamed)
     for gid, entries in o.initializer_inputs.items():
         o.initializer_inputs[gid] = [(renames.get(name, name), k) for name, k in entries]
-    for gid, entries in o.io_value_info.items():
-        o.io_value_info[gid] = [_renamed_copy(vi, "name", renames) for vi in entries]
+    for gid, vis in o.io_value_info.items():
+        o.io_value_info[gid] = [_renamed_copy(vi, "name", renames) for vi in vis]
     for gid, (graph, meta, quantization) in o.graphs.items():
         o.graphs[gid] = (graph, meta, [_renamed_copy(q, "tensor_name", renames) for q in quantization])
 

@@ -15,6 +15,7 @@ import gc
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,8 @@ def _snapshot(graph: gs.Graph) -> _Snapshot:
                 in_ids = tuple(map(id, ins))
                 if len(outs) == 1 and type(outs[0]) is variable:  # most nodes: spare a comprehension
                     t = outs[0]
-                    out_keys = ((t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type),)
+                    out_keys: tuple[tuple[Any, ...], ...] = \
+                        ((t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type),)
                 else:
                     out_keys = tuple([(t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type)
                                       if type(t) is variable else _output_key(t, tensors) for t in outs])
@@ -272,10 +274,11 @@ def _output_key(t: gs.Tensor, tensors: dict[int, tuple]) -> tuple:
 def _tensor_entry(t: gs.Tensor, label: str) -> tuple:
     if isinstance(t, gs.Constant):
         values = t._values  # never ``t.values``: that loads lazy weights
+        ref: Callable[[], Any]
         try:
             ref = weakref.ref(values)
         except TypeError:
-            ref = lambda values=values: values  # noqa: E731 - a strong reference, same interface
+            ref = lambda: values  # noqa: E731 - a strong reference, same interface (values is not rebound)
         return (t, t.name, ("constant", _values_key(values), getattr(t, "_export_dtype", None)), ref, label)
     shape = t.shape  # a Variable subclass, or a bare gs.Tensor
     return (t, t.name, (t.dtype, None if shape is None else tuple(shape), getattr(t, "type", None)), None, label)
@@ -283,6 +286,7 @@ def _tensor_entry(t: gs.Tensor, label: str) -> tuple:
 
 def _values_key(values: Any) -> tuple:
     if isinstance(values, np.ndarray):
+        token: int | None
         if values.nbytes <= SMALL_ARRAY_BYTES:
             token = hash(values.tobytes())
         else:

@@ -78,7 +78,7 @@ class ParamSpec:
         args = typing.get_args(ann)
         if self.default is None and type(None) in args:  # "X | None = None" is just an optional X
             # A Union built at run time from a tuple of types: `|` has no such form.
-            ann = Union[tuple(a for a in args if a is not type(None))]  # type: ignore[valid-type]  # noqa: UP007
+            ann = Union[tuple(a for a in args if a is not type(None))]  # noqa: UP007
         default = "required" if self.required else f"default {yaml_of(self.default)}"
         return f"{self.name} ({type_name(ann)}, {default})"
 

@@ -75,10 +75,17 @@ def parse_recipe(text: str, filename: str = "<recipe>", registry: PassCatalogue 
     parser.diagnostics += doc.problems
     recipe = parser.recipe(doc.value)
     if parser.diagnostics:
-        located = sorted(parser.diagnostics, key=lambda d: (d.location.line or 0, d.location.column or 0))
+        located = sorted(parser.diagnostics, key=_position)
         raise RecipeError(diagnostics=located)
     # Same bytes as the file when read by load_recipe: UTF-8 decoding round-trips exactly.
     return dataclasses.replace(recipe, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def _position(d: Diagnostic) -> tuple[int, int]:
+    """Sort key: line and column (a diagnostic without a place sorts first)."""
+    if d.location is None:
+        return (0, 0)
+    return (d.location.line or 0, d.location.column or 0)
 
 
 def recipe_from_steps(steps: Any, description: str = "", registry: PassCatalogue | None = None) -> Recipe:
@@ -247,13 +254,15 @@ class _Parser:
         self.label = None
         ids = [s.id if s is not None else None for s in built]  # only ids that are strings
         for index, first in duplicate_ids(ids):
+            step = built[index]
+            if step is None:  # duplicate_ids skips None ids, and a step that was not built has none
+                raise AssertionError(f"duplicate id at step {index + 1}, which was not built")
             if self.positions is None:
-                self.error(None, f"{built[index].label}: duplicate step id '{ids[index]}' "
+                self.error(None, f"{step.label}: duplicate step id '{ids[index]}' "
                            f"(also used by step {first + 1})", "give each step its own id")
                 continue
-            first_line = self.at(("steps", first, "id")).line
             self.error(self.at(("steps", index, "id")),
-                       f"duplicate step id '{ids[index]}' (first used on line {first_line})",
+                       f"duplicate step id '{ids[index]}' (first used{self.line_of(('steps', first, 'id'))})",
                        "give each step its own id")
         return [s for s in built if s is not None]
 
@@ -283,7 +292,7 @@ class _Parser:
                        "write 'with: {name: value}', or remove 'with' if the pass needs no parameters")
             params = None
         # Where each parameter was written, inside the step: allow_missing may sit on the step itself.
-        param_paths = {name: ("with", name) for name in params or {}}
+        param_paths: dict[str, tuple[str, ...]] = {name: ("with", name) for name in params or {}}
         if params is not None and spec is not None and self.allow_missing_applies(item, params, spec, path):
             params = {**params, "allow_missing": item["allow_missing"]}
             param_paths["allow_missing"] = ("allow_missing",)

@@ -172,7 +172,8 @@ class _Builder:
         self.built[id(node)] = result
         return result
 
-    def build_scalar(self, node: yaml.ScalarNode) -> tuple[Any, Positions]:
+    def build_scalar(self, node: yaml.Node) -> tuple[Any, Positions]:
+        """Any node that is not a collection (the composer makes only scalars besides those)."""
         here = Positions(_location(node.start_mark, self.filename))
         try:
             return self.loader.construct_object(node, deep=True), here

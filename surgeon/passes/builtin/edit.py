@@ -289,7 +289,8 @@ def _typed_attr(op: str, key: str, value: Any, kind: AttrType) -> Any:
         return [_scalar(op, key, v, _LIST[kind]) for v in value]
     if kind == AttrType.TENSOR:
         return gs.Constant("", _array(op, key, value, None))
-    raise PassError(f"attribute '{key}' of {op} has type {kind.name}, which a recipe cannot give",
+    kind_name = kind.name  # type: ignore[attr-defined]  # onnx's stub omits the .name every pybind11 enum has
+    raise PassError(f"attribute '{key}' of {op} has type {kind_name}, which a recipe cannot give",
                     hint="set it from a Python pass")
 
 
@@ -353,8 +354,7 @@ def _domain(domain: str) -> str:
 
 
 def _unique(nodes) -> list[gs.Node]:
-    seen: set[int] = set()
-    return [n for n in nodes if not (id(n) in seen or seen.add(id(n)))]
+    return list({id(n): n for n in nodes}.values())  # first-seen order: a dict keeps insertion order
 
 
 
@@ -518,10 +518,11 @@ def _check_node(model: Model, op: str, domain: str, version: int, schema: OpSche
         return None
     known = {i: types.of(t) for i, t in enumerate(inputs) if not t.is_empty()}
     _check_type_constraints(schema, label, known)
-    if any(k is None for k in known.values()):
+    typed = {i: k for i, k in known.items() if k is not None}
+    if len(typed) < len(known):
         return None
     graph_inputs, initializers = [], []
-    for i, (elem, shape) in known.items():
+    for i, (elem, shape) in typed.items():
         t = inputs[i]
         if isinstance(t, gs.Constant) and int(np.prod(t.shape)) <= 64:  # small constants: values help inference
             initializers.append(onnx.numpy_helper.from_array(t.values, t.name))

@@ -222,8 +222,9 @@ def _bn_parts(bn: gs.Node) -> tuple[np.ndarray, ...] | None:
         return None
     if any(t.outputs for t in bn.outputs[1:]):
         return None
-    parts = [_float_const(t) for t in bn.inputs[1:]]
-    if any(p is None or p.ndim != 1 for p in parts) or len({p.shape for p in parts}) != 1:
+    values = [_float_const(t) for t in bn.inputs[1:]]
+    parts = [p for p in values if p is not None]
+    if len(parts) < len(values) or any(p.ndim != 1 for p in parts) or len({p.shape for p in parts}) != 1:
         return None
     return tuple(parts)
 

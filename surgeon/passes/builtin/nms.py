@@ -204,8 +204,8 @@ def _find_raw(model: Model, layout: str, output: str | None, boxes: str | None,
         if output is not None:
             raise PassError("'output' is for layouts yolov8 and yolov5; layout boxes_scores takes 'boxes' and 'scores'",
                             hint="replace 'output' with 'boxes: <boxes tensor>' and 'scores: <scores tensor>'")
-        missing = [p for p, v in (("boxes", boxes), ("scores", scores)) if v is None]
-        if missing:
+        if boxes is None or scores is None:
+            missing = [p for p, v in (("boxes", boxes), ("scores", scores)) if v is None]
             outs = ", ".join(f"'{t.name}'" for t in model.graph.outputs)
             raise PassError(f"layout boxes_scores needs {' and '.join(repr(m) for m in missing)}",
                             hint=f"name the boxes [N, anchors, 4] and scores [N, anchors, classes] tensors; "

@@ -344,14 +344,16 @@ class _Plan:
                 continue
             self.f32.update(id(t) for t in group)  # one value: all its tensors are float32 (until converted)
             if carried:
-                if outer is not None and not outer.is_empty():
+                if slot is not None and outer is not None and not outer.is_empty():
                     decision.wants[slot] = F16
                 for t in body_inputs:
                     self.input_home[id(t)] = F16
                 decision.carried.update(out_slots)
-                if node_out is not None:
+                if node_slot is not None:  # the value also leaves the node (node_out is its output)
                     decision.outputs16.add(node_slot)
             else:
+                if node_slot is None:  # _boundary gives every value that leaves a body a node output
+                    raise AssertionError(f"{n.op} '{n.name}': a body output with no node output slot")
                 decision.follows[node_slot] = [b.outputs[k] for b in bodies for k in out_slots]
                 decision.out_slots.update((k, node_slot) for k in out_slots)
         for body in bodies:

@@ -164,11 +164,11 @@ def rename_tensors(model: Model, *, map: dict[str, str] | None = None, prefix: s
                                 or "set allow_missing: true if the name may legitimately be absent")
     else:
         io = set() if include_io else {t.name for t in model.graph.inputs + model.graph.outputs}
-        renames = {name: _prefixed(name, prefix, strip_prefix) for name in groups
-                   if name not in io and _prefixed(name, prefix, strip_prefix) is not None}
+        renames = {name: prefixed for name in groups
+                   if name not in io and (prefixed := _prefixed(name, prefix, strip_prefix)) is not None}
         renames = {old: new for old, new in renames.items() if old != new}
-        node_renames = [(n, _prefixed(n.name, prefix, strip_prefix)) for n in model.nodes()
-                        if n.name and _prefixed(n.name, prefix, strip_prefix) is not None]
+        node_renames = [(n, prefixed) for n in model.nodes()
+                        if n.name and (prefixed := _prefixed(n.name, prefix, strip_prefix)) is not None]
         if strip_prefix is not None and not renames and not node_renames:
             if not allow_missing:
                 sample = [n for n in groups if n not in io][:3]

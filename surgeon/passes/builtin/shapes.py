@@ -6,7 +6,7 @@ All four end with ONNX's own shape inference (``_shape_infer``), so the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -259,7 +259,7 @@ class _Rewrite:
     holder: gs.Tensor          # the constant whose first entry is the batch
     values: np.ndarray         # its values
     concat: gs.Node | None     # the Concat it feeds (None: it is the node's target)
-    new: np.ndarray = field(default=None)  # type: ignore[assignment]
+    new: np.ndarray | None = None  # its new values: set by _decide for every accepted candidate
     clear_allowzero: bool = False
     spread: bool = False       # it spreads a batch-free tensor to the batch (rule 3)
     source: gs.Tensor | None = None  # read the batch at run time from this tensor's first dimension
@@ -271,7 +271,13 @@ class _Rewrite:
             return f"{what}: {entry} entry {self.values[0]} now read at run time from '{self.source.name}'"
         extra = " (allowzero cleared)" if self.clear_allowzero else ""
         via = f" (piece of Concat '{self.concat.name}')" if self.concat is not None else ""
-        return f"{what}: target{via} {self.values.tolist()} -> {self.new.tolist()}{extra}"
+        return f"{what}: target{via} {self.values.tolist()} -> {self.decided().tolist()}{extra}"
+
+    def decided(self) -> np.ndarray:
+        """``new``, which _decide sets before anything reads it."""
+        if self.new is None:
+            raise AssertionError(f"{self.node.op} '{self.node.name}': rewrite used before _decide")
+        return self.new
 
 
 def _batch_tensors(model: Model, inputs: list[str] | None,
@@ -701,14 +707,16 @@ def _apply(edits: _Edits, c: _Rewrite, names: Namer) -> None:
         reader = _clone(edits, c.concat, c.node, names)
     readers = c.holder.outputs
     if len(readers) == 1 and readers[0] is reader and not edits.is_graph_output(c.holder):
-        _set_constant(c.holder, c.new)
+        _set_constant(c.holder, c.decided())
     else:
-        reader.inputs[index] = gs.Constant(names.new(c.holder.name + "_batch"), c.new.astype(c.values.dtype))
+        reader.inputs[index] = gs.Constant(names.new(c.holder.name + "_batch"), c.decided().astype(c.values.dtype))
 
 
 def _apply_runtime_batch(edits: _Edits, c: _Rewrite, names: Namer) -> None:
     """Replace the batch entry by ``Gather(Shape(source), [0])``, computed right before the node."""
     data = c.source
+    if data is None:  # _apply calls this only for a rewrite with a source
+        raise AssertionError(f"{c.node.op} '{c.node.name}': no tensor to read the batch from")
     shape = gs.Variable(names.new(data.name + "_shape"), dtype=np.int64, shape=[None])
     batch = gs.Variable(names.new(data.name + "_batch"), dtype=np.int64, shape=[1])
     index = gs.Constant(names.new(data.name + "_batch_index"), np.array([0], dtype=np.int64))
@@ -767,7 +775,10 @@ def _clone(edits: _Edits, concat: gs.Node, reader: gs.Node, names: Namer, *, pla
 
 
 def _set_constant(t: gs.Tensor, values: np.ndarray) -> None:
-    values = values.astype(_constant_values(t).dtype)
+    old = _constant_values(t)
+    if old is None:  # only called on a holder whose integer values set_batch read
+        raise AssertionError(f"'{t.name}' is not an integer constant")
+    values = values.astype(old.dtype)
     if isinstance(t, gs.Constant):
         t.values = values
         return
