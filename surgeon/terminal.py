@@ -12,6 +12,7 @@ closes, so an error message printed afterwards starts on a clean line.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TextIO
@@ -114,7 +115,8 @@ class _TerminalTask(Task):
         self.bar = tqdm(
             file=self.owner.stream, total=self.total, initial=self.done, unit=self.unit, leave=False,
             desc=self.name if counted else self._spun(), bar_format=_BAR if counted else _SPIN,
-            postfix=self.text or None, position=position, dynamic_ncols=True, mininterval=0.05,
+            postfix=self.text or None, position=position, mininterval=0.05,
+            **_size(self.owner.stream),
         )
         self.bar.start_t -= time.monotonic() - self.started  # elapsed counts from the stage's start
         self.bar.refresh()
@@ -126,3 +128,13 @@ class _TerminalTask(Task):
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
+
+
+def _size(stream: TextIO) -> dict[str, int]:
+    """tqdm's ncols and nrows: the terminal's, or 80 x 24 when it reports none (a pseudo-terminal
+    nobody sized reports 0 x 0, and tqdm then draws nothing at all)."""
+    try:
+        columns, lines = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        columns = lines = 0
+    return {"ncols": columns or 80, "nrows": lines or 24}
