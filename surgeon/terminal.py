@@ -8,6 +8,11 @@ time. A background thread redraws open stages every ``tick`` seconds, so a
 long call that reports nothing (onnx's checker, one slow pass) still shows
 time passing. Bars are cleared when their stage ends and when the display
 closes, so an error message printed afterwards starts on a clean line.
+
+Long calls into C++ (onnx's checker, protobuf parsing) hold the GIL, so the
+ticker cannot draw while they run. A stage opened inside one already drawn
+(checking inside writing) is therefore drawn at once: the run is known to
+be slow, and the line names what it is waiting for.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ class TerminalProgress(Progress):
     def task(self, name: str, *, total: int | None = None, unit: str = "") -> Task:
         t = _TerminalTask(self, name, total, unit)
         with self.lock:
+            for outer in self.open:
+                if outer.bar is None:
+                    outer.redraw()  # due by now, even if a call holding the GIL kept the ticker away
+            t.eager = any(outer.bar is not None for outer in self.open)
             self.open.append(t)
+            t.redraw()
             if self._ticker is None:
                 self._ticker = threading.Thread(target=self._run, name="surgeon-progress", daemon=True)
                 self._ticker.start()
@@ -78,6 +88,7 @@ class _TerminalTask(Task):
         self.done = 0
         self.text = ""
         self.frame = 0
+        self.eager = False
         self.bar: tqdm | None = None
 
     def advance(self, n: int = 1) -> None:
@@ -108,7 +119,7 @@ class _TerminalTask(Task):
         return f"{SPINNER[self.frame % len(SPINNER)]} {self.name}"
 
     def _show_when_due(self) -> None:
-        if self.owner._stop.is_set() or time.monotonic() - self.started < self.owner.delay:
+        if self.owner._stop.is_set() or (not self.eager and time.monotonic() - self.started < self.owner.delay):
             return
         position = self.owner.open.index(self)  # a stage opened inside another is drawn below it
         counted = self.total is not None

@@ -422,3 +422,19 @@ def test_a_dangling_input_fails_basic_too(tmp_path):
         surgeon.save(model, tmp_path / "out.onnx", check="basic")
     assert "nobody_makes_this" in str(exc.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stage_inside_a_drawn_one_is_drawn_at_once():
+    """A call into C++ (the checker) holds the GIL and the ticker cannot draw during it: a nested
+    stage of a stage already on screen shows at once, so the line names what the run waits for."""
+    err = FakeTTY()
+    with TerminalProgress(err, delay=0.2, tick=10.0) as display:  # a ticker that never gets to draw
+        with display.task("writing out.onnx"):
+            time.sleep(0.3)
+            with display.task("checking (full)"):
+                drawn = err.getvalue()
+    assert "writing out.onnx" in drawn and "checking (full)" in drawn
+    with TerminalProgress(FakeTTY(), delay=0.2, tick=10.0) as display:
+        with display.task("loading"):
+            with display.task("quick"):
+                assert display.stream.getvalue() == ""
