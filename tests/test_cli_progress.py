@@ -438,3 +438,20 @@ def test_a_stage_inside_a_drawn_one_is_drawn_at_once():
         with display.task("loading"):
             with display.task("quick"):
                 assert display.stream.getvalue() == ""
+
+
+def test_checking_node_by_node_is_a_counted_stage(tmp_path):
+    """When the input already failed the checker, every node is checked on its own: a bar over the nodes
+    of the output and the input."""
+    src = tmp_path / "noshape.onnx"
+    onnx.save(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float y) {
+            h = Relu (x)
+            y = Neg (h)
+        }"""), src)
+    recorder = Recorder()
+    surgeon.save(surgeon.load(src), tmp_path / "out.onnx", progress=recorder)
+    counted = [e for e in recorder.events if e[1] == "checking each node"]
+    assert counted == [("open", "checking each node", 4, "node"), ("advance", "checking each node", 2),
+                       ("advance", "checking each node", 2), ("close", "checking each node")]

@@ -50,7 +50,7 @@ from surgeon.io.export import to_proto
 from surgeon.io.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
 from surgeon.io.load import structure_problems
 from surgeon.io.model import Model
-from surgeon.progress import Progress, task
+from surgeon.progress import Progress, Task, task
 
 TWO_GIB = 2**31
 # Inline tensors at least this big go to the data file when a model keeps
@@ -338,12 +338,13 @@ def _check_level(path: Path, model: Model, written: onnx.ModelProto, level: str,
         return [NOT_CHECKED], 0.0
     start = time.perf_counter()
     with task(progress, f"checking ({level})"):
-        found = _check(path, model, written, full=level == "full")
+        found = _check(path, model, written, full=level == "full", progress=progress)
         _name_check(model, written)
     return found, time.perf_counter() - start
 
 
-def _check(path: Path, model: Model, written: onnx.ModelProto, *, full: bool = True) -> list[str]:
+def _check(path: Path, model: Model, written: onnx.ModelProto, *, full: bool = True,
+           progress: Progress | None = None) -> list[str]:
     """Run the ONNX checker on the written file; tolerate what the input already had.
 
     The checker stops at its first finding, so an input finding the output
@@ -359,7 +360,10 @@ def _check(path: Path, model: Model, written: onnx.ModelProto, *, full: bool = T
     source = model.source_path if model.source_path is not None and model.source_path.exists() else None
     before = _checker_problem(source, path.parent, full=full) if source is not None else None
     if before is not None and _same_finding(before, problem):
-        new = _node_findings(written) - _node_findings(onnx.load(str(source), load_external_data=False))
+        source_proto = onnx.load(str(source), load_external_data=False)
+        with task(progress, "checking each node", total=_node_count(written) + _node_count(source_proto),
+                  unit="node") as nodes:
+            new = _node_findings(written, nodes) - _node_findings(source_proto, nodes)
         new |= set(structure_problems(written.graph))
         if not new:
             return [f"the ONNX checker rejects the model, as it already rejected the input: {problem}"]
@@ -377,7 +381,11 @@ def _same_finding(a: str, b: str) -> bool:
     return a.splitlines()[0] == b.splitlines()[0]
 
 
-def _node_findings(proto: onnx.ModelProto) -> set[str]:
+def _node_count(proto: onnx.ModelProto) -> int:
+    return sum(len(g.node) for g in proto_graphs(proto.graph))
+
+
+def _node_findings(proto: onnx.ModelProto, progress: Task | None = None) -> set[str]:
     """What ``onnx.checker.check_node`` says of each node, in every graph (plugin ops skipped)."""
     ctx = onnx.checker.C.CheckerContext()
     ctx.ir_version = proto.ir_version
@@ -386,13 +394,17 @@ def _node_findings(proto: onnx.ModelProto) -> set[str]:
     function_names = {f.name for f in proto.functions}
     found: set[str] = set()
     for g in proto_graphs(proto.graph):
-        for n in g.node:
+        for i, n in enumerate(g.node, 1):
+            if progress is not None and i % 1000 == 0:
+                progress.advance(1000)
             if is_plugin_op(n.domain, n.op_type, function_names) or (n.domain, n.op_type) in local:
                 continue
             try:
                 onnx.checker.check_node(n, ctx)
             except onnx.checker.ValidationError as exc:
                 found.add(f"{node_label(n)}: {str(exc).strip().splitlines()[0]}")
+        if progress is not None:
+            progress.advance(len(g.node) % 1000)
     return found
 
 
