@@ -21,13 +21,14 @@ from surgeon.passes.registry import register_pass, registry
 from surgeon.passes.result import PassResult
 from surgeon.passes.runner import ApplyResult, StepReport, apply, run_pass
 from surgeon.passes.select import Selector
+from surgeon.progress import Progress
 from surgeon.recipe import Recipe, Step, load_recipe, parse_recipe
 from surgeon.verify import VerificationError, VerifyReport, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ApplyResult", "ExportError", "Model", "ModelLoadError", "PassError", "PassResult", "Recipe",
+    "ApplyResult", "ExportError", "Model", "ModelLoadError", "PassError", "PassResult", "Progress", "Recipe",
     "RecipeError", "Selector", "Step", "StepError", "StepReport", "SurgeonError", "__version__", "apply",
     "load", "load_recipe", "parse_recipe", "register_pass", "registry", "run_pass", "save",
     "VerificationError", "VerifyReport", "verify",

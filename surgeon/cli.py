@@ -10,12 +10,14 @@ import argparse
 import platform
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from surgeon import __version__
 from surgeon.errors import SurgeonError, UsageError
+from surgeon.progress import Progress
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
@@ -35,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("model", help="ONNX model file (never modified unless --in-place)")
     a.add_argument("-o", "--output", help="output file (default: <model>.surgeon.onnx beside the input)")
     a.add_argument("--in-place", action="store_true", help="replace the input model")
-    a.add_argument("-q", "--quiet", action="store_true", help="print only errors and the output path")
+    a.add_argument("-q", "--quiet", action="store_true",
+                   help="print only errors and the output path (and no progress on the terminal)")
+    a.add_argument("--check", choices=("full", "basic", "none"), default="full",
+                   help="how much the written model is checked: full (default: the ONNX checker with shape "
+                        "and type inference), basic (structure only: the checker without inference, and "
+                        "surgeon's structure checks), none (nothing beyond writing)")
     a.add_argument("--dry-run", action="store_true", help="run every step and check the result, write nothing")
     a.add_argument("--report", metavar="FILE.json", help="write a JSON account of the run (see docs/trust.md)")
     a.add_argument("--no-provenance", action="store_true",
@@ -74,7 +81,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         if args.command is None:
             build_parser().print_help(out)
             return EXIT_USAGE
-        return _COMMANDS[args.command](args, out)
+        return _COMMANDS[args.command](args, out, err)
     except UsageError as exc:
         print(f"surgeon: {exc}", file=err)
         return EXIT_USAGE
@@ -135,7 +142,23 @@ def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
         print(f"warning: cannot write the report {path}: {os_exc.strerror}", file=sys.stderr)
 
 
-def _apply(args: argparse.Namespace, out: TextIO) -> int:
+@contextmanager
+def _progress(err: TextIO, quiet: bool) -> Iterator[Progress | None]:
+    """Progress on ``err`` when it is a terminal and not ``-q``; cleared before anything else is printed."""
+    try:
+        tty = err.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if quiet or not tty:
+        yield None
+        return
+    from surgeon.terminal import TerminalProgress
+
+    with TerminalProgress(err) as display:
+        yield display
+
+
+def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from surgeon.report import build_report, write_report
     from surgeon.workflow import VerifyOptions, apply_file
 
@@ -146,14 +169,18 @@ def _apply(args: argparse.Namespace, out: TextIO) -> int:
     options = None
     if args.verify or args.reference or args.rtol is not None or args.atol is not None or args.dim or args.inputs:
         options = VerifyOptions(args.reference, args.rtol, args.atol, _dims(args.dim), args.inputs, args.seed)
-    result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
-                        verify_with=options, provenance=not args.no_provenance)
+    with _progress(err, args.quiet) as progress:
+        result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
+                            verify_with=options, provenance=not args.no_provenance, check=args.check,
+                            progress=progress)
     if not args.quiet:
         print(f"{args.recipe} on {args.model}:", file=out)
         for report in result.applied.steps:
             print(f"  {report.summary()}", file=out)
             for note in report.notes:
                 print(f"      {note}", file=out)
+        if result.check != "none":
+            print(f"checked ({result.check}) in {result.check_seconds:.2f} s", file=out)
         if result.verification is not None:
             print(f"verify: {result.verification.summary()}", file=out)
         for warning in result.warnings:
@@ -181,7 +208,7 @@ def _dims(items: list[str]) -> dict[str, int]:
     return dims
 
 
-def _inspect(args: argparse.Namespace, out: TextIO) -> int:
+def _inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
     from surgeon.views.inspect import inspect_model, render_inspection
@@ -191,7 +218,7 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _diff(args: argparse.Namespace, out: TextIO) -> int:
+def _diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
     from surgeon.views.diff import diff_models, render_diff
@@ -201,7 +228,7 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _passes(args: argparse.Namespace, out: TextIO) -> int:
+def _passes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from surgeon.passes.registry import registry
 
     specs = list(registry)
@@ -211,14 +238,14 @@ def _passes(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _explain(args: argparse.Namespace, out: TextIO) -> int:
+def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from surgeon.passes.registry import registry
 
     out.write(registry.get(args.name).explain())
     return EXIT_OK
 
 
-def _schema(args: argparse.Namespace, out: TextIO) -> int:
+def _schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
     from surgeon.recipe.schema import recipe_json_schema

@@ -88,6 +88,7 @@ def build_report(result: Any) -> dict[str, Any]:
             "path": str(saved.path), "sha256": result.output_sha256,
             "data_path": str(saved.data_path) if saved.data_path else None,
         },
+        "check": {"level": result.check, "seconds": round(result.check_seconds, 6)},
         "steps": [report.to_dict() for report in result.applied.steps],
         "renamed": result.applied.renamed,
         "warnings": list(result.warnings),

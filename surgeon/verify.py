@@ -18,6 +18,7 @@ import onnx
 
 from surgeon.errors import SurgeonError
 from surgeon.graph.constants import np_dtype_of_ort
+from surgeon.progress import Progress, Task, task
 
 DEFAULT_DIM = 2
 """Value of a symbolic dimension nobody bound: 2, not 1, so batch-mixing bugs show."""
@@ -128,14 +129,23 @@ def verify(
     dims: dict[str, int] | None = None,
     inputs: dict[str, np.ndarray] | str | Path | None = None,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Compare ``edited`` with ``original`` (or with ``reference`` when given) in onnxruntime.
 
     Models are paths, ``ModelProto`` s or :class:`surgeon.Model` s. ``renamed``
     maps baseline tensor names to edited ones (``ApplyResult.renamed``).
     ``dims`` binds symbolic dimensions (others get 2); ``inputs`` is a dict of
-    arrays or an ``.npz`` file (otherwise seeded random inputs).
+    arrays or an ``.npz`` file (otherwise seeded random inputs). ``progress``
+    hears of its four stages: two sessions built, two models run.
     """
+    with task(progress, "verifying", total=4, unit="stage") as stages:
+        return _verify(original, edited, renamed, reference, rtol, atol, dims, inputs, seed, stages)
+
+
+def _verify(original: Any, edited: Any, renamed: dict[str, str] | None, reference: Any, rtol: float | None,
+            atol: float | None, dims: dict[str, int] | None, inputs: dict[str, np.ndarray] | str | Path | None,
+            seed: int, stages: Task) -> VerifyReport:
     renamed = dict(renamed or {})
     dims = dict(dims or {})
     baseline_model, baseline_name = (reference, _name(reference, "the reference")) if reference is not None \
@@ -143,12 +153,15 @@ def verify(
     report = VerifyReport("match", baseline_name, dims=dims, seed=seed,
                           inputs=str(inputs) if isinstance(inputs, (str, Path)) else
                           "given" if inputs is not None else "random")
+    stages.describe("loading the edited model in onnxruntime")
     try:
         edited_sess = _session(edited)
     except Exception as exc:  # onnxruntime raises its own exception types for every reason
         report.status = "failed"
         report.notes.append(f"the edited model cannot run in onnxruntime: {_short(exc)}")
         return report
+    stages.advance()
+    stages.describe(f"loading {baseline_name} in onnxruntime")
     try:
         base_sess = _session(baseline_model)
     except Exception as exc:
@@ -170,6 +183,8 @@ def verify(
     inverse = {new: old for old, new in renamed.items()}
     base_feeds = {i.name: feeds[renamed.get(i.name, i.name)] for i in base_sess.get_inputs()
                   if renamed.get(i.name, i.name) in feeds}
+    stages.advance()
+    stages.describe(f"running {baseline_name}")
     try:
         expected = _run(base_sess, base_feeds)
     except Exception as exc:
@@ -181,6 +196,8 @@ def verify(
             report.notes.append(f"{baseline_name} rejected the inputs built for the edited model "
                                 f"(do the models take the same inputs?): {_short(exc)}")
         return report
+    stages.advance()
+    stages.describe("running the edited model")
     try:
         got = _run(edited_sess, feeds)
     except Exception as exc:
@@ -188,6 +205,7 @@ def verify(
         what = "the given inputs" if inputs is not None else "the generated inputs"
         report.notes.append(f"the edited model failed to run on {what}: {_short(exc)}")
         return report
+    stages.advance()
 
     for name, want in expected.items():
         new_name = renamed.get(name, name)

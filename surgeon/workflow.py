@@ -19,8 +19,9 @@ from typing import Any
 from surgeon.errors import SurgeonError
 from surgeon.io.load import load
 from surgeon.io.model import Model
-from surgeon.io.save import SaveResult, default_output_path, stage
+from surgeon.io.save import SaveResult, check_level, default_output_path, stage
 from surgeon.passes.runner import ApplyResult, apply
+from surgeon.progress import Progress, task
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
 from surgeon.report import add_provenance, file_sha256, previous_run
@@ -53,6 +54,10 @@ class FileResult:
     dry_run: bool = False
     target: Path | None = None
     """Where the output goes (or would go, in a dry run)."""
+    check: str = "full"
+    """The check level the output passed ("full", "basic", "none")."""
+    check_seconds: float = 0.0
+    """How long checking the output took."""
 
 
 def apply_file(
@@ -64,6 +69,8 @@ def apply_file(
     dry_run: bool = False,
     verify_with: VerifyOptions | None = None,
     provenance: bool = True,
+    check: str = "full",
+    progress: Progress | None = None,
 ) -> FileResult:
     """Validate ``recipe``, load ``model_path``, run the steps, save the result.
 
@@ -72,7 +79,11 @@ def apply_file(
     ``verify:`` section in the recipe) compares the result numerically with
     the input (or a reference) and raises :class:`VerificationError`, writing
     nothing, when they differ. ``dry_run`` runs everything and writes nothing.
+    ``check`` is how much the written model is checked: "full", "basic" or
+    "none" (:mod:`surgeon.io.save`); a property of the run, not of the recipe.
+    ``progress`` (:class:`surgeon.progress.Progress`) hears of every stage.
     """
+    check = check_level(check)  # a wrong value costs nothing either
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)  # before the model is touched: a bad recipe costs nothing
     options = _verify_options(recipe, verify_with)
@@ -82,22 +93,28 @@ def apply_file(
                 raise SurgeonError(f"{what} not found: {given}", hint="check the path (relative to the current "
                                    "directory on the command line, to the recipe in its verify: section)")
     model_path = Path(model_path)
-    model = load(model_path)
-    input_sha = file_sha256(model_path)
+    with task(progress, f"loading {model_path.name}"):
+        model = load(model_path)
+        input_sha = file_sha256(model_path)
     warnings = [w for w in [previous_run(model, recipe)] if w]
-    applied = apply(recipe, model)
+    applied = apply(recipe, model, progress=progress)
     if provenance:
         add_provenance(model, recipe, input_sha)
     target = model_path if in_place else Path(output) if output is not None else default_output_path(model_path)
     result = FileResult(recipe, model, applied, warnings=warnings, model_path=model_path, input_sha256=input_sha,
                         dry_run=dry_run, target=target)
     # A dry run still exports and checks the model, in the system's temporary folder.
-    with stage(model, target, in_place=in_place, folder=tempfile.gettempdir() if dry_run else None) as staged:
+    with task(progress, f"writing {target.name}"):
+        staged = stage(model, target, in_place=in_place, folder=tempfile.gettempdir() if dry_run else None,
+                       check=check, progress=progress)
+    with staged:
         result.warnings += staged.warnings
+        result.check, result.check_seconds = staged.check, staged.check_seconds
         if options is not None:
             result.verification = verify(model_path, staged.model_path, renamed=applied.renamed,
                                          reference=options.reference, rtol=options.rtol, atol=options.atol,
-                                         dims=options.dims, inputs=options.inputs, seed=options.seed)
+                                         dims=options.dims, inputs=options.inputs, seed=options.seed,
+                                         progress=progress)
             if result.verification.status in ("mismatch", "failed"):
                 error = VerificationError(result.verification)
                 error.result = result
@@ -107,7 +124,8 @@ def apply_file(
         if dry_run:
             return result
         result.saved = staged.commit()
-        result.output_sha256 = file_sha256(target)
+        with task(progress, f"hashing {target.name}"):
+            result.output_sha256 = file_sha256(target)
         return result
 
 

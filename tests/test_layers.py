@@ -18,19 +18,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "surgeon"
 # layer -> the layers it may import (itself included where it may).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "graph": {"errors", "graph"},
-    "io": {"errors", "graph", "io"},
-    "recipe": {"errors", "recipe"},
-    "passes": {"errors", "graph", "io", "recipe", "passes"},
-    "builtin": {"errors", "graph", "io", "recipe", "passes"},
-    "views": {"errors", "graph", "io", "views"},
-    "verify": {"errors", "graph", "io"},
-    "report": {"errors", "graph", "io", "recipe", "passes"},
-    "workflow": {"errors", "graph", "io", "recipe", "passes", "verify", "report"},
-    "cli": {"errors", "graph", "io", "recipe", "passes", "builtin", "views", "verify", "report", "workflow"},
-    "api": {"errors", "graph", "io", "recipe", "passes", "builtin", "views", "verify", "report", "workflow",
-            "cli"},
+    "progress": set(),
+    "graph": {"errors", "progress", "graph"},
+    "io": {"errors", "progress", "graph", "io"},
+    "recipe": {"errors", "progress", "recipe"},
+    "passes": {"errors", "progress", "graph", "io", "recipe", "passes"},
+    "builtin": {"errors", "progress", "graph", "io", "recipe", "passes"},
+    "views": {"errors", "progress", "graph", "io", "views"},
+    "verify": {"errors", "progress", "graph", "io"},
+    "report": {"errors", "progress", "graph", "io", "recipe", "passes"},
+    "workflow": {"errors", "progress", "graph", "io", "recipe", "passes", "verify", "report"},
+    "terminal": {"progress"},
+    "cli": {"errors", "progress", "graph", "io", "recipe", "passes", "builtin", "views", "verify", "report",
+            "workflow", "terminal"},
+    "api": {"errors", "progress", "graph", "io", "recipe", "passes", "builtin", "views", "verify", "report",
+            "workflow", "cli"},
 }
+# Progress-bar libraries: only the terminal display draws; everything else reports through surgeon.progress.
+DISPLAY_LIBRARIES = {"tqdm", "rich"}
 # The one documented exception: shape inference hands onnx a protobuf, so it uses the exporter.
 EXCEPTIONS = {("surgeon.graph.shapes", "io")}
 
@@ -114,3 +119,16 @@ def test_checker_sees_a_violation(tmp_path: Path) -> None:
             test_module_imports_only_lower_layers(bad)
     finally:
         bad.unlink()
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_only_the_terminal_display_imports_a_progress_bar_library(path: Path) -> None:
+    """The library reports progress through surgeon.progress; drawing it is the command line's job."""
+    if module_name(path) == "surgeon.terminal":
+        return
+    tree = ast.parse(path.read_text(), str(path))
+    found = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: imports {name}"
+             for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+             for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+             if name.split(".")[0] in DISPLAY_LIBRARIES]
+    assert not found, "\n".join(found)

@@ -6,6 +6,26 @@ Files are first written into a private temporary folder beside the target
 only then moved into place: a failed save leaves neither a half-written
 model nor stray temporary files, and the input is never overwritten unless
 the caller says ``in_place=True``.
+
+How much is checked is the caller's choice (``check=``, ``surgeon apply
+--check``), a property of the run, never of a recipe:
+
+- ``"full"`` (default): ``onnx.checker.check_model(path, full_check=True)``
+  on the written file, which adds strict shape and type inference to the
+  structural rules below, then surgeon's structure checks.
+- ``"basic"``: ``onnx.checker.check_model(path, full_check=False)`` (IR
+  version and opset imports, every node against its operator schema: known
+  op, input and output counts, attribute names and types; SSA form and
+  topological order of every graph; initializers; local functions; no
+  shape or type inference), then surgeon's structure checks (every graph,
+  subgraphs included): every node input and graph output is produced by a
+  node, a graph input, an initializer or an outer scope; no cycles; each
+  tensor name is defined once; node names are unique.
+- ``"none"``: nothing beyond writing; a warning says so.
+
+At both checking levels only what the edit introduced fails: checker
+findings the input model already had at that level become warnings, as
+before, and duplicate names it already had pass silently.
 """
 
 from __future__ import annotations
@@ -13,6 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +50,7 @@ from surgeon.io.export import to_proto
 from surgeon.io.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
 from surgeon.io.load import structure_problems
 from surgeon.io.model import Model
+from surgeon.progress import Progress, Task, task
 
 TWO_GIB = 2**31
 # Inline tensors at least this big go to the data file when a model keeps
@@ -36,6 +58,9 @@ TWO_GIB = 2**31
 EXTERNAL_THRESHOLD = 1024
 ALIGN = 4096  # data-file offsets aligned for mmap-friendly readers
 PLUGIN_DOMAIN = "surgeon.plugin"
+CHECK_LEVELS = ("full", "basic", "none")
+NOT_CHECKED = ("the model was not checked (check level 'none'): neither the ONNX checker nor surgeon's "
+               "structure checks ran on it")
 
 
 @dataclass
@@ -43,6 +68,19 @@ class SaveResult:
     path: Path
     data_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    check: str = "full"
+    """The check level the written model passed ("full", "basic" or "none")."""
+    check_seconds: float = 0.0
+    """How long checking took."""
+
+
+def check_level(check: str | bool) -> str:
+    """``check=`` as one of :data:`CHECK_LEVELS` (``True``/``False``, the old values, mean "full"/"none")."""
+    if check is True or check is False:
+        return "full" if check else "none"
+    if check not in CHECK_LEVELS:
+        raise ValueError(f"check={check!r}: expected one of " + ", ".join(repr(c) for c in CHECK_LEVELS))
+    return str(check)
 
 
 def default_output_path(model_path: str | Path) -> Path:
@@ -62,10 +100,12 @@ class Staged:
     """
 
     def __init__(self, folder: Path, target: Path, model_path: Path, data_path: Path | None,
-                 warnings: list[str], model: Model, written: dict[str, onnx.TensorProto]) -> None:
+                 warnings: list[str], model: Model, written: dict[str, onnx.TensorProto],
+                 check: str = "full", check_seconds: float = 0.0) -> None:
         self.folder, self.target = folder, target
         self.model_path, self.data_path = model_path, data_path
         self.warnings = warnings
+        self.check, self.check_seconds = check, check_seconds
         self.model = model
         self.written = written  # tensor name -> its proto as written to the data file
 
@@ -86,7 +126,7 @@ class Staged:
                               hint="write to a folder you can write to, with -o") from exc
         finally:
             self.discard()
-        return SaveResult(self.target, data_target, self.warnings)
+        return SaveResult(self.target, data_target, self.warnings, self.check, self.check_seconds)
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -103,16 +143,20 @@ def stage(
     path: str | Path,
     *,
     in_place: bool = False,
-    check: bool = True,
+    check: str | bool = "full",
     external_data: bool | None = None,
     folder: str | Path | None = None,
+    progress: Progress | None = None,
 ) -> Staged:
     """Export ``model`` for ``path`` into a private temporary folder and check it there.
 
     The folder is created beside ``path`` (same file system: the commit is a
     rename) unless ``folder`` names another parent (a dry run uses the
     system's temporary folder, so nothing appears beside the target).
+    ``check`` is the level of checking (module docstring); ``progress`` hears
+    of the checking stage.
     """
+    level = check_level(check)
     target = Path(path)
     if not str(path) or target.is_dir() or str(path).endswith(("/", "\\")):
         raise ExportError(f"cannot write the model to {str(path)!r}: it is a folder, not a file name",
@@ -145,7 +189,7 @@ def stage(
                 data_path.unlink()  # every weight is small or folded away: no empty data file
                 data_path = None
         _write_proto(proto, tmp_model)
-        found = _check(tmp_model, model, proto) if check else []
+        found, seconds = _check_level(tmp_model, model, proto, level, progress)
     except OSError as exc:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise ExportError(f"cannot write {target}: {exc.strerror or exc}",
@@ -153,7 +197,7 @@ def stage(
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
-    return Staged(tmpdir, target, tmp_model, data_path, found, model, written)
+    return Staged(tmpdir, target, tmp_model, data_path, found, model, written, level, seconds)
 
 
 def save(
@@ -161,17 +205,22 @@ def save(
     path: str | Path,
     *,
     in_place: bool = False,
-    check: bool = True,
+    check: str | bool = "full",
     external_data: bool | None = None,
+    progress: Progress | None = None,
 ) -> SaveResult:
     """Validate ``model`` and write it to ``path`` atomically.
 
     ``external_data``: None keeps the input's choice (and switches to external
     data for models over 2 GiB); True/False forces it. The data file is
-    ``<path>.data``. Checker findings that the input model already had are
+    ``<path>.data``. ``check``: "full" (default), "basic" or "none" (see the
+    module docstring). Checker findings that the input model already had are
     returned as warnings, not errors: only what the edit introduced fails.
     """
-    with stage(model, path, in_place=in_place, check=check, external_data=external_data) as staged:
+    with task(progress, f"writing {Path(path).name}"):
+        staged = stage(model, path, in_place=in_place, check=check, external_data=external_data,
+                       progress=progress)
+    with staged:
         return staged.commit()
 
 
@@ -282,8 +331,21 @@ def _write_proto(proto: onnx.ModelProto, path: Path) -> None:
 # -- validation --------------------------------------------------------------------
 
 
-def _check(path: Path, model: Model, written: onnx.ModelProto) -> list[str]:
-    """Run the full ONNX checker on the written file; tolerate what the input already had.
+def _check_level(path: Path, model: Model, written: onnx.ModelProto, level: str,
+                 progress: Progress | None) -> tuple[list[str], float]:
+    """Check the written file at ``level``: (warnings, seconds it took)."""
+    if level == "none":
+        return [NOT_CHECKED], 0.0
+    start = time.perf_counter()
+    with task(progress, f"checking ({level})"):
+        found = _check(path, model, written, full=level == "full", progress=progress)
+        _name_check(model, written)
+    return found, time.perf_counter() - start
+
+
+def _check(path: Path, model: Model, written: onnx.ModelProto, *, full: bool = True,
+           progress: Progress | None = None) -> list[str]:
+    """Run the ONNX checker on the written file; tolerate what the input already had.
 
     The checker stops at its first finding, so an input finding the output
     repeats would hide anything after it. In that case every node is also
@@ -291,13 +353,17 @@ def _check(path: Path, model: Model, written: onnx.ModelProto) -> list[str]:
     did not have fail the save. ``written`` is the proto just serialized to
     ``path``: it is not read back from disk.
     """
-    problem = _checker_problem(path, path.parent, written)
+    problem = _checker_problem(path, path.parent, written, full=full)
     if problem is None:
+        _refuse_new(structure_problems(written.graph))
         return []
     source = model.source_path if model.source_path is not None and model.source_path.exists() else None
-    before = _checker_problem(source, path.parent) if source is not None else None
+    before = _checker_problem(source, path.parent, full=full) if source is not None else None
     if before is not None and _same_finding(before, problem):
-        new = _node_findings(written) - _node_findings(onnx.load(str(source), load_external_data=False))
+        source_proto = onnx.load(str(source), load_external_data=False)
+        with task(progress, "checking each node", total=_node_count(written) + _node_count(source_proto),
+                  unit="node") as nodes:
+            new = _node_findings(written, nodes) - _node_findings(source_proto, nodes)
         new |= set(structure_problems(written.graph))
         if not new:
             return [f"the ONNX checker rejects the model, as it already rejected the input: {problem}"]
@@ -315,7 +381,11 @@ def _same_finding(a: str, b: str) -> bool:
     return a.splitlines()[0] == b.splitlines()[0]
 
 
-def _node_findings(proto: onnx.ModelProto) -> set[str]:
+def _node_count(proto: onnx.ModelProto) -> int:
+    return sum(len(g.node) for g in proto_graphs(proto.graph))
+
+
+def _node_findings(proto: onnx.ModelProto, progress: Task | None = None) -> set[str]:
     """What ``onnx.checker.check_node`` says of each node, in every graph (plugin ops skipped)."""
     ctx = onnx.checker.C.CheckerContext()
     ctx.ir_version = proto.ir_version
@@ -324,17 +394,61 @@ def _node_findings(proto: onnx.ModelProto) -> set[str]:
     function_names = {f.name for f in proto.functions}
     found: set[str] = set()
     for g in proto_graphs(proto.graph):
-        for n in g.node:
+        for i, n in enumerate(g.node, 1):
+            if progress is not None and i % 1000 == 0:
+                progress.advance(1000)
             if is_plugin_op(n.domain, n.op_type, function_names) or (n.domain, n.op_type) in local:
                 continue
             try:
                 onnx.checker.check_node(n, ctx)
             except onnx.checker.ValidationError as exc:
                 found.add(f"{node_label(n)}: {str(exc).strip().splitlines()[0]}")
+        if progress is not None:
+            progress.advance(len(g.node) % 1000)
     return found
 
 
-def _checker_problem(path: Path, scratch: Path, proto: onnx.ModelProto | None = None) -> str | None:
+def _refuse_new(problems: list[str]) -> None:
+    """Fail on the first of ``problems``: defects the recipe introduced."""
+    if problems:
+        raise ExportError(f"the edited model fails surgeon's structure checks: {problems[0]}",
+                          hint="the recipe introduced this (the input model did not have it); "
+                               "check the steps that touched the names above")
+
+
+def _name_check(model: Model, written: onnx.ModelProto) -> None:
+    """Node names used twice in one graph and tensor names defined twice: refused when the
+    edit made them, tolerated (silently, as the checker's own rules ignore node names) when
+    the input had them already."""
+    found = _duplicate_names(written)
+    if not found:
+        return
+    source = model.source_path if model.source_path is not None and model.source_path.exists() else None
+    had = set(_duplicate_names(onnx.load(str(source), load_external_data=False))) if source else set()
+    _refuse_new([f for f in found if f not in had])
+
+
+def _duplicate_names(proto: onnx.ModelProto) -> list[str]:
+    """Node names used twice in one graph, tensor names defined twice in one graph, as findings."""
+    found: list[str] = []
+    for g in proto_graphs(proto.graph):
+        seen: set[str] = set()
+        for n in g.node:
+            if n.name in seen and n.name:
+                found.append(f"node name '{n.name}' is used by more than one node in graph '{g.name}'")
+            seen.add(n.name)
+        defined = {v.name for v in g.input} | {t.name for t in g.initializer}  # IR 3 lists both
+        for n in g.node:
+            for o in n.output:
+                if o in defined and o:
+                    found.append(f"tensor '{o}' is defined more than once in graph '{g.name}' "
+                                 f"(again by {node_label(n)})")
+                defined.add(o)
+    return list(dict.fromkeys(found))
+
+
+def _checker_problem(path: Path, scratch: Path, proto: onnx.ModelProto | None = None, *,
+                     full: bool = True) -> str | None:
     """The checker's complaint about a model file, or None if it passes.
 
     Plugin ops (TensorRT's ``EfficientNMS_TRT``...) live in the default
@@ -362,7 +476,7 @@ def _checker_problem(path: Path, scratch: Path, proto: onnx.ModelProto | None = 
                 cleanup = folder
             target.write_bytes(marked.SerializeToString())
         try:
-            onnx.checker.check_model(str(target), full_check=True)
+            onnx.checker.check_model(str(target), full_check=full)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             return str(exc).strip()
         finally:

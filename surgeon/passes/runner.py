@@ -31,6 +31,7 @@ from surgeon.passes.expect import check_expect
 from surgeon.passes.registry import PassRegistry
 from surgeon.passes.registry import registry as default_registry
 from surgeon.passes.result import PassResult
+from surgeon.progress import Progress, task
 from surgeon.recipe.model import Recipe, Step
 
 
@@ -478,8 +479,11 @@ def _locate(diag: Diagnostic, step: Step) -> Diagnostic:
     return Diagnostic(message, location, diag.hint, diag.severity)
 
 
-def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry = default_registry) -> ApplyResult:
-    """Run every step of ``recipe`` (a Recipe or a YAML path) on ``model``, in place."""
+def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry = default_registry,
+          progress: Progress | None = None) -> ApplyResult:
+    """Run every step of ``recipe`` (a Recipe or a YAML path) on ``model``, in place.
+
+    ``progress`` (a :class:`surgeon.progress.Progress`) hears of each step as it starts and ends."""
     from surgeon.recipe.parse import load_recipe
 
     if not isinstance(recipe, Recipe):
@@ -487,12 +491,15 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     if not isinstance(model, Model):
         raise TypeError(f"apply() takes a surgeon.Model (from surgeon.load), not {type(model).__name__}")
     result = ApplyResult(recipe)
-    snapshot = _snapshot(model.graph)
-    for step in recipe.steps:
-        report, snapshot = _run_step(model, step, registry, True, snapshot)
-        result.steps.append(report)
-        if step.expect:
-            check_expect(model, report)
+    with task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
+        snapshot = _snapshot(model.graph)
+        for step in recipe.steps:
+            steps.describe(step.label)
+            report, snapshot = _run_step(model, step, registry, True, snapshot)
+            result.steps.append(report)
+            if step.expect:
+                check_expect(model, report)
+            steps.advance()
     return result
 
 
