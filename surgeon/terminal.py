@@ -123,11 +123,11 @@ class _TerminalTask(Task):
             return
         position = self.owner.open.index(self)  # a stage opened inside another is drawn below it
         counted = self.total is not None
+        ncols, nrows = _size(self.owner.stream)
         self.bar = tqdm(
             file=self.owner.stream, total=self.total, initial=self.done, unit=self.unit, leave=False,
             desc=self.name if counted else self._spun(), bar_format=_BAR if counted else _SPIN,
-            postfix=self.text or None, position=position, mininterval=0.05,
-            **_size(self.owner.stream),
+            postfix=self.text or None, position=position, mininterval=0.05, ncols=ncols, nrows=nrows,
         )
         self.bar.start_t -= time.monotonic() - self.started  # elapsed counts from the stage's start
         self.bar.refresh()
@@ -141,11 +141,11 @@ class _TerminalTask(Task):
                 self.bar = None
 
 
-def _size(stream: TextIO) -> dict[str, int]:
+def _size(stream: TextIO) -> tuple[int, int]:
     """tqdm's ncols and nrows: the terminal's, or 80 x 24 when it reports none (a pseudo-terminal
     nobody sized reports 0 x 0, and tqdm then draws nothing at all)."""
     try:
         columns, lines = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
         columns = lines = 0
-    return {"ncols": columns or 80, "nrows": lines or 24}
+    return columns or 80, lines or 24
