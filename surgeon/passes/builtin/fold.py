@@ -106,10 +106,10 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
            ``ReduceSum``, stays as it is). When an output's size cannot be
            known before running (inference failed), the node runs only if its
            op cannot make outputs larger than its inputs (reshapes, slices,
-           gathers, reductions, casts...) and its inputs together, times 8,
-           stay under the bound; ``ConstantOfShape``, ``Expand``, ``Tile``,
-           ``Range``, ``Resize``, ``Pad``, ``MatMul`` and the like are then
-           not evaluated. Nodes run in groups of at most 32 MiB of inputs
+           concatenations, reductions, casts...) and its inputs together,
+           times 8, stay under the bound; ``ConstantOfShape``, ``Expand``,
+           ``Tile``, ``Range``, ``Resize``, ``Pad``, ``MatMul`` and the like
+           are then not evaluated. Nodes run in groups of at most 32 MiB of inputs
            and outputs, and each folded weight of 1 MiB or more goes straight
            to a spill file (saved from there like external weights), so the
            folded weights are never all in memory at once.
@@ -496,6 +496,10 @@ class _Evaluator:
             return None
         if node.op in _SAME_SHAPE_OPS:
             return in_shapes[0]
+        if node.op == "Gather" and len(in_shapes) == 2 and in_shapes[0]:
+            data, indices = in_shapes
+            axis = node.attrs.get("axis", 0) % len(data)
+            return data[:axis] + indices + data[axis + 1:]
         if node.op in _BROADCAST_OPS:
             try:
                 return tuple(int(d) for d in np.broadcast_shapes(*in_shapes))
@@ -639,7 +643,7 @@ _MAX_ITEMSIZE = 8
 # times the rank): when inference cannot size their outputs, the inputs bound them.
 _BOUNDED_OPS = frozenset({
     "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Concat", "Split",
-    "Gather", "GatherElements", "Cast", "CastLike", "Shape", "Size", "NonZero", "TopK", "Unique",
+    "GatherElements", "Cast", "CastLike", "Shape", "Size", "NonZero", "TopK", "Unique",
     "Compress", "ArgMax", "ArgMin", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
     "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "Softmax",
     "LogSoftmax", "CumSum", "ReverseSequence", "DepthToSpace", "SpaceToDepth",
