@@ -19,6 +19,7 @@ constant refers to it any more (or when the process exits).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import weakref
 from collections.abc import Iterator
@@ -102,6 +103,8 @@ def external_problems(model: onnx.ModelProto, base_dir: Path) -> list[str]:
     for t in iter_model_tensors(model):
         if not is_external(t):
             continue
+        if spill_location(t) is not None and str(spill_location(t)) in _LIVE:
+            continue  # a weight a pass computed, in this process's spill file
         ref = external_ref(t, base_dir)
         location = ref.path.relative_to(base_dir) if ref.path.is_relative_to(base_dir) else ref.path
         resolved = ref.path.resolve()
@@ -200,6 +203,7 @@ class SpillFile:
         self.path = Path(name).resolve()
         self._file = os.fdopen(fd, "wb")
         self._finalizer = weakref.finalize(self, _remove, self._file, self.path)
+        _LIVE[str(self.path)] = self
 
     def append(self, data) -> tuple[int, int]:
         """Write ``data`` (bytes-like) at the next aligned offset; returns (offset, length)."""
@@ -226,6 +230,9 @@ def _remove(f: BinaryIO, path: Path) -> None:
 
 
 ALIGN = 4096  # offsets in spill files, as in saved data files
+# Spill files in use, by absolute path: a model exported and loaded again (a copy for a
+# dry run, a rewrite by an onnx tool) refers to them, though they are outside its folder.
+_LIVE: weakref.WeakValueDictionary[str, SpillFile] = weakref.WeakValueDictionary()
 
 
 class SpilledValues(ExternalValues):
@@ -247,8 +254,10 @@ class Spill:
 
     MIN_BYTES = 1 << 20
 
-    def __init__(self, min_bytes: int | None = None) -> None:
-        self.min_bytes = self.MIN_BYTES if min_bytes is None else min_bytes
+    def __init__(self, min_bytes: int | None = None, *, enabled: bool = True) -> None:
+        """``enabled``: False keeps every value in memory (a model without external data
+        is held in memory anyway, and its copies must not depend on a file they cannot own)."""
+        self.min_bytes = (self.MIN_BYTES if min_bytes is None else min_bytes) if enabled else sys.maxsize
         self._file: SpillFile | None = None
 
     def values(self, array: np.ndarray) -> np.ndarray | SpilledValues:
