@@ -132,3 +132,47 @@ print(json.dumps({{"peak": hwm(), "notes": report.notes, "ops": [n.op for n in m
     assert r["notes"] == ["could not fold node 'bloat' (ConstantOfShape): its output would take 13.4 GiB, "
                           "over max_fold_bytes 256 MiB"]
     assert r["peak"] < 400 * 2**20
+
+
+def _small_external(folder: Path, n: int = 512) -> Path:
+    """Two x @ Transpose(W) layers with 1 MiB weights (the size from which results are spilled)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), f"W{i}") for i in range(2)]
+    nodes = [helper.make_node("Transpose", ["W0"], ["T0"], name="t0", perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "T0"], ["h"], name="m0"),
+             helper.make_node("Transpose", ["W1"], ["T1"], name="t1", perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "T1"], ["y"], name="m1")]
+    g = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+    path = folder / "small.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path),
+              save_as_external_data=True, location="small.onnx.data", size_threshold=1024)
+    return path
+
+
+def test_spilled_weights_survive_copies_rewrites_and_inline_saves(tmp_path):
+    import gc
+
+    import surgeon
+    from surgeon.io.external import SpilledValues
+
+    src = _small_external(tmp_path)
+    model = surgeon.load(src)
+    surgeon.run_pass(model, "fold_constants")
+    surgeon.run_pass(model, "cleanup")
+    spilled = [t for t in model.graph.tensors().values() if isinstance(getattr(t, "_values", None), SpilledValues)]
+    assert sorted(t.name for t in spilled) == ["T0", "T1"]
+    spill_file = spilled[0]._values.spill.path
+    assert spill_file.exists() and not spill_file.is_relative_to(tmp_path)
+    copy = model.copy()  # a dry run's copy reads the same spill file
+    surgeon.run_pass(model, "convert_opset", target=18)  # a rewrite by onnx, merged back
+    x = np.random.default_rng(4).standard_normal((1, 512), dtype=np.float32)
+    expected = _outputs(src, x)
+    for i, (m, external) in enumerate([(model, None), (copy, None), (model, False)]):
+        out = tmp_path / f"out{i}.onnx"
+        surgeon.save(m, out, external_data=external)
+        np.testing.assert_allclose(_outputs(out, x), expected, rtol=1e-5, atol=1e-4)
+    assert not (tmp_path / "out2.onnx.data").exists()  # saved inline: spilled weights came back in
+    del model, copy, spilled, m
+    gc.collect()
+    assert not spill_file.exists()

@@ -21,6 +21,7 @@ Two engines work in turns until nothing changes:
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -178,7 +179,7 @@ def fold_model(model: Model, *, fold_shapes: bool = True, size_threshold: int | 
     """The work of :func:`fold_constants`, returning statistics (``simplify`` uses it)."""
     stats = FoldStats()
     opset = model.opset
-    spill = Spill()
+    spill = Spill(enabled=model.has_external_data)
     for round_ in range(max_iterations):
         stats.iterations = round_ + 1
         stats.not_folded.clear()  # reasons of the last round are the ones that hold
@@ -580,7 +581,7 @@ class _Evaluator:
                     producer = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
                     if producer is not None and group_of.get(id(producer), k) < k:
                         later.add(id(t))
-        scratch = Spill()
+        scratch = Spill(enabled=self.spill.min_bytes < sys.maxsize)
         values: dict[int, Any] = {}
         passed: dict[int, Any] = {}
         ok: list[gs.Node] = []

@@ -625,7 +625,7 @@ class _Plan:
     def convert_values(self) -> None:
         """The float16 values of every constant that changes, computed before anything is edited."""
         self.values16: dict[int, np.ndarray | LazyValues] = {}
-        self.spill = Spill()
+        self.spill = Spill(enabled=self.model.has_external_data)
         self.stats = {"constants": 0, "clamped": 0, "raised": 0}
         for t in self._float_tensors():
             if self.home[id(t)] != F16:
