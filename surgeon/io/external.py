@@ -272,15 +272,10 @@ class Spill:
         tensor = onnx.TensorProto()
         tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
         tensor.dims.extend(int(d) for d in shape)
-        offset = length = None
+        offset, length = self._file.append(b"")  # the aligned start; pieces follow
         for piece in chunks:
             data = np.ascontiguousarray(piece, dtype=np.dtype(dtype).newbyteorder("<")).view(np.uint8).reshape(-1)
-            if offset is None:
-                offset, length = self._file.append(data)
-            else:
-                length += self._file.append_more(data)
-        if offset is None:
-            offset, length = self._file.append(b"")
+            length += self._file.append_more(data)
         set_external(tensor, str(self._file.path), offset, length)
         return SpilledValues(tensor, self._file)
 

@@ -488,8 +488,9 @@ class _Evaluator:
     def _static_shape(self, node: gs.Node, t: gs.Tensor, in_shapes: list) -> tuple[int, ...] | None:
         if self.info is not None:
             dims = self.info.shape(t)
-            if dims is not None and all(isinstance(d, int) for d in dims):
-                return tuple(int(d) for d in dims)
+            static = [d for d in dims or () if isinstance(d, int)]
+            if dims is not None and len(static) == len(dims):
+                return tuple(static)
         if t.shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in t.shape):
             return tuple(int(d) for d in t.shape)
         # Inference knows nothing: a few rules of our own, from the inputs' static shapes.
