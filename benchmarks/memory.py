@@ -136,7 +136,10 @@ def run_job(job: str, src: Path, out_dir: Path, steps: list, limit: int = 0) -> 
     for f in out_dir.glob(f"{job}.onnx*"):
         f.unlink()
     if proc.returncode != 0:
-        return {"failed": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        if "Failed to allocate" in last or "MemoryError" in last:
+            last = f"out of memory under the {limit >> 30} GiB limit" if limit else "out of memory"
+        return {"failed": last[:120]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
