@@ -13,7 +13,9 @@ whose external reference is that file's absolute path). Nothing then holds
 all new weights in memory at once: save copies them from the spill file to
 the output's data file like any other external weights. A spill file lives
 in the system's temporary folder (``TMPDIR``) and is deleted when no
-constant refers to it any more (or when the process exits).
+constant refers to it any more (or when the process exits). Passes spill
+only for models that keep external data: a model without it is in memory
+anyway, and saves inline.
 """
 
 from __future__ import annotations
@@ -194,8 +196,9 @@ class ExternalValues(LazyValues):
 class SpillFile:
     """One private file that computed weights are appended to; deleted when unused.
 
-    Every :class:`SpilledValues` holds its file, so the file lives exactly as
-    long as a constant (or a copy of the model) can read from it.
+    Every :class:`SpilledValues` holds its file, so the file lives as long as
+    a constant of the model can read from it (a model exported and loaded
+    again, e.g. ``Model.copy()``, reads it too, while the original lives).
     """
 
     def __init__(self) -> None:
