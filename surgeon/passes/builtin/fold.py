@@ -82,8 +82,8 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
         3. Never folded, and reported with the reason: random ops, ops of
            other domains, ``Loop``/``Scan`` nodes, inputs whose dtype numpy
            cannot hand to onnxruntime (bfloat16, float8, int4), nodes that
-           onnxruntime fails on (with its message), and outputs over
-           ``size_threshold``.
+           onnxruntime fails on (with its message), outputs over
+           ``size_threshold``, and outputs over ``max_fold_bytes`` (rule 8).
         4. Shape folding: a tensor computed from shapes becomes a constant when
            all its elements are known numbers (``Shape`` of a static dim,
            ``Gather``/``Slice`` of the static part of a symbolic shape, through
@@ -110,10 +110,11 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
            concatenations, reductions, casts...) and its inputs together,
            times 8, stay under the bound; ``ConstantOfShape``, ``Expand``,
            ``Tile``, ``Range``, ``Resize``, ``Pad``, ``MatMul`` and the like
-           are then not evaluated. Nodes run in groups of at most 32 MiB of inputs
-           and outputs, and each folded weight of 1 MiB or more goes straight
-           to a spill file (saved from there like external weights), so the
-           folded weights are never all in memory at once.
+           are then not evaluated. Nodes run in groups of at most 32 MiB of
+           inputs and outputs; in a model that keeps external data, each
+           folded weight of 1 MiB or more goes straight to a spill file
+           (saved from there like external weights), so the folded weights
+           are never all in memory at once.
            ``size_threshold`` is separate: it limits the constants left in
            the model, not what is evaluated.
 
@@ -175,7 +176,7 @@ class FoldStats:
 
 
 def fold_model(model: Model, *, fold_shapes: bool = True, size_threshold: int | None = None,
-               max_iterations: int = 10, max_fold_bytes: int = 256 << 20) -> FoldStats:
+               max_iterations: int = 10, max_fold_bytes: int = MAX_FOLD_BYTES) -> FoldStats:
     """The work of :func:`fold_constants`, returning statistics (``simplify`` uses it)."""
     stats = FoldStats()
     opset = model.opset
