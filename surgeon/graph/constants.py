@@ -13,6 +13,7 @@ so a dtype known to one is known to all.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,37 @@ def const_nbytes(c: gs.Constant) -> int:
     """A constant's size in bytes, without loading lazily loaded weights."""
     values = c._values
     return int(values.nbytes) if isinstance(values, LazyValues) else int(np.asarray(values).nbytes)
+
+
+def const_pieces(c: gs.Constant, elements: int) -> Iterator[np.ndarray]:
+    """A constant's values as flat arrays of at most ``elements`` elements, in order.
+
+    Weights in external data (and spill files) are read from the file piece
+    by piece (their lazy values' ``iter_arrays``), so a pass can convert or
+    hash a weight larger than memory; in-memory values are sliced."""
+    values = c._values
+    if hasattr(values, "iter_arrays"):
+        yield from values.iter_arrays(elements)
+        return
+    flat = np.ascontiguousarray(const_array(c)).reshape(-1)
+    for start in range(0, flat.size, elements):
+        yield flat[start:start + elements]
+
+
+def const_bytes(c: gs.Constant, chunk: int = 16 << 20) -> Iterator[bytes]:
+    """A constant's bytes as stored (little-endian), in pieces of at most ``chunk`` bytes,
+    read from the file for external weights (``iter_bytes``) instead of loading them whole."""
+    values = c._values
+    if hasattr(values, "iter_bytes"):
+        yield from values.iter_bytes(chunk)
+        return
+    arr = np.ascontiguousarray(const_array(c))
+    if arr.dtype.kind == "O":  # strings: no stored layout to stream
+        yield arr.tobytes()
+        return
+    data = arr.reshape(-1).view(np.uint8)
+    for start in range(0, data.size, chunk):
+        yield data[start:start + chunk].tobytes()
 
 
 def is_sparse(c: gs.Constant) -> bool:

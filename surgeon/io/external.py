@@ -5,11 +5,25 @@ On load the weights stay on disk: each external initializer becomes a gs
 model's own folder (not the process's current directory, which is where
 onnx's own loader and gs folding look). On save they are copied from file to
 file in chunks, never through a numpy array.
+
+Weights that passes compute (folded constants, float16 conversions) go the
+same way: :class:`Spill` writes each one, as soon as it is computed, into a
+private spill file, and the constant gets :class:`SpilledValues` (lazy values
+whose external reference is that file's absolute path). Nothing then holds
+all new weights in memory at once: save copies them from the spill file to
+the output's data file like any other external weights. A spill file lives
+in the system's temporary folder (``TMPDIR``) and is deleted when no
+constant refers to it any more (or when the process exits). Passes spill
+only for models that keep external data: a model without it is in memory
+anyway, and saves inline.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +105,8 @@ def external_problems(model: onnx.ModelProto, base_dir: Path) -> list[str]:
     for t in iter_model_tensors(model):
         if not is_external(t):
             continue
+        if spill_location(t) is not None and str(spill_location(t)) in _LIVE:
+            continue  # a weight a pass computed, in this process's spill file
         ref = external_ref(t, base_dir)
         location = ref.path.relative_to(base_dir) if ref.path.is_relative_to(base_dir) else ref.path
         resolved = ref.path.resolve()
@@ -136,6 +152,159 @@ class ExternalValues(LazyValues):
         copy.CopyFrom(self.tensor)
         onnx.external_data_helper.load_external_data_for_tensor(copy, str(self.base_dir))
         return onnx.numpy_helper.to_array(copy)
+
+    def iter_bytes(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        """The tensor's bytes as stored (little-endian, what ``tobytes()`` gives on this
+        machine for native types), read from the file ``chunk`` bytes at a time."""
+        if self.tensor.data_type not in _NATIVE_TYPES:
+            yield np.ascontiguousarray(self.load()).tobytes()
+            return
+        ref = external_ref(self.tensor, self.base_dir)
+        length = ref.length if ref.length is not None else int(self.nbytes)
+        with open(ref.path, "rb") as f:
+            f.seek(ref.offset)
+            remaining = length
+            while remaining > 0:
+                data = f.read(min(chunk, remaining))
+                if not data:
+                    raise OSError(f"{ref.path} ended {remaining} bytes early")
+                remaining -= len(data)
+                yield data
+
+    def iter_arrays(self, elements: int) -> Iterator[np.ndarray]:
+        """The values as flat arrays of at most ``elements`` elements each, in order
+        (native types are read from the file piece by piece)."""
+        np_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.tensor.data_type))
+        if self.tensor.data_type not in _NATIVE_TYPES:
+            flat = self.load().reshape(-1)
+            for start in range(0, flat.size, elements):
+                yield flat[start:start + elements]
+            return
+        ref = external_ref(self.tensor, self.base_dir)
+        count = int(np.prod(tuple(self.tensor.dims), dtype=np.int64)) if self.tensor.dims else 1
+        with open(ref.path, "rb") as f:
+            f.seek(ref.offset)
+            while count > 0:
+                n = min(elements, count)
+                arr = np.fromfile(f, dtype=np_dtype.newbyteorder("<"), count=n)
+                if arr.size != n:
+                    raise OSError(f"{ref.path} ended early")
+                count -= n
+                yield arr.astype(np_dtype, copy=False)
+
+
+class SpillFile:
+    """One private file that computed weights are appended to; deleted when unused.
+
+    Every :class:`SpilledValues` holds its file, so the file lives as long as
+    a constant of the model can read from it (a model exported and loaded
+    again, e.g. ``Model.copy()``, reads it too, while the original lives).
+    """
+
+    def __init__(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="surgeon-spill-", suffix=".bin")
+        self.path = Path(name).resolve()
+        self._file = os.fdopen(fd, "wb")
+        self._finalizer = weakref.finalize(self, _remove, self._file, self.path)
+        _LIVE[str(self.path)] = self
+
+    def append(self, data) -> tuple[int, int]:
+        """Write ``data`` (bytes-like) at the next aligned offset; returns (offset, length)."""
+        pos = self._file.tell()
+        if pos % ALIGN:
+            self._file.write(b"\0" * (ALIGN - pos % ALIGN))
+        offset = self._file.tell()
+        self._file.write(data)
+        self._file.flush()
+        return offset, self._file.tell() - offset
+
+    def append_more(self, data) -> int:
+        """Write ``data`` right after the last write (the rest of one tensor); returns its length."""
+        self._file.write(data)
+        self._file.flush()
+        return len(data) if isinstance(data, bytes) else int(np.asarray(data).nbytes)
+
+
+def _remove(f: BinaryIO, path: Path) -> None:
+    try:
+        f.close()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+ALIGN = 4096  # offsets in spill files, as in saved data files
+# Spill files in use, by absolute path: a model exported and loaded again (a copy for a
+# dry run, a rewrite by an onnx tool) refers to them, though they are outside its folder.
+_LIVE: weakref.WeakValueDictionary[str, SpillFile] = weakref.WeakValueDictionary()
+
+
+class SpilledValues(ExternalValues):
+    """Lazy values of a weight a pass computed, in a :class:`SpillFile`."""
+
+    def __init__(self, tensor: onnx.TensorProto, spill: SpillFile) -> None:
+        super().__init__(tensor, spill.path.parent)
+        self.spill = spill  # keeps the file alive while these values exist
+
+
+class Spill:
+    """Writes computed weights to a spill file, one at a time (created on first use).
+
+    ``values(array)`` returns what a ``gs.Constant`` should hold: the array
+    itself when it is smaller than ``min_bytes`` (shapes, scalars stay in
+    memory, where passes read them cheaply), else :class:`SpilledValues`
+    pointing at its bytes on disk; the array can then be dropped.
+    """
+
+    MIN_BYTES = 1 << 20
+
+    def __init__(self, min_bytes: int | None = None, *, enabled: bool = True) -> None:
+        """``enabled``: False keeps every value in memory (a model without external data
+        is held in memory anyway, and its copies must not depend on a file they cannot own)."""
+        self.min_bytes = (self.MIN_BYTES if min_bytes is None else min_bytes) if enabled else sys.maxsize
+        self._file: SpillFile | None = None
+
+    def values(self, array: np.ndarray) -> np.ndarray | SpilledValues:
+        if array.nbytes < self.min_bytes or array.dtype.kind not in "biuf" or array.dtype.byteorder == ">":
+            return array
+        return self.write_chunks(array.dtype, array.shape, [np.ascontiguousarray(array)])
+
+    def write_chunks(self, dtype: np.dtype, shape: tuple, chunks) -> SpilledValues:
+        """Spill a tensor given as consecutive pieces (flat arrays of ``dtype``, in order)."""
+        if self._file is None:
+            self._file = SpillFile()
+        tensor = onnx.TensorProto()
+        tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        tensor.dims.extend(int(d) for d in shape)
+        offset, length = self._file.append(b"")  # the aligned start; pieces follow
+        for piece in chunks:
+            data = np.ascontiguousarray(piece, dtype=np.dtype(dtype).newbyteorder("<")).view(np.uint8).reshape(-1)
+            length += self._file.append_more(data)
+        set_external(tensor, str(self._file.path), offset, length)
+        return SpilledValues(tensor, self._file)
+
+
+def is_spilled(values: object) -> bool:
+    return isinstance(values, SpilledValues)
+
+
+def spill_location(tensor: onnx.TensorProto) -> Path | None:
+    """The spill file an exported tensor refers to (an absolute location), or None."""
+    for e in tensor.external_data:
+        if e.key == "location":
+            return Path(e.value) if os.path.isabs(e.value) else None
+    return None
+
+
+def read_inline(tensor: onnx.TensorProto, base_dir: Path | None) -> None:
+    """Bring an external tensor's bytes into ``raw_data`` (for a model saved without external data)."""
+    ref = external_ref(tensor, base_dir or Path("."))
+    length = ref.length if ref.length is not None else os.path.getsize(ref.path) - ref.offset
+    with open(ref.path, "rb") as f:
+        f.seek(ref.offset)
+        data = f.read(length)
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    tensor.raw_data = data
 
 
 _NATIVE_TYPES = {

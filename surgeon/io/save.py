@@ -47,7 +47,16 @@ from surgeon.graph.names import node_label
 from surgeon.graph.ops import default_opset, is_plugin_op
 from surgeon.graph.walk import proto_graphs
 from surgeon.io.export import to_proto
-from surgeon.io.external import ExternalValues, copy_range, external_ref, is_external, iter_model_tensors, set_external
+from surgeon.io.external import (
+    ExternalValues,
+    copy_range,
+    external_ref,
+    is_external,
+    iter_model_tensors,
+    read_inline,
+    set_external,
+    spill_location,
+)
 from surgeon.io.load import structure_problems
 from surgeon.io.model import Model
 from surgeon.progress import Progress, Task, task
@@ -170,6 +179,11 @@ def stage(
     use_external = external_data
     if use_external is None:
         use_external = model.has_external_data or _inline_size(proto) >= TWO_GIB - (64 << 20)
+    if not use_external:
+        # Weights a pass computed wait in a spill file (see io/external.py); inline, they come back.
+        for t in iter_model_tensors(proto):
+            if is_external(t) and spill_location(t) is not None:
+                read_inline(t, None)
     if not os.access(target.parent, os.W_OK):  # a dry run would otherwise "succeed" here
         raise ExportError(f"cannot write {target}: folder {target.parent} is not writable",
                           hint="write to a folder you can write to, with -o")
@@ -281,7 +295,14 @@ def _repoint(model: Model, written: dict[str, onnx.TensorProto], folder: Path) -
 
 
 def _inline_size(proto: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in iter_model_tensors(proto))
+    """Bytes the weights would take inline (spilled ones included: they would be inlined)."""
+    size = 0
+    for t in iter_model_tensors(proto):
+        if is_external(t) and spill_location(t) is not None:
+            size += external_ref(t, Path(".")).length or 0
+        else:
+            size += len(t.raw_data)
+    return size
 
 
 def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
@@ -293,11 +314,11 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
     with open(data_file, "wb") as out:
         for t in iter_model_tensors(proto):
             if is_external(t):
-                if base is None:
+                if base is None and spill_location(t) is None:
                     raise ExportError(f"tensor '{t.name}' refers to external data, but the model has no "
                                       "folder to read it from",
                                       hint="load the model from its file, or pass base_dir= to surgeon.load")
-                ref = external_ref(t, base)
+                ref = external_ref(t, base if base is not None else Path("."))
                 _pad(out)
                 offset = out.tell()
                 length = copy_range(ref.path, ref.offset, ref.length, out)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import SparseValues
 
-from surgeon.graph.constants import const_array, const_nbytes
+from surgeon.graph.constants import const_bytes, const_nbytes
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
@@ -27,7 +26,8 @@ def dedupe_initializers(model: Model, *, min_size: Annotated[int, Min(0)] = 0) -
         1. Constants are grouped by dtype, shape and size first; only
            constants that share all three are read (external weights stay on
            disk otherwise) and compared by a SHA-256 of their bytes, then byte
-           for byte.
+           for byte, both read in 16 MiB pieces from the file (a weight is
+           never whole in memory).
         2. Every reader of a duplicate reads the first of its group (in graph
            order, outer graphs first) instead, in subgraphs too; the file
            places the kept initializer where all its readers see it.
@@ -76,15 +76,14 @@ def dedupe(model: Model, min_size: int = 0) -> tuple[int, int]:
             continue
         kept: dict[bytes, list[gs.Constant]] = {}
         for c in group:
-            data = _bytes(c)
-            digest = hashlib.sha256(data).digest()
-            # Keepers are re-read for the byte check, so one group never sits in memory at once.
-            same = next((k for k in kept.get(digest, []) if _bytes(k) == data), None)
+            digest = _digest(c)
+            # Candidates are compared piece by piece from their files: no constant is ever whole in memory.
+            same = next((k for k in kept.get(digest, []) if _same_bytes(k, c)), None)
             if same is None:
                 kept.setdefault(digest, []).append(c)
             else:
                 replace.append((c, same))
-                saved += len(data)
+                saved += const_nbytes(c)
     if not replace:
         return 0, 0
     for duplicate, kept_one in replace:
@@ -92,5 +91,25 @@ def dedupe(model: Model, min_size: int = 0) -> tuple[int, int]:
     return len(replace), saved
 
 
-def _bytes(c: gs.Constant) -> bytes:
-    return np.ascontiguousarray(const_array(c)).tobytes()
+def _digest(c: gs.Constant) -> bytes:
+    h = hashlib.sha256()
+    for piece in const_bytes(c):
+        h.update(piece)
+    return h.digest()
+
+
+def _same_bytes(a: gs.Constant, b: gs.Constant) -> bool:
+    """Byte-for-byte equality, reading both constants in pieces (of equal total size: same layout)."""
+    pa, pb = const_bytes(a), const_bytes(b)
+    buf_a = buf_b = b""
+    while True:
+        if not buf_a:
+            buf_a = next(pa, b"")
+        if not buf_b:
+            buf_b = next(pb, b"")
+        if not buf_a or not buf_b:
+            return not buf_a and not buf_b
+        n = min(len(buf_a), len(buf_b))
+        if buf_a[:n] != buf_b[:n]:
+            return False
+        buf_a, buf_b = buf_a[n:], buf_b[n:]

@@ -21,9 +21,10 @@ Two engines work in turns until nothing changes:
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import onnx
@@ -31,17 +32,20 @@ import onnx.defs
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from surgeon.errors import first_line
-from surgeon.graph.constants import const_array, constant_node_value, is_sparse
+from surgeon.graph.constants import const_array, const_nbytes, constant_node_value, is_sparse
 from surgeon.graph.edit import remove_dead, remove_nodes, replace_uses
 from surgeon.graph.names import Namer, byte_size, node_label_of
 from surgeon.graph.shape_values import VALUE_OPS, ShapeInfo, reshape_target
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
+from surgeon.io.external import Spill
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
 
+MAX_FOLD_BYTES = 256 << 20
 _RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
 _FEEDABLE_KINDS = "biufO"
@@ -50,7 +54,8 @@ _FEEDABLE_KINDS = "biufO"
 def fold_constants(model: Model, *, fold_shapes: bool = True,
                    size_threshold: Annotated[int, Min(0, hint="set it to null to fold constants of any size")]
                    | None = None,
-                   max_iterations: Annotated[int, Min(1)] = 10) -> PassResult:
+                   max_iterations: Annotated[int, Min(1)] = 10,
+                   max_fold_bytes: Annotated[int, Min(0)] = MAX_FOLD_BYTES) -> PassResult:
     """Replace every subgraph that depends only on constants by its values.
 
     Parameters:
@@ -61,6 +66,9 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
             (the nodes producing them stay); null folds everything.
         max_iterations: rounds of shape folding and evaluation at most (each
             round can make more shapes known).
+        max_fold_bytes: never evaluate a node whose output (or any one of
+            its outputs) would take more than this many bytes (default 256
+            MiB), so that folding runs in bounded memory.
 
     Rules:
         1. ``Constant`` nodes become initializers; an ``If`` whose condition
@@ -74,8 +82,8 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
         3. Never folded, and reported with the reason: random ops, ops of
            other domains, ``Loop``/``Scan`` nodes, inputs whose dtype numpy
            cannot hand to onnxruntime (bfloat16, float8, int4), nodes that
-           onnxruntime fails on (with its message), and outputs over
-           ``size_threshold``.
+           onnxruntime fails on (with its message), outputs over
+           ``size_threshold``, and outputs over ``max_fold_bytes`` (rule 8).
         4. Shape folding: a tensor computed from shapes becomes a constant when
            all its elements are known numbers (``Shape`` of a static dim,
            ``Gather``/``Slice`` of the static part of a symbolic shape, through
@@ -90,6 +98,25 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
         6. Graph output names never change; external weights are read from
            the model's folder whatever the current directory.
         7. Repeats until nothing changes or ``max_iterations`` rounds ran.
+        8. Memory is bounded. Before anything runs, every output's size is
+           computed from shape inference and dtypes (constants: their own
+           size); a node with an output over ``max_fold_bytes`` (default 256
+           MiB) is never evaluated and stays, reported as "its output would
+           take 13.4 GiB, over max_fold_bytes 256 MiB" (Polygraphy's
+           "constant fold bloater", ``ConstantOfShape([60000, 60000])`` ->
+           ``ReduceSum``, stays as it is). When an output's size cannot be
+           known before running (inference failed), the node runs only if its
+           op cannot make outputs larger than its inputs (reshapes, slices,
+           concatenations, reductions, casts...) and its inputs together,
+           times 8, stay under the bound; ``ConstantOfShape``, ``Expand``,
+           ``Tile``, ``Range``, ``Resize``, ``Pad``, ``MatMul`` and the like
+           are then not evaluated. Nodes run in groups of at most 32 MiB of
+           inputs and outputs; in a model that keeps external data, each
+           folded weight of 1 MiB or more goes straight to a spill file
+           (saved from there like external weights), so the folded weights
+           are never all in memory at once.
+           ``size_threshold`` is separate: it limits the constants left in
+           the model, not what is evaluated.
 
     Example:
         version: 1
@@ -104,7 +131,7 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
         ``Reshape`` targets made constant, and the rounds run.
     """
     stats = fold_model(model, fold_shapes=fold_shapes, size_threshold=size_threshold,
-                       max_iterations=max_iterations)
+                       max_iterations=max_iterations, max_fold_bytes=max_fold_bytes)
     return stats.result()
 
 
@@ -149,21 +176,23 @@ class FoldStats:
 
 
 def fold_model(model: Model, *, fold_shapes: bool = True, size_threshold: int | None = None,
-               max_iterations: int = 10) -> FoldStats:
+               max_iterations: int = 10, max_fold_bytes: int = MAX_FOLD_BYTES) -> FoldStats:
     """The work of :func:`fold_constants`, returning statistics (``simplify`` uses it)."""
     stats = FoldStats()
     opset = model.opset
+    spill = Spill(enabled=model.has_external_data)
     for round_ in range(max_iterations):
         stats.iterations = round_ + 1
         stats.not_folded.clear()  # reasons of the last round are the ones that hold
         changed = _fold_constant_nodes(model, stats)
         changed |= _inline_constant_ifs(model, stats)
+        # Shapes are needed either way: they size every result before it is computed.
+        info = ShapeInfo(model)
         if fold_shapes:
-            info = ShapeInfo(model)
             stats.shape_problem = info.problem
             changed |= _fold_shape_values(model, info, stats)
         for graph in list(walk_graphs(model.graph)):
-            changed |= _Evaluator(graph, opset, size_threshold, stats).run()
+            changed |= _Evaluator(graph, opset, size_threshold, max_fold_bytes, info, spill, stats).run()
         if not changed:
             return stats
     stats.converged = False
@@ -311,20 +340,37 @@ def _make_reshape_static(node: gs.Node, info: ShapeInfo, namer: Namer) -> gs.Ten
 
 
 class _Evaluator:
-    """Folds one graph's nodes whose inputs are all constants."""
+    """Folds one graph's nodes whose inputs are all constants, in bounded memory.
 
-    def __init__(self, graph: gs.Graph, opset: int, size_threshold: int | None, stats: FoldStats) -> None:
+    Every output's size is computed from shapes and dtypes before anything
+    runs (:meth:`_sizes`); a node over ``max_fold_bytes`` is never attempted.
+    The rest runs in onnxruntime in consecutive groups of at most
+    ``BATCH_BYTES`` of inputs and outputs (a bigger node alone), and each
+    result is written to the spill file as soon as it comes back, so the
+    folded weights are never all in memory at once.
+    """
+
+    def __init__(self, graph: gs.Graph, opset: int, size_threshold: int | None, max_fold_bytes: int,
+                 info: ShapeInfo | None, spill: Spill, stats: FoldStats) -> None:
         self.graph = graph
         self.opset = opset
         self.threshold = size_threshold
+        self.max_bytes = max_fold_bytes
+        self.info = info
+        self.spill = spill
         self.stats = stats
+        self.size: dict[int, int] = {}        # tensor id -> bytes (exact, or an upper bound)
+        self.exact: set[int] = set()          # tensor ids whose size is exact
+        self.shape: dict[int, tuple[int, ...]] = {}  # tensor id -> static shape, where known
 
     def run(self) -> bool:
         batch = self._candidates()
         if not batch:
             return False
-        values, batch = self._evaluate(batch, self._frontier(batch))
         kept: set[int] = set()  # batch nodes that stay: their outputs are too big to fold
+        self._keep_known_too_big(batch, kept)
+        inside = [n for n in batch if id(n) not in kept]
+        values, batch = self._evaluate(inside, self._frontier(inside))
         while True:
             inside = [n for n in batch if id(n) not in kept]
             wanted = self._frontier(inside)  # kept nodes read from outside, so their inputs count
@@ -335,9 +381,7 @@ class _Evaluator:
             if not too_big:
                 break
             for t in too_big:
-                kept.add(id(t.inputs[0]))
-                self.stats.skip(t.inputs[0], f"its output '{t.name}' would be {byte_size(values[id(t)].nbytes)}, "
-                                             f"over size_threshold ({byte_size(self.threshold or 0)})")
+                self._keep(t, values[id(t)].nbytes, kept)
         if not inside:
             return False
         for t in wanted:
@@ -347,7 +391,25 @@ class _Evaluator:
         self.stats.folded += len(inside)
         return True
 
-    def _too_big(self, value: np.ndarray) -> bool:
+    def _keep(self, t: gs.Tensor, nbytes: int, kept: set[int]) -> None:
+        kept.add(id(t.inputs[0]))
+        self.stats.skip(t.inputs[0], f"its output '{t.name}' would be {byte_size(nbytes)}, "
+                                     f"over size_threshold ({byte_size(self.threshold or 0)})")
+
+    def _keep_known_too_big(self, batch: list[gs.Node], kept: set[int]) -> None:
+        """size_threshold, decided from the computed sizes before anything runs."""
+        if self.threshold is None:
+            return
+        while True:
+            inside = [n for n in batch if id(n) not in kept]
+            over = [t for t in self._frontier(inside)
+                    if id(t) in self.exact and self.size[id(t)] > self.threshold]
+            if not over:
+                return
+            for t in over:
+                self._keep(t, self.size[id(t)], kept)
+
+    def _too_big(self, value) -> bool:
         return self.threshold is not None and value.nbytes > self.threshold
 
     def _candidates(self) -> list[gs.Node]:
@@ -357,7 +419,7 @@ class _Evaluator:
             inputs = [t for t in node.inputs if not t.is_empty()]
             if not all(isinstance(t, gs.Constant) or id(t) in made for t in inputs):
                 continue
-            reason = self._reason(node)
+            reason = self._reason(node) or self._sizes(node)
             if reason is not None:
                 self.stats.skip(node, reason)
                 continue
@@ -386,6 +448,86 @@ class _Evaluator:
                             "to onnxruntime")
         return None
 
+    # -- sizes, before anything runs ------------------------------------------------------------
+
+    def _input_size(self, t: gs.Tensor) -> tuple[int, tuple[int, ...] | None]:
+        if isinstance(t, gs.Constant):
+            return const_nbytes(t), tuple(int(d) for d in t.shape)
+        return self.size[id(t)], self.shape.get(id(t))
+
+    def _sizes(self, node: gs.Node) -> str | None:
+        """Record the size of every output of ``node``; the reason it must not run, or None."""
+        inputs = [t for t in node.inputs if not t.is_empty()]
+        in_sizes = [self._input_size(t) for t in inputs]
+        outs = [t for t in node.outputs if not t.is_empty()]
+        bound = None
+        for t in outs:
+            shape = self._static_shape(node, t, [s for _, s in in_sizes])
+            itemsize = self._itemsize(node, t)
+            if shape is not None and itemsize is not None:
+                nbytes = int(np.prod(shape, dtype=object)) * itemsize if shape else itemsize
+                self.exact.add(id(t))
+                self.shape[id(t)] = shape
+            else:
+                if node.op not in _BOUNDED_OPS:
+                    return (f"its output size is unknown before running it, and {node.op} can make "
+                            "outputs larger than its inputs")
+                if bound is None:
+                    rank = max((len(s) for _, s in in_sizes if s is not None), default=1)
+                    bound = sum(n for n, _ in in_sizes) * _MAX_ITEMSIZE * (max(rank, 1) if node.op == "NonZero" else 1)
+                nbytes = bound
+            if nbytes > self.max_bytes:
+                label = "its output" if len(outs) == 1 else f"its output '{t.name}'"
+                if id(t) in self.exact:
+                    return (f"{label} would take {byte_size(nbytes)}, "
+                            f"over max_fold_bytes {_round_size(self.max_bytes)}")
+                return (f"its output size is unknown before running it and could reach "
+                        f"{byte_size(nbytes)}, over max_fold_bytes {_round_size(self.max_bytes)}")
+            self.size[id(t)] = nbytes
+        return None
+
+    def _static_shape(self, node: gs.Node, t: gs.Tensor, in_shapes: list) -> tuple[int, ...] | None:
+        if self.info is not None:
+            dims = self.info.shape(t)
+            static = [d for d in dims or () if isinstance(d, int)]
+            if dims is not None and len(static) == len(dims):
+                return tuple(static)
+        if t.shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in t.shape):
+            return tuple(int(d) for d in t.shape)
+        # Inference knows nothing: a few rules of our own, from the inputs' static shapes.
+        if not in_shapes or any(s is None for s in in_shapes) or len(node.outputs) != 1:
+            return None
+        if node.op in _SAME_SHAPE_OPS:
+            return in_shapes[0]
+        if node.op == "Gather" and len(in_shapes) == 2 and in_shapes[0]:
+            data, indices = in_shapes
+            axis = node.attrs.get("axis", 0) % len(data)
+            return data[:axis] + indices + data[axis + 1:]
+        if node.op in _BROADCAST_OPS:
+            try:
+                return tuple(int(d) for d in np.broadcast_shapes(*in_shapes))
+            except ValueError:
+                return None
+        return None
+
+    def _itemsize(self, node: gs.Node, t: gs.Tensor) -> int | None:
+        dtype = self.info.dtype(t) if self.info is not None else None
+        if dtype is None and t.dtype is not None:
+            dtype = _np_dtype(t)
+        if dtype is None and node.op == "Cast":
+            try:
+                dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]))
+            except (KeyError, TypeError, ValueError):
+                dtype = None
+        if dtype is None and node.op in _SAME_SHAPE_OPS | _BROADCAST_OPS and node.op not in _BOOL_OUTPUT_OPS:
+            first = next((x for x in node.inputs if isinstance(x, gs.Constant)), None)
+            dtype = _np_dtype(first) if first is not None else None
+        if dtype is None and node.op in _BOOL_OUTPUT_OPS:
+            dtype = np.dtype(bool)
+        if dtype is None or dtype.kind == "O":
+            return None  # strings: their size is not known before they exist
+        return dtype.itemsize
+
     def _frontier(self, batch: list[gs.Node]) -> list[gs.Tensor]:
         """Outputs of ``batch`` that something outside it reads (or that are graph outputs)."""
         inside = {id(n) for n in batch}
@@ -397,29 +539,134 @@ class _Evaluator:
                     found.append(t)
         return found
 
-    def _evaluate(self, batch: list[gs.Node], wanted: list[gs.Tensor]
-                  ) -> tuple[dict[int, np.ndarray], list[gs.Node]]:
-        """Values of ``wanted``; when one session fails, node by node (dropping failures)."""
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def _cost(self, node: gs.Node, counted: set[int]) -> int:
+        cost = 0
+        for t in node.inputs:
+            if isinstance(t, gs.Constant) and id(t) not in counted:
+                counted.add(id(t))
+                cost += const_nbytes(t)
+        return cost + sum(self.size.get(id(t), 0) for t in node.outputs)
+
+    def _groups(self, batch: list[gs.Node]) -> list[list[gs.Node]]:
+        """Consecutive nodes whose inputs and outputs together stay under BATCH_BYTES (a bigger one alone)."""
+        groups: list[list[gs.Node]] = []
+        current: list[gs.Node] = []
+        counted: set[int] = set()
+        total = 0
+        for node in batch:
+            cost = self._cost(node, counted)
+            if current and total + cost > BATCH_BYTES:
+                groups.append(current)
+                current, total, counted = [], 0, set()
+                cost = self._cost(node, counted)
+            current.append(node)
+            total += cost
+        if current:
+            groups.append(current)
+        return groups
+
+    def _evaluate(self, batch: list[gs.Node], wanted: list[gs.Tensor]) -> tuple[dict[int, Any], list[gs.Node]]:
+        """Values of ``wanted`` (arrays, or spilled to disk when large), group by group;
+        when a group's session fails, node by node (dropping failures)."""
         if not wanted:
             return {}, batch
-        try:
-            return dict(zip((id(t) for t in wanted), _run(batch, wanted, self.opset, {}))), batch
-        except Exception:  # onnxruntime raises several types; the node-by-node run names the culprit
-            pass
-        values: dict[int, np.ndarray] = {}
+        keep = {id(t) for t in wanted}
+        groups = self._groups(batch)
+        group_of = {id(n): k for k, g in enumerate(groups) for n in g}
+        # Outputs a later group reads are passed on (spilled to a scratch file when large).
+        later: set[int] = set()
+        for k, group in enumerate(groups):
+            for node in group:
+                for t in node.inputs:
+                    producer = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
+                    if producer is not None and group_of.get(id(producer), k) < k:
+                        later.add(id(t))
+        scratch = Spill(enabled=self.spill.min_bytes < sys.maxsize)
+        values: dict[int, Any] = {}
+        passed: dict[int, Any] = {}
         ok: list[gs.Node] = []
-        for node in batch:
-            if not all(isinstance(t, gs.Constant) or id(t) in values for t in node.inputs if not t.is_empty()):
+        for group in groups:
+            made: set[int] = set()
+            runnable = []
+            for n in group:  # nodes after a failure in an earlier group cannot run
+                if all(isinstance(t, gs.Constant) or id(t) in passed or id(t) in made
+                       for t in n.inputs if not t.is_empty()):
+                    runnable.append(n)
+                    made.update(id(t) for t in n.outputs)
+            group = runnable
+            outs = [t for n in group for t in n.outputs if id(t) in keep or id(t) in later]
+            if not outs:
+                ok.extend(group)
+                continue
+            try:
+                results = list(zip(outs, _run(group, outs, self.opset, passed)))
+                done = group
+            except Exception:  # onnxruntime raises several types; node by node names the culprit
+                results, done = self._one_by_one(group, keep | later, passed)
+            ok.extend(done)
+            while results:  # popped one by one: each array is freed once it is spilled
+                t, arr = results.pop(0)
+                if id(t) in keep:
+                    values[id(t)] = self.spill.values(arr)
+                    if id(t) in later:
+                        passed[id(t)] = values[id(t)]
+                else:
+                    passed[id(t)] = scratch.values(arr)
+                del arr
+        return values, ok
+
+    def _one_by_one(self, group: list[gs.Node], wanted: set[int], known: dict[int, Any]):
+        results: list[tuple[gs.Tensor, np.ndarray]] = []
+        local: dict[int, Any] = dict(known)
+        done: list[gs.Node] = []
+        for node in group:
+            if not all(isinstance(t, gs.Constant) or id(t) in local for t in node.inputs if not t.is_empty()):
                 continue  # depends on a node that failed
             outs = [t for t in node.outputs if not t.is_empty()]
             try:
-                results = _run([node], outs, self.opset, values)
+                arrays = _run([node], outs, self.opset, local)
             except Exception as exc:
                 self.stats.skip(node, "onnxruntime cannot evaluate it: " + _ort_message(exc))
                 continue
-            values.update(zip((id(t) for t in outs), results))
-            ok.append(node)
-        return values, ok
+            for t, arr in zip(outs, arrays):
+                local[id(t)] = arr
+                if id(t) in wanted:
+                    results.append((t, arr))
+            done.append(node)
+        return results, done
+
+
+# Bytes of inputs and outputs evaluated in one onnxruntime session at most
+# (a single node that needs more runs alone, up to max_fold_bytes per output).
+BATCH_BYTES = 32 << 20
+_MAX_ITEMSIZE = 8
+# Ops whose outputs hold at most as many elements as their inputs together (NonZero:
+# times the rank): when inference cannot size their outputs, the inputs bound them.
+_BOUNDED_OPS = frozenset({
+    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Concat", "Split",
+    "GatherElements", "Cast", "CastLike", "Shape", "Size", "NonZero", "TopK", "Unique",
+    "Compress", "ArgMax", "ArgMin", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+    "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "Softmax",
+    "LogSoftmax", "CumSum", "ReverseSequence", "DepthToSpace", "SpaceToDepth",
+})
+_UNARY = {"Abs", "Neg", "Floor", "Ceil", "Round", "Sqrt", "Reciprocal", "Exp", "Log", "Sigmoid", "Tanh",
+          "Relu", "Not", "Sign", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Erf",
+          "IsNaN", "IsInf", "Identity", "Cast", "CastLike", "Softmax", "LogSoftmax", "CumSum", "Clip",
+          "LeakyRelu", "Elu", "Selu", "HardSigmoid", "Softplus", "Softsign", "BitwiseNot"}
+_SAME_SHAPE_OPS = frozenset(_UNARY)
+_BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean",
+                            "Where", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual", "Greater",
+                            "GreaterOrEqual", "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor"})
+_BOOL_OUTPUT_OPS = frozenset({"Not", "IsNaN", "IsInf", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual",
+                              "Greater", "GreaterOrEqual"})
+
+
+def _round_size(n: int) -> str:
+    """A byte count as a parameter is usually given: ``256 MiB``, not ``256.0 MiB``."""
+    text = byte_size(n)
+    return text.replace(".0 ", " ")
 
 
 def _np_dtype(t: gs.Constant) -> np.dtype | None:
@@ -450,7 +697,7 @@ def _run(nodes: list[gs.Node], wanted: list[gs.Tensor], opset: int,
                 continue
             p.input.append(name(t))
             if (isinstance(t, gs.Constant) or id(t) in known) and name(t) not in feeds:
-                arr = known[id(t)] if id(t) in known else const_array(t)
+                arr = _array(known[id(t)]) if id(t) in known else const_array(t)
                 feeds[name(t)] = arr
                 inputs.append(onnx.helper.make_tensor_value_info(
                     name(t), onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
@@ -465,8 +712,13 @@ def _run(nodes: list[gs.Node], wanted: list[gs.Tensor], opset: int,
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4  # failures are reported by the pass, not printed by onnxruntime
+    options.enable_cpu_mem_arena = False  # an arena keeps (and rounds up) what a big fold allocated
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run([name(t) for t in wanted], feeds)
+
+
+def _array(value: Any) -> np.ndarray:
+    return value.load() if isinstance(value, LazyValues) else value
 
 
 def _ort_message(exc: Exception) -> str:

@@ -163,16 +163,21 @@ class _Site:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _float_const(t: gs.Tensor) -> np.ndarray | None:
+def _float_constant(t: gs.Tensor) -> gs.Constant | None:
+    """``t`` if it is a constant of a float dtype; its values are not read (dtype and shape are known
+    without them, so a pattern that fails on shapes never loads a weight)."""
     if not isinstance(t, gs.Constant):
         return None
     try:
         dtype = np.dtype(t.dtype)
     except TypeError:
         return None
-    if dtype.kind != "f":
-        return None
-    return const_array(t)
+    return t if dtype.kind == "f" else None
+
+
+def _float_const(t: gs.Tensor) -> np.ndarray | None:
+    c = _float_constant(t)
+    return None if c is None else const_array(c)
 
 
 def _channel_vector(c: np.ndarray, channels: int, rank: int | None) -> np.ndarray | None:
@@ -229,12 +234,13 @@ def _bn_parts(bn: gs.Node) -> tuple[np.ndarray, ...] | None:
     return tuple(parts)
 
 
-def _binary_constant(node: gs.Node, ops: tuple[str, ...], commutative: bool) -> tuple[int, np.ndarray] | None:
-    """(index of the variable input, constant) of ``Op(x, c)`` (or ``Op(c, x)`` if commutative)."""
+def _binary_constant(node: gs.Node, ops: tuple[str, ...], commutative: bool) -> tuple[int, gs.Constant] | None:
+    """(index of the variable input, constant) of ``Op(x, c)`` (or ``Op(c, x)`` if commutative);
+    the constant's values are not read here."""
     if node.op not in ops or len(node.inputs) != 2:
         return None
     for c_at in ((1, 0) if commutative else (1,)):
-        c = _float_const(node.inputs[c_at])
+        c = _float_constant(node.inputs[c_at])
         if c is not None and not isinstance(node.inputs[1 - c_at], gs.Constant):
             return 1 - c_at, c
     return None
@@ -272,7 +278,8 @@ def _affine_operands(site: _Site, kind: str, producer_op: str) -> tuple[gs.Node,
         return None
     x_at, c = found
     producer = site.producer(x_at, producer_op)
-    return None if producer is None else (producer, c)
+    # Read only once the structure matched (and a per-channel vector is small).
+    return None if producer is None else (producer, const_array(c))
 
 
 def _conv_affine(kind: str) -> Callable[[_Site], bool]:
@@ -332,14 +339,18 @@ def _matmul_add(site: _Site) -> bool:
     mm = site.producer(x_at, "MatMul")
     if mm is None or len(mm.inputs) != 2 or site.opset < 7:  # Gemm broadcasts C since opset 7
         return False
-    a, b = mm.inputs[0], _float_const(mm.inputs[1])
+    # Only dtypes and shapes decide: neither the weight nor the bias is read.
+    a, b = mm.inputs[0], _float_constant(mm.inputs[1])
     a_shape = site.info.shape(a)
-    if b is None or b.ndim != 2 or a_shape is None or len(a_shape) != 2 or c.dtype != b.dtype or c.ndim > 2:
+    if b is None:
         return False
-    if site.info.dtype(a) != b.dtype or b.dtype not in (np.float16, np.float32, np.float64):
+    b_dtype, b_shape, c_dtype, c_shape = np.dtype(b.dtype), tuple(b.shape), np.dtype(c.dtype), tuple(c.shape)
+    if len(b_shape) != 2 or a_shape is None or len(a_shape) != 2 or c_dtype != b_dtype or len(c_shape) > 2:
         return False
-    rows, cols = (1,) * (2 - c.ndim) + c.shape
-    if cols not in (1, b.shape[1]) or rows not in (1, a_shape[0]):
+    if site.info.dtype(a) != b_dtype or b_dtype not in (np.float16, np.float32, np.float64):
+        return False
+    rows, cols = (1,) * (2 - len(c_shape)) + c_shape
+    if cols not in (1, b_shape[1]) or rows not in (1, a_shape[0]):
         return False
     mm.op = "Gemm"
     mm.inputs.append(site.node.inputs[1 - x_at])

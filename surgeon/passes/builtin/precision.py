@@ -19,11 +19,14 @@ import numpy as np
 import onnx
 import onnx.defs
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from surgeon.errors import PassError, suggestion_hint
+from surgeon.graph.constants import const_array, const_nbytes, const_pieces
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import Namer
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
+from surgeon.io.external import Spill
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
 
@@ -58,6 +61,7 @@ DEFAULT_OP_BLOCK_LIST.update({op: "float16 rounding can flip the comparison (int
                               for op in ("Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal")})
 
 F16, F32 = "float16", "float32"
+_PIECE = 4 << 20  # elements converted at a time (16 MiB of float32)
 _RESULTS_OF_ATTRIBUTE = ("Constant", "ConstantOfShape", "Cast")
 
 
@@ -622,7 +626,8 @@ class _Plan:
 
     def convert_values(self) -> None:
         """The float16 values of every constant that changes, computed before anything is edited."""
-        self.values16: dict[int, np.ndarray] = {}
+        self.values16: dict[int, np.ndarray | LazyValues] = {}
+        self.spill = Spill(enabled=self.model.has_external_data)
         self.stats = {"constants": 0, "clamped": 0, "raised": 0}
         for t in self._float_tensors():
             if self.home[id(t)] != F16:
@@ -645,13 +650,21 @@ class _Plan:
             else:
                 continue
             try:
-                values = source.values
+                self.values16[id(t)] = self._convert(source)
             except Exception as exc:  # e.g. weightless models (TRT_WEIGHTLESS) keep shapes without data
                 raise PassError(
                     f"cannot convert {label} to float16: its values cannot be read ({exc})",
                     hint="the model may have been saved without its weights; convert the model that has them",
                 ) from exc
-            self.values16[id(t)] = self._to_float16(values)
+
+    def _convert(self, source: gs.Constant) -> np.ndarray | LazyValues:
+        """``source``'s values in float16. A large one is read, converted and written to the
+        spill file piece by piece, so neither it nor its conversion is ever whole in memory."""
+        if const_nbytes(source) < self.spill.min_bytes:
+            return self._to_float16(const_array(source))
+        self.stats["constants"] += 1
+        pieces = (self._to_float16(piece, count=False) for piece in const_pieces(source, _PIECE))
+        return self.spill.write_chunks(np.dtype(np.float16), tuple(source.shape), pieces)
 
     def _make_float16(self, t: gs.Tensor) -> None:
         if isinstance(t, gs.Constant):
@@ -669,9 +682,9 @@ class _Plan:
             producer.attrs.pop(key, None)
         producer.attrs["value"] = gs.Constant(self.names.new(t.name + "_value"), self.values16[id(t)])
 
-    def _to_float16(self, values: np.ndarray) -> np.ndarray:
+    def _to_float16(self, values: np.ndarray, count: bool = True) -> np.ndarray:
         stats = self.stats
-        stats["constants"] += 1
+        stats["constants"] += count
         values = np.asarray(values, dtype=np.float32)
         finite = np.isfinite(values)
         big = finite & (np.abs(values) > FLOAT16_MAX)
