@@ -159,7 +159,7 @@ def fold_model(model: Model, *, fold_shapes: bool = True, size_threshold: int | 
         changed = _fold_constant_nodes(model, stats)
         changed |= _inline_constant_ifs(model, stats)
         if fold_shapes:
-            info = ShapeInfo(model)
+            info = ShapeInfo.of(model)
             stats.shape_problem = info.problem
             changed |= _fold_shape_values(model, info, stats)
         for graph in list(walk_graphs(model.graph)):

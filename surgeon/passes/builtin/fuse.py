@@ -88,7 +88,7 @@ def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool
             raise PassError(f"unknown fusion pattern '{name}'",
                             hint=suggestion_hint(name, PATTERNS) or "known patterns: " + ", ".join(PATTERNS))
     result = PassResult()
-    fused = fuse_model(model, ShapeInfo(model), chosen, result)
+    fused = fuse_model(model, ShapeInfo.of(model), chosen, result)
     if fused:
         result.notes.insert(0, "fused: " + ", ".join(f"{p} x{n}" for p, n in fused.items()))
     elif patterns is not None and not allow_missing:
