@@ -403,11 +403,26 @@ def _arith(op: str, x: Elem, y: Elem) -> Elem:
     return None
 
 
+def _v_reduce_prod(info: ShapeInfo, node: gs.Node) -> ShapeValue | None:
+    """The product of a shape's elements (``Reshape(x, ReduceProd(Shape(x)))`` flattens ``x``):
+    a number when every element is known, else unknown (one unknown target element becomes -1)."""
+    v = info.value(node.inputs[0])
+    if v is None or v.scalar or v.dtype.kind not in _INT_KINDS:
+        return None
+    axes = _axes(node) if ("axes" in node.attrs or _input(node, 1) is not None) else [0]
+    if axes not in ([0], [-1]) and not (axes == [] and not node.attrs.get("noop_with_empty_axes", 0)):
+        return None
+    product: Elem = 1
+    for e in v.elems:
+        product = product * e if isinstance(e, int) and isinstance(product, int) else None
+    return ShapeValue((product,), not node.attrs.get("keepdims", 1), v.dtype)
+
+
 # The ops whose output value is followed, by op type.
 VALUE_OPS = {
     "Shape": _v_shape, "Gather": _v_gather, "Slice": _v_slice, "Concat": _v_concat,
     "Unsqueeze": _v_unsqueeze, "Squeeze": _v_squeeze, "Cast": _v_cast, "Identity": _v_identity,
-    "Reshape": _v_reshape,
+    "Reshape": _v_reshape, "ReduceProd": _v_reduce_prod,
     "Add": _v_arith, "Sub": _v_arith, "Mul": _v_arith, "Div": _v_arith,
 }
 
