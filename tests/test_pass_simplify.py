@@ -244,3 +244,16 @@ def test_simplify_infers_shapes_only_after_changes(monkeypatch):
     report = surgeon.run_pass(model, "simplify")  # nothing left to do: one inference serves every step
     assert not report.changed and len(calls) == 1
     assert first < 2 * 3  # without sharing: fold, noops and fuse each inferred, in each of 2 rounds
+
+
+def test_a_model_folded_whole_needs_no_more_shape_inference(monkeypatch):
+    # Polygraphy's constant_fold_bloater: Tile of a 1 MiB constant, folded into one 16 MiB output.
+    from surgeon.graph import shapes
+
+    model = surgeon.load(real_model("polygraphy/constant_fold_bloater.onnx"))
+    calls = []
+    real_infer = shapes.infer
+    monkeypatch.setattr(shapes, "infer", lambda *a, **k: calls.append(1) or real_infer(*a, **k))
+    report = surgeon.run_pass(model, "simplify")
+    assert report.details["folded"] == 1 and not model.graph.nodes
+    assert len(calls) == 1  # before folding; without nodes, inference would only export the weights again

@@ -77,7 +77,9 @@ class ShapeInfo:
         self._inferred: dict[str, tuple[Elem, ...] | None] = {}
         self._dtypes: dict[str, int] = {}
         self._values: dict[int, ShapeValue] = {}
-        if infer:
+        if infer and any(g.nodes for g in walk_graphs(model.graph)):
+            # Inference adds shapes only to what nodes compute: without nodes (a model folded
+            # whole) it would export every weight to learn nothing.
             self._infer(model)
         for graph in walk_graphs(model.graph):
             self.track_values(graph)
