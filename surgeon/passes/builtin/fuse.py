@@ -238,14 +238,14 @@ def _bn_parts(bn: gs.Node) -> tuple[np.ndarray, ...] | None:
     return tuple(parts)
 
 
-def _binary_constant(node: gs.Node, ops: tuple[str, ...], commutative: bool) -> tuple[int, np.ndarray] | None:
-    """(index of the variable input, constant) of ``Op(x, c)`` (or ``Op(c, x)`` if commutative)."""
+def _binary_constant(node: gs.Node, ops: tuple[str, ...], commutative: bool) -> tuple[int, int] | None:
+    """(index of the variable input, index of the constant) of ``Op(x, c)`` (or ``Op(c, x)`` if
+    commutative), without reading the constant: callers check the cheap conditions first."""
     if node.op not in ops or len(node.inputs) != 2:
         return None
     for c_at in ((1, 0) if commutative else (1,)):
-        c = _float_const(node.inputs[c_at])
-        if c is not None and not isinstance(node.inputs[1 - c_at], gs.Constant):
-            return 1 - c_at, c
+        if isinstance(node.inputs[c_at], gs.Constant) and not isinstance(node.inputs[1 - c_at], gs.Constant):
+            return 1 - c_at, c_at
     return None
 
 
@@ -257,8 +257,8 @@ def _conv_bn(site: _Site) -> bool:
     if bn.op != "BatchNormalization":
         return False
     conv = site.producer(0, "Conv")
-    parts = _bn_parts(bn)
-    conv_parts = None if conv is None else _conv_parts(conv)
+    parts = None if conv is None else _bn_parts(bn)  # weights are read only for a possible pair
+    conv_parts = None if parts is None else _conv_parts(conv)
     if parts is None or conv_parts is None:
         return False
     (w, b), (scale, bias, mean, var) = conv_parts, parts
@@ -279,9 +279,10 @@ def _affine_operands(site: _Site, kind: str, producer_op: str) -> tuple[gs.Node,
     found = _binary_constant(site.node, ops, commutative=site.node.op != "Sub")
     if found is None:
         return None
-    x_at, c = found
+    x_at, c_at = found
     producer = site.producer(x_at, producer_op)
-    return None if producer is None else (producer, c)
+    c = None if producer is None else _float_const(site.node.inputs[c_at])  # read only when it may fuse
+    return None if c is None else (producer, c)
 
 
 def _conv_affine(kind: str) -> Callable[[_Site], bool]:
@@ -337,9 +338,12 @@ def _matmul_add(site: _Site) -> bool:
     found = _binary_constant(site.node, ("Add",), commutative=True)
     if found is None:
         return False
-    x_at, c = found
+    x_at, c_at = found
     mm = site.producer(x_at, "MatMul")
     if mm is None or len(mm.inputs) != 2 or site.opset < 7:  # Gemm broadcasts C since opset 7
+        return False
+    c = _float_const(site.node.inputs[c_at])
+    if c is None:
         return False
     a, b = mm.inputs[0], _float_const(mm.inputs[1])
     a_shape = site.info.shape(a)
