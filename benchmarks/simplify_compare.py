@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"| {path.name} | {name} | | | | failed: {error} |")
                     continue
                 top, everything = count(result)
-                print(f"| {path.name} | {name} | {top} | {everything} | {statistics.median(times):.2f} | "
+                print(f"| {path.name} | {name} | {top} | {everything} | {statistics.median(times):.3f} | "
                       f"{same_outputs(path, result, path.name)} |", flush=True)
     return 0
 
