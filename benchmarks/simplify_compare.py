@@ -8,7 +8,9 @@ on PATH (then the time includes the interpreter's start-up and the file
 I/O); a missing peer is reported as missing.
 
     python benchmarks/simplify_compare.py                 # the default models (fixtures/README.md)
+    python benchmarks/simplify_compare.py --all           # every real model (fixtures/fetch.py names)
     python benchmarks/simplify_compare.py a.onnx b.onnx --repeat 3
+    python benchmarks/simplify_compare.py --all --tools surgeon,onnxslim   # only these tools
 """
 
 from __future__ import annotations
@@ -158,17 +160,24 @@ def same_outputs(reference: Path, model: onnx.ModelProto, name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", type=Path)
+    parser.add_argument("--all", action="store_true",
+                        help="every real model (fixtures/models, fetched, onnx-packaged, polygraphy/)")
+    parser.add_argument("--tools", help="comma-separated prefixes of the tools to run (default: every one found)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool and model (median shown)")
     args = parser.parse_args(argv)
     paths = args.models
     if not paths:
-        for name in DEFAULT_MODELS:
+        for name in fixtures.names() if args.all else DEFAULT_MODELS:
             path, why = fixtures.locate(name)
             if path is None:
                 print(f"skipping {why}", file=sys.stderr)
             else:
                 paths.append(path)
     tools, missing = peers()
+    if args.tools:
+        wanted = [w.strip() for w in args.tools.split(",") if w.strip()]
+        tools = [t for t in tools if any(t[0].startswith(w) for w in wanted)]
+        missing = [m for m in missing if any(m.startswith(w) for w in wanted)]
     print(f"python {sys.version.split()[0]}, onnx {onnx.__version__}, onnxruntime {ort.__version__}")
     for name, how, _ in tools:
         print(f"  {name}: {how}")
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"| {path.name} | {name} | | | | failed: {error} |")
                     continue
                 top, everything = count(result)
-                print(f"| {path.name} | {name} | {top} | {everything} | {statistics.median(times):.2f} | "
+                print(f"| {path.name} | {name} | {top} | {everything} | {statistics.median(times):.3f} | "
                       f"{same_outputs(path, result, path.name)} |", flush=True)
     return 0
 

@@ -105,6 +105,44 @@ def test_reshape_target_from_shapes_becomes_constant():
     assert_same_outputs(before, model, random_inputs(before, {"N": 3}))
 
 
+def test_flatten_by_the_product_of_the_shape_becomes_minus_one(tmp_path):
+    # Polygraphy's reshape.onnx: Reshape(x, ReduceProd(Shape(x))) of float[-1, 3, 5, 5] is a flatten.
+    path = real_model("polygraphy/reshape.onnx")
+    model = surgeon.load(path)
+    report = surgeon.run_pass(model, "fold_constants")
+    assert _ops(model) == ["Reshape"]
+    assert [t.name for t in model.graph.nodes[0].inputs] == ["data", "reduce_prod_out_gs_2_static"]
+    np.testing.assert_array_equal(model.graph.nodes[0].inputs[1].values, [-1])
+    assert report.details["reshape_targets"] == 1 and report.details["folded"] == 2
+    surgeon.save(model, tmp_path / "out.onnx")
+    for n in (1, 4):
+        feeds = {"data": np.random.default_rng(n).standard_normal((n, 3, 5, 5)).astype(np.float32)}
+        assert_same_outputs(path, tmp_path / "out.onnx", feeds)
+
+
+def test_product_of_a_static_shape_folds_and_of_part_of_a_shape_stays():
+    model = _load("""<ir_version: 8, opset_import: ["" : 18]>
+    agraph (float[2, 3, 4] x, float[N, M, 4] z) => (int64 p, float[N, M, 4] y) <int64[1] ax = {0}> {
+        shape = Shape (x)
+        p = ReduceProd <keepdims = 0> (shape, ax)
+        zs = Shape <end = 2> (z)
+        nm = ReduceProd (zs)
+        last = Shape <start = 2> (z)
+        target = Concat <axis = 0> (nm, last)
+        flat = Reshape (z, target)
+        full = Shape (z)
+        y = Reshape (flat, full)
+    }""")
+    before = to_proto(model)
+    surgeon.run_pass(model, "fold_constants")
+    # p is 24; [N*M, 4] has the one unknown element N*M: -1; y's target [N, M, 4] has two: kept
+    assert _ops(model) == ["Reshape", "Shape", "Reshape"]
+    assert model.graph.outputs[0].values.tolist() == 24
+    np.testing.assert_array_equal(model.graph.nodes[0].inputs[1].values, [-1, 4])
+    assert model.graph.nodes[2].inputs[1].name == "full"
+    assert_same_outputs(before, model, random_inputs(before, {"N": 3, "M": 5}))
+
+
 def test_reshape_with_two_unknown_dims_keeps_its_shape_computation():
     model = _load("""<ir_version: 8, opset_import: ["" : 17]>
     agraph (float[N, M, 4] x) => (float[M, N, 4] y) <int64[3] i = {1, 0, 2}> {

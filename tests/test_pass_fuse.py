@@ -156,6 +156,86 @@ def test_reshape_and_transpose_chains_collapse():
     assert_same_outputs(before, model)
 
 
+def _recurrent_ocr(batch) -> onnx.ModelProto:
+    """A CRNN-style text recognizer: Conv stack, a Reshape target computed from shapes
+    (Shape/Gather/Mul/Unsqueeze/Concat), the Reshape, a Transpose to time-major and an LSTM."""
+    ints = {name: onnx.numpy_helper.from_array(np.array(v, np.int64), name)
+            for name, v in (("i0", 0), ("i1", 1), ("i2", 2), ("i3", 3), ("ax", [0]))}
+    inits = [_init("w", (8, 3, 3, 3)), _init("b", (8,)), _init("W", (1, 16, 8)), _init("R", (1, 16, 4)),
+             *ints.values()]
+    nodes = [oh.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", ["c"], ["r"]),
+             oh.make_node("MaxPool", ["r"], ["p"], kernel_shape=[8, 1], strides=[8, 1]),  # [B, 8, 1, W]
+             oh.make_node("Transpose", ["p"], ["pt"], perm=[0, 3, 1, 2]),  # [B, W, 8, 1]
+             oh.make_node("Shape", ["pt"], ["s"]),
+             *(oh.make_node("Gather", ["s", f"i{i}"], [f"g{i}"], axis=0) for i in range(4)),
+             oh.make_node("Mul", ["g2", "g3"], ["ch"]),
+             *(oh.make_node("Unsqueeze", [g, "ax"], [f"{g}u"]) for g in ("g0", "g1", "ch")),
+             oh.make_node("Concat", ["g0u", "g1u", "chu"], ["target"], axis=0),
+             oh.make_node("Reshape", ["pt", "target"], ["q"]),  # [B, W, 8]
+             oh.make_node("Transpose", ["q"], ["t"], perm=[1, 0, 2]),  # [W, B, 8]
+             oh.make_node("LSTM", ["t", "W", "R"], ["y"], hidden_size=4)]
+    graph = oh.make_graph(nodes, "crnn", [_vi("x", [batch, 3, 8, "W"])], [_vi("y", ["W", 1, batch, 4])], inits)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+def test_recurrent_ocr_shape_chain_and_transpose_reshape_pair_collapse():
+    proto = _recurrent_ocr(1)
+    model = surgeon.load(proto)
+    report = surgeon.run_pass(model, "simplify")
+    assert [(n.op, [t.name for t in n.inputs]) for n in model.graph.nodes] == [
+        ("Conv", ["x", "w", "b"]), ("Relu", ["c"]), ("MaxPool", ["r"]), ("Transpose", ["p"]),
+        ("Reshape", ["pt", "target_static_transposed"]), ("LSTM", ["t", "W", "R"])]
+    # the shape chain became [1, 0, 8]; the Transpose moved the size-1 batch axis, so the copy became -1
+    assert model.graph.nodes[4].inputs[1].values.tolist() == [-1, 1, 8]
+    assert model.graph.nodes[4].outputs[0].name == "t"
+    assert report.details["fused"] == {"transpose_reshape": 1}
+    assert_same_outputs(proto, model, random_inputs(proto, {"W": 5}))
+
+
+def test_recurrent_ocr_with_a_dynamic_batch_keeps_its_transpose():
+    # the batch axis is not known to be 1: the Transpose may move data, the pair stays
+    proto = _recurrent_ocr("B")
+    model = surgeon.load(proto)
+    report = surgeon.run_pass(model, "simplify")
+    assert [n.op for n in model.graph.nodes] == ["Conv", "Relu", "MaxPool", "Transpose", "Reshape", "Transpose",
+                                                 "LSTM"]
+    assert model.graph.nodes[4].inputs[1].values.tolist() == [0, 0, 8]
+    assert "transpose_reshape" not in report.details["fused"]
+    assert_same_outputs(proto, model, random_inputs(proto, {"B": 2, "W": 5}))
+
+
+def test_transpose_of_size_one_axes_before_a_reshape_is_skipped():
+    model = surgeon.load(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    agraph (float[2, 1, 3] x) => (float[6] y, float[3, 1, 2] z) <int64[1] flat = {6}> {
+        t = Transpose <perm = [1, 0, 2]> (x)
+        y = Reshape (t, flat)
+        u = Transpose <perm = [2, 1, 0]> (x)
+        z = Reshape (u, flat)
+    }"""))
+    before = to_proto(model)
+    report = surgeon.run_pass(model, "fuse", patterns=["transpose_reshape"])
+    assert [(n.op, n.inputs[0].name) for n in model.graph.nodes] == [
+        ("Reshape", "x"), ("Transpose", "x"), ("Reshape", "u")]  # perm [2, 1, 0] moves data: kept
+    assert report.details["fused"] == {"transpose_reshape": 1}
+    assert_same_outputs(before, model)
+
+
+def test_transpose_reshape_refuses_copies_it_cannot_keep():
+    model = surgeon.load(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    agraph (float[N, 1, 3] x, float[N, 1, 3] x2) => (float[N, 3] y, float[1, N, 3] z)
+        <int64[2] copy = {0, 3}, int64[3] both = {0, -1, 1}> {
+        t = Transpose <perm = [1, 0, 2]> (x)
+        y = Reshape (t, copy)
+        r = Reshape (x2, both)
+        z = Transpose <perm = [2, 0, 1]> (r)
+    }"""))
+    before = to_proto(model).SerializeToString()
+    with pytest.raises(PassError):
+        surgeon.run_pass(model, "fuse", patterns=["transpose_reshape"])
+    assert to_proto(model).SerializeToString() == before
+
+
 def test_unknown_pattern_is_an_error_with_suggestions():
     model = _conv_chain(oh.make_node("Relu", ["c"], ["y"]))
     with pytest.raises(PassError) as exc:
@@ -165,7 +245,7 @@ def test_unknown_pattern_is_an_error_with_suggestions():
         surgeon.run_pass(model, "fuse", patterns=["zzz"])
     assert str(exc.value) == (
         "error: unknown fusion pattern 'zzz'\n  hint: known patterns: conv_bn, conv_mul, conv_add, bn_mul, "
-        "bn_add, matmul_add, reshape_chain, transpose_chain")
+        "bn_add, matmul_add, reshape_chain, transpose_chain, transpose_reshape")
 
 
 def test_fusion_inside_an_if_branch():

@@ -7,6 +7,7 @@ import onnx
 import onnx.helper as oh
 import onnx.numpy_helper
 import onnx.parser
+import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto
 from test_pass_fold import silero_feeds
@@ -14,6 +15,7 @@ from util import RECIPES, assert_same_outputs, random_inputs, real_model
 
 import surgeon
 from surgeon.errors import PassError
+from surgeon.graph.shape_values import ShapeInfo, shared_shapes
 from surgeon.io.export import to_proto
 from surgeon.io.external import ExternalValues
 
@@ -23,6 +25,13 @@ ONNXSLIM = {
     "light_densenet121.onnx": 491,
     "tiny_yolo_legacy.onnx": 62,
     "transformer_encoder_dynamo.onnx": 193,
+}
+# What simplify leaves today (benchmarks/README.md): a ceiling, so that a change that loses a rewrite fails.
+SIMPLIFIED = {
+    "ch_PP-OCRv4_rec_infer.onnx": 334,
+    "light_densenet121.onnx": 367,
+    "tiny_yolo_legacy.onnx": 62,
+    "transformer_encoder_dynamo.onnx": 188,
 }
 
 
@@ -37,7 +46,7 @@ def test_leaves_no_more_nodes_than_onnxslim_and_same_outputs(name, tmp_path):
     path = real_model(name)
     model = surgeon.load(path)
     report = surgeon.run_pass(model, "simplify")
-    assert len(model.graph.nodes) <= ONNXSLIM[name]
+    assert len(model.graph.nodes) <= SIMPLIFIED[name] <= ONNXSLIM[name]
     assert report.details["not_folded"] == []
     surgeon.save(model, tmp_path / name)
     assert_same_outputs(path, tmp_path / name, _feeds(name, path))
@@ -58,7 +67,7 @@ def test_silero_vad_with_nested_ifs(name, tmp_path):
     path = real_model(name)
     model = surgeon.load(path)
     surgeon.run_pass(model, "simplify")
-    assert sum(len(g.nodes) for g in model.graphs()) < 250
+    assert sum(len(g.nodes) for g in model.graphs()) <= {"silero_vad.onnx": 148, "silero_vad_16k_op15.onnx": 76}[name]
     surgeon.save(model, tmp_path / name)
     for rate in (16000, 8000):
         assert_same_outputs(path, tmp_path / name, silero_feeds(rate))
@@ -184,3 +193,67 @@ def test_dedupe_across_if_branches():
     assert [i.name for i in proto.graph.initializer] == ["k0", "k1"]
     for c in (True, False):
         assert_same_outputs(before, proto, {"c": np.array(c), "x": np.array([1.0, 2.0], np.float32)})
+
+
+_SMALL = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 4] y) <int64[2] t = {0, 4}> {
+    r = Reshape (x, t)
+    a = Relu (r)
+    y = Transpose <perm = [0, 1]> (a)
+}"""
+
+
+def test_shapes_are_shared_inside_simplify_only_while_the_graph_is_unchanged():
+    model = surgeon.load(onnx.parser.parse_model(_SMALL))
+    assert ShapeInfo.of(model) is not ShapeInfo.of(model)  # outside shared_shapes: always computed
+    with shared_shapes():
+        first = ShapeInfo.of(model)
+        assert ShapeInfo.of(model) is first
+        edits = [
+            lambda g: g.nodes[1].attrs.update(alpha=0.5),  # an attribute
+            lambda g: setattr(g.nodes[2], "op", "Identity"),  # an op
+            lambda g: g.nodes[2].attrs["perm"].reverse(),  # a list attribute changed in place
+            lambda g: setattr(g.nodes[1].outputs[0], "name", "renamed"),  # a tensor name
+            lambda g: setattr(g.nodes[1].outputs[0], "shape", ["N", 4]),  # a declared shape
+            lambda g: g.nodes[0].inputs.__setitem__(1, gs.Constant("t2", np.array([-1, 4], np.int64))),  # wiring
+            lambda g: g.nodes[0].inputs[1].values.__setitem__(0, 0),  # a small constant changed in place
+            lambda g: g.nodes.pop(),  # a node removed
+        ]
+        for edit in edits:
+            before = ShapeInfo.of(model)
+            edit(model.graph)
+            after = ShapeInfo.of(model)
+            assert after is not before, edits.index(edit)
+            assert ShapeInfo.of(model) is after
+    assert ShapeInfo.of(model) is not ShapeInfo.of(model)
+
+
+def test_simplify_infers_shapes_only_after_changes(monkeypatch):
+    calls = []
+    real_init = ShapeInfo.__init__
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShapeInfo, "__init__", counting)
+    model = surgeon.load(onnx.parser.parse_model(_SMALL))
+    surgeon.run_pass(model, "simplify")
+    first = len(calls)
+    calls.clear()
+    report = surgeon.run_pass(model, "simplify")  # nothing left to do: one inference serves every step
+    assert not report.changed and len(calls) == 1
+    assert first < 2 * 3  # without sharing: fold, noops and fuse each inferred, in each of 2 rounds
+
+
+def test_a_model_folded_whole_needs_no_more_shape_inference(monkeypatch):
+    # Polygraphy's constant_fold_bloater: Tile of a 1 MiB constant, folded into one 16 MiB output.
+    from surgeon.graph import shapes
+
+    model = surgeon.load(real_model("polygraphy/constant_fold_bloater.onnx"))
+    calls = []
+    real_infer = shapes.infer
+    monkeypatch.setattr(shapes, "infer", lambda *a, **k: calls.append(1) or real_infer(*a, **k))
+    report = surgeon.run_pass(model, "simplify")
+    assert report.details["folded"] == 1 and not model.graph.nodes
+    assert len(calls) == 1  # before folding; without nodes, inference would only export the weights again

@@ -9,6 +9,8 @@ or unknown; shapes come from the one shape-inference entry
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -53,6 +55,21 @@ class ShapeInfo:
     remaining tensor's shape (bypassing no-ops, fusions).
     """
 
+    @classmethod
+    def of(cls, model: Any) -> ShapeInfo:
+        """``ShapeInfo(model)``; inside :func:`shared_shapes`, the one already computed for this
+        model when its graph has not changed since (see :func:`graph_fingerprint`)."""
+        if not _SCOPES:
+            return cls(model)
+        cache = _SCOPES[-1]
+        key = graph_fingerprint(model)
+        hit = cache.get(id(model))
+        if hit is not None and hit[0] == key[0]:
+            return hit[1]
+        info = cls(model)
+        cache[id(model)] = (key[0], info, key[1], model)  # the objects keep their ids unique while cached
+        return info
+
     def __init__(self, model: Any, *, infer: bool = True) -> None:
         """``model``: a :class:`surgeon.Model` (typed loosely: the graph layer does not import io/,
         only :mod:`surgeon.graph.shapes` exports). ``infer``: False uses gs's declared shapes only."""
@@ -60,7 +77,9 @@ class ShapeInfo:
         self._inferred: dict[str, tuple[Elem, ...] | None] = {}
         self._dtypes: dict[str, int] = {}
         self._values: dict[int, ShapeValue] = {}
-        if infer:
+        if infer and any(g.nodes for g in walk_graphs(model.graph)):
+            # Inference adds shapes only to what nodes compute: without nodes (a model folded
+            # whole) it would export every weight to learn nothing.
             self._infer(model)
         for graph in walk_graphs(model.graph):
             self.track_values(graph)
@@ -139,6 +158,89 @@ class ShapeInfo:
                 v = None  # a malformed node: it simply stays unknown
             if v is not None and len(v.elems) <= SMALL_VALUE:
                 self._values[id(node.outputs[0])] = v
+
+
+# -- sharing one ShapeInfo between passes ---------------------------------------------------
+
+# One cache per active shared_shapes() block: id(model) -> (fingerprint, info, objects kept alive, model).
+_SCOPES: list[dict[int, tuple[tuple, ShapeInfo, list, Any]]] = []
+_SMALL_BYTES = 1024  # constants up to this size are fingerprinted by value (inference reads them)
+
+
+@contextlib.contextmanager
+def shared_shapes() -> Iterator[None]:
+    """Within the block, :meth:`ShapeInfo.of` computes shapes again only after the graph changed.
+
+    A pass made of passes (``simplify``) wraps its rounds in this: each step
+    asks for shapes, and shape inference (an export of the whole model) is
+    the largest cost of a step. The cache lives only as long as the block.
+    """
+    _SCOPES.append({})
+    try:
+        yield
+    finally:
+        _SCOPES.pop()
+
+
+def graph_fingerprint(model: Any) -> tuple[tuple, list]:
+    """Everything shape information is computed from, and the objects whose ids it uses.
+
+    Every graph (subgraphs and local functions too): its inputs and outputs,
+    every node (op, domain, attributes, which tensors it reads and writes)
+    and every tensor (name, kind, dtype, shape; a constant's array by
+    identity, and by value when it is small enough for inference to read
+    it), plus the model's opsets. Any edit a pass can make to the graph
+    changes one of these; the objects are returned so that the caller can
+    keep them alive, which keeps their ids from being reused.
+    """
+    alive: list = []
+    parts: list = [id(model.graph), tuple(sorted(getattr(model, "opset_imports", {}).items()))]
+    graphs = list(walk_graphs(model.graph))
+    for f in getattr(model.graph, "functions", None) or ():
+        graphs.extend(walk_graphs(f))
+    for graph in graphs:
+        alive.append(graph)
+        parts.append((id(graph), tuple(_tensor_key(t, alive) for t in graph.inputs),
+                      tuple(_tensor_key(t, alive) for t in graph.outputs), len(graph.nodes)))
+        for node in graph.nodes:
+            alive.append(node)
+            parts.append((id(node), node.op, node.domain, tuple(_tensor_key(t, alive) for t in node.inputs),
+                          tuple(_tensor_key(t, alive) for t in node.outputs),
+                          tuple((k, _freeze(v, alive)) for k, v in node.attrs.items())))
+    return tuple(parts), alive
+
+
+def _tensor_key(t: gs.Tensor, alive: list) -> tuple:
+    alive.append(t)
+    shape = None if t.shape is None else tuple(t.shape)
+    if isinstance(t, gs.Constant):
+        values = t._values  # the array or gs's lazy reference, without loading it
+        alive.append(values)
+        small = None
+        if not is_sparse(t) and not isinstance(values, gs.ir.tensor.LazyValues) \
+                and getattr(values, "nbytes", _SMALL_BYTES + 1) <= _SMALL_BYTES:
+            small = (values.dtype.str, values.tobytes())
+        return id(t), t.name, "C", t.dtype, shape, id(values), small
+    return id(t), t.name, type(t).__name__, t.dtype, shape
+
+
+def _freeze(v: Any, alive: list) -> Any:
+    if isinstance(v, gs.Tensor):
+        return _tensor_key(v, alive)
+    if isinstance(v, (gs.Graph, gs.Node)):
+        alive.append(v)
+        return "obj", id(v)  # a subgraph's contents are fingerprinted as a graph of their own
+    if isinstance(v, np.ndarray):
+        alive.append(v)
+        return "arr", id(v), v.dtype.str, v.shape, v.tobytes() if v.nbytes <= _SMALL_BYTES else None
+    if isinstance(v, (list, tuple)):
+        return type(v).__name__, tuple(_freeze(x, alive) for x in v)
+    if isinstance(v, dict):
+        return "dict", tuple((k, _freeze(x, alive)) for k, x in v.items())
+    if isinstance(v, (str, bytes, int, float, bool, type(None), np.generic)):
+        return v
+    alive.append(v)
+    return "obj", id(v), repr(v)
 
 
 def _elem(d: Any, name: str, axis: int) -> Elem:
@@ -308,11 +410,26 @@ def _arith(op: str, x: Elem, y: Elem) -> Elem:
     return None
 
 
+def _v_reduce_prod(info: ShapeInfo, node: gs.Node) -> ShapeValue | None:
+    """The product of a shape's elements (``Reshape(x, ReduceProd(Shape(x)))`` flattens ``x``):
+    a number when every element is known, else unknown (one unknown target element becomes -1)."""
+    v = info.value(node.inputs[0])
+    if v is None or v.scalar or v.dtype.kind not in _INT_KINDS:
+        return None
+    axes = _axes(node) if ("axes" in node.attrs or _input(node, 1) is not None) else [0]
+    if axes not in ([0], [-1]) and not (axes == [] and not node.attrs.get("noop_with_empty_axes", 0)):
+        return None
+    product: Elem = 1
+    for e in v.elems:
+        product = product * e if isinstance(e, int) and isinstance(product, int) else None
+    return ShapeValue((product,), not node.attrs.get("keepdims", 1), v.dtype)
+
+
 # The ops whose output value is followed, by op type.
 VALUE_OPS = {
     "Shape": _v_shape, "Gather": _v_gather, "Slice": _v_slice, "Concat": _v_concat,
     "Unsqueeze": _v_unsqueeze, "Squeeze": _v_squeeze, "Cast": _v_cast, "Identity": _v_identity,
-    "Reshape": _v_reshape,
+    "Reshape": _v_reshape, "ReduceProd": _v_reduce_prod,
     "Add": _v_arith, "Sub": _v_arith, "Mul": _v_arith, "Div": _v_arith,
 }
 

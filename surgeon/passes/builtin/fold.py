@@ -6,8 +6,8 @@ Two engines work in turns until nothing changes:
   propagation) gives every tensor a shape whose dims are numbers, named
   symbols (``batch``) or unknown. A small evaluator carries *partial values*
   of 1-D integer tensors through ``Shape``/``Gather``/``Slice``/``Concat``/
-  ``Unsqueeze``/``Squeeze``/``Cast``/``Identity`` and elementwise integer
-  arithmetic: a value whose elements are all numbers becomes a constant, and
+  ``Unsqueeze``/``Squeeze``/``Cast``/``Identity``/``ReduceProd`` and
+  elementwise integer arithmetic: a value whose elements are all numbers becomes a constant, and
   a ``Reshape`` target with symbolic elements becomes a constant of ``0``
   ("copy this input dim") and ``-1`` where that is exact. The evaluator
   (:class:`surgeon.graph.shape_values.ShapeInfo`) lives in the graph layer,
@@ -87,14 +87,15 @@ def fold_constants(model: Model, *, fold_shapes: bool = True,
         4. Shape folding: a tensor computed from shapes becomes a constant when
            all its elements are known numbers (``Shape`` of a static dim,
            ``Gather``/``Slice`` of the static part of a symbolic shape, through
-           ``Concat``, ``Unsqueeze``, ``Squeeze``, ``Reshape``, ``Cast`` and
-           integer arithmetic).
+           ``Concat``, ``Unsqueeze``, ``Squeeze``, ``Reshape``, ``Cast``,
+           ``ReduceProd`` and integer arithmetic).
         5. A ``Reshape`` whose target is computed from shapes gets a constant
            target: an element equal to the input's dim at the same index
            becomes ``0`` (copy; ``allowzero`` is cleared when the target has
            no literal 0), a single remaining unknown element becomes ``-1``
            (as onnxslim does; like any ``-1`` it cannot be inferred for an
-           empty tensor).
+           empty tensor): ``Reshape(x, ReduceProd(Shape(x)))`` becomes a
+           flatten to ``[-1]``.
         6. Graph output names never change; external weights are read from
            the model's folder whatever the current directory.
         7. Repeats until nothing changes or ``max_iterations`` rounds ran.
@@ -187,7 +188,7 @@ def fold_model(model: Model, *, fold_shapes: bool = True, size_threshold: int | 
         changed = _fold_constant_nodes(model, stats)
         changed |= _inline_constant_ifs(model, stats)
         # Shapes are needed either way: they size every result before it is computed.
-        info = ShapeInfo(model)
+        info = ShapeInfo.of(model)
         if fold_shapes:
             stats.shape_problem = info.problem
             changed |= _fold_shape_values(model, info, stats)

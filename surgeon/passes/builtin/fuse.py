@@ -25,8 +25,8 @@ def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool
     Parameters:
         patterns: the fusions to apply, by name (default: all): ``conv_bn``,
             ``conv_mul``, ``conv_add``, ``bn_mul``, ``bn_add``, ``matmul_add``,
-            ``reshape_chain``, ``transpose_chain`` (``matmul_add_to_gemm`` is
-            accepted for ``matmul_add``).
+            ``reshape_chain``, ``transpose_chain``, ``transpose_reshape``
+            (``matmul_add_to_gemm`` is accepted for ``matmul_add``).
         allow_missing: when patterns are listed, finding nothing to fuse is
             not an error.
 
@@ -47,14 +47,24 @@ def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool
            ``Squeeze``/``Unsqueeze`` before it directly.
         6. ``transpose_chain``: two ``Transpose`` in a row become one (or none,
            when the permutations cancel).
-        7. The first node of a pair is fused only when nothing else reads its
-           output (``reshape_chain``/``transpose_chain`` leave it for its other
-           readers); the second node's output tensor, and so every graph
-           output name, stays. Fused constants are new initializers; the old
-           ones are no longer written once nothing reads them.
-        8. Works in ``If``/``Loop``/``Scan`` bodies too; repeats until no
+        7. ``transpose_reshape``: a ``Transpose`` that moves only size-1
+           axes (the other axes keep their order, so it moves no element)
+           next to a ``Reshape`` to a constant shape merges into it (as
+           onnxslim does): ``Reshape(Transpose(x))`` reads ``x`` directly
+           (not when the target has a ``0`` copy, unless ``allowzero``), and
+           ``Transpose(Reshape(x, t))`` becomes ``Reshape(x, t permuted)``,
+           where a ``0`` copy that changes position becomes ``-1`` (refused
+           when the target already has a ``-1``). A dim not known to be 1
+           counts as moved data.
+        8. The first node of a pair is fused only when nothing else reads its
+           output (``reshape_chain``/``transpose_chain``/``transpose_reshape``
+           leave it for its other readers); the second node's output tensor,
+           and so every graph output name, stays. Fused constants are new
+           initializers; the old ones are no longer written once nothing
+           reads them.
+        9. Works in ``If``/``Loop``/``Scan`` bodies too; repeats until no
            pattern matches.
-        9. A step that lists ``patterns`` and fuses nothing is an error (the
+        10. A step that lists ``patterns`` and fuses nothing is an error (the
            model may have changed under the recipe) unless ``allow_missing``;
            without ``patterns``, finding nothing is just reported.
 
@@ -78,7 +88,7 @@ def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool
             raise PassError(f"unknown fusion pattern '{name}'",
                             hint=suggestion_hint(name, PATTERNS) or "known patterns: " + ", ".join(PATTERNS))
     result = PassResult()
-    fused = fuse_model(model, ShapeInfo(model), chosen, result)
+    fused = fuse_model(model, ShapeInfo.of(model), chosen, result)
     if fused:
         result.notes.insert(0, "fused: " + ", ".join(f"{p} x{n}" for p, n in fused.items()))
     elif patterns is not None and not allow_missing:
@@ -254,8 +264,8 @@ def _conv_bn(site: _Site) -> bool:
     if bn.op != "BatchNormalization":
         return False
     conv = site.producer(0, "Conv")
-    parts = _bn_parts(bn)
-    conv_parts = None if conv is None else _conv_parts(conv)
+    parts = None if conv is None else _bn_parts(bn)  # weights are read only for a possible pair
+    conv_parts = None if parts is None else _conv_parts(conv)
     if parts is None or conv_parts is None:
         return False
     (w, b), (scale, bias, mean, var) = conv_parts, parts
@@ -407,6 +417,74 @@ def _transpose_chain(site: _Site) -> bool:
     return True
 
 
+def _moves_no_data(perm: list[int], ones: list[bool]) -> bool:
+    """Whether ``Transpose(perm)`` of a tensor whose axis ``i`` is known to be 1 when ``ones[i]``
+    keeps every element in place (the axes that may be longer than 1 keep their order)."""
+    real = [p for p in perm if not ones[p]]
+    return sorted(perm) == list(range(len(ones))) and real == sorted(real)
+
+
+def _transpose_reshape(site: _Site) -> bool:
+    node = site.node
+    if node.op == "Reshape":
+        return _reshape_after_transpose(site)
+    if node.op == "Transpose":
+        return _transpose_after_reshape(site)
+    return False
+
+
+def _reshape_after_transpose(site: _Site) -> bool:
+    """``Reshape(Transpose(x), t)`` -> ``Reshape(x, t)`` when the Transpose moves no element."""
+    reshape = site.node
+    if len(reshape.inputs) != 2 or not isinstance(reshape.inputs[1], gs.Constant):
+        return False
+    if 0 in const_array(reshape.inputs[1]).tolist() and not reshape.attrs.get("allowzero", 0):
+        return False  # a 0 copies a dim of the transposed tensor
+    middle = reshape.inputs[0]
+    if not isinstance(middle, gs.Variable) or len(middle.inputs) != 1:
+        return False
+    transpose = middle.inputs[0]
+    if transpose.op != "Transpose" or node_domain(transpose) != "" or not transpose.inputs:
+        return False
+    dims = site.info.shape(transpose.inputs[0])
+    perm = _perm(transpose, site.info)
+    if dims is None or perm is None or len(perm) != len(dims) or not _moves_no_data(perm, [d == 1 for d in dims]):
+        return False
+    reshape.inputs[0] = transpose.inputs[0]
+    site.remove_dead(middle)
+    return True
+
+
+def _transpose_after_reshape(site: _Site) -> bool:
+    """``Transpose(Reshape(x, t))`` -> ``Reshape(x, t permuted)`` when the Transpose moves no element."""
+    transpose = site.node
+    middle = transpose.inputs[0] if transpose.inputs else None
+    if not isinstance(middle, gs.Variable) or len(middle.inputs) != 1:
+        return False
+    reshape = middle.inputs[0]
+    if reshape.op != "Reshape" or node_domain(reshape) != "" or len(reshape.inputs) != 2 \
+            or not isinstance(reshape.inputs[1], gs.Constant):
+        return False
+    target = [int(v) for v in const_array(reshape.inputs[1]).reshape(-1)]
+    allowzero = reshape.attrs.get("allowzero", 0)
+    perm = list(transpose.attrs["perm"]) if "perm" in transpose.attrs else list(reversed(range(len(target))))
+    if len(perm) != len(target) or not _moves_no_data(perm, [e == 1 for e in target]):
+        return False
+    new = [target[p] for p in perm]
+    moved_copies = [j for j, p in enumerate(perm) if target[p] == 0 and not allowzero and p != j]
+    if moved_copies:
+        if len(moved_copies) > 1 or -1 in target:
+            return False  # only one dim can be left for Reshape to infer
+        new[moved_copies[0]] = -1
+    transpose.op = "Reshape"
+    transpose.attrs = {"allowzero": allowzero} if allowzero else {}
+    transpose.inputs.clear()  # gs's synchronized lists take no slice assignment
+    transpose.inputs.extend([reshape.inputs[0], site.constant(f"{reshape.inputs[1].name}_transposed",
+                                                              np.array(new, dtype=np.int64))])
+    site.remove_dead(middle)
+    return True
+
+
 def _perm(node: gs.Node, info: ShapeInfo) -> list[int] | None:
     if "perm" in node.attrs:
         return list(node.attrs["perm"])
@@ -423,6 +501,7 @@ PATTERNS: dict[str, Callable[[_Site], bool]] = {
     "matmul_add": _matmul_add,
     "reshape_chain": _reshape_chain,
     "transpose_chain": _transpose_chain,
+    "transpose_reshape": _transpose_reshape,
 }
 
 # Names other tools and the issue tracker use for the same fusion.

@@ -59,7 +59,7 @@ def eliminate_noops(model: Model) -> PassResult:
         (``details.removed``).
     """
     result = PassResult()
-    removed = eliminate(model, ShapeInfo(model), result)
+    removed = eliminate(model, ShapeInfo.of(model), result)
     if removed:
         result.notes.insert(0, "removed no-op(s): " + ", ".join(f"{op} x{n}" for op, n in sorted(removed.items())))
     result.details = {"removed": dict(removed)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated
 
+from surgeon.graph.shape_values import shared_shapes
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.compose import call_pass
@@ -47,32 +48,34 @@ def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
     other_notes: list[str] = []
     step_notes: dict[str, None] = {}  # what noops and fuse said about single nodes, once each
     rounds = 0
-    for rounds in range(1, max_iterations + 1):  # noqa: B007 (read after the loop: the rounds run)
-        # Each step is the registered pass itself, so simplify can never drift
-        # from what the same steps do when a recipe lists them one by one.
-        fold = call_pass(model, "fold_constants", size_threshold=size_threshold, max_iterations=max_iterations)
-        noops = call_pass(model, "eliminate_noops")
-        fusion = call_pass(model, "fuse")
-        deduped = call_pass(model, "dedupe_initializers")
-        nodes_before = _node_count(model)
-        call_pass(model, "cleanup")
-        round_folded = fold.details["folded"]
-        folded += round_folded
-        not_folded = fold.details["not_folded"]  # the last round's reasons are the ones that hold
-        other_notes = [n for n in fold.notes if n.startswith(("could not fold", "shape inference"))]
-        step_notes.update(dict.fromkeys(n for n in noops.notes + fusion.notes
-                                        if not n.startswith(("removed no-op(s):", "fused:", "nothing to fuse"))))
-        removed.update(noops.details["removed"])
-        fused.update(fusion.details["fused"])
-        merged += deduped.details["merged"]
-        saved += deduped.details["bytes_saved"]
-        if not (round_folded or fold.details["reshape_targets"] or fold.details["ifs_inlined"]
-                or noops.details["removed"] or fusion.details["fused"] or deduped.details["merged"]
-                or _node_count(model) != nodes_before):
-            break
-    else:
-        result.notes.append(f"stopped after {rounds} rounds with more to simplify; "
-                            "raise max_iterations or run the step again")
+    # Each step asks for shapes; one whose graph did not change since the last step reuses them.
+    with shared_shapes():
+        for rounds in range(1, max_iterations + 1):  # noqa: B007 (read after the loop: the rounds run)
+            # Each step is the registered pass itself, so simplify can never drift
+            # from what the same steps do when a recipe lists them one by one.
+            fold = call_pass(model, "fold_constants", size_threshold=size_threshold, max_iterations=max_iterations)
+            noops = call_pass(model, "eliminate_noops")
+            fusion = call_pass(model, "fuse")
+            deduped = call_pass(model, "dedupe_initializers")
+            nodes_before = _node_count(model)
+            call_pass(model, "cleanup")
+            round_folded = fold.details["folded"]
+            folded += round_folded
+            not_folded = fold.details["not_folded"]  # the last round's reasons are the ones that hold
+            other_notes = [n for n in fold.notes if n.startswith(("could not fold", "shape inference"))]
+            step_notes.update(dict.fromkeys(n for n in noops.notes + fusion.notes
+                                            if not n.startswith(("removed no-op(s):", "fused:", "nothing to fuse"))))
+            removed.update(noops.details["removed"])
+            fused.update(fusion.details["fused"])
+            merged += deduped.details["merged"]
+            saved += deduped.details["bytes_saved"]
+            if not (round_folded or fold.details["reshape_targets"] or fold.details["ifs_inlined"]
+                    or noops.details["removed"] or fusion.details["fused"] or deduped.details["merged"]
+                    or _node_count(model) != nodes_before):
+                break
+        else:
+            result.notes.append(f"stopped after {rounds} rounds with more to simplify; "
+                                "raise max_iterations or run the step again")
     if folded:
         result.headline.append(f"folded {folded} node{'' if folded == 1 else 's'}")
     result.notes[:0] = other_notes + list(step_notes)
