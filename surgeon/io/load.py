@@ -1,6 +1,8 @@
 """Loading: an ONNX file or ModelProto -> :class:`surgeon.Model`.
 
-The protobuf is read without its external data; gs imports the graph; then
+The protobuf is read without its external data; :mod:`surgeon.io.fast_import`
+builds the gs graph (exactly what gs's importer builds, without its per-object
+cost; gs's importer is the fallback); then
 we walk the proto and the gs graph side by side (gs imports nodes in file
 order, subgraphs by attribute name) to record in :class:`Origin` what gs
 would otherwise lose, and to undo its one import bug that changes meaning
@@ -27,6 +29,7 @@ from surgeon.errors import ModelLoadError
 from surgeon.graph.names import node_label
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import node_domain, walk_graphs
+from surgeon.io import fast_import
 from surgeon.io.export import function_fingerprint
 from surgeon.io.external import ExternalValues, external_problems, is_external, iter_model_tensors
 from surgeon.io.model import Model, Origin, tensor_signature
@@ -114,8 +117,10 @@ def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None
             hint="no runtime can execute it; re-export the model, or fix the graph with onnx / onnx-graphsurgeon",
         )
     try:
-        with quiet_gs():
-            graph = gs.import_onnx(proto)
+        graph = fast_import.import_onnx(proto)  # None: an untested gs version, or a model it cannot build
+        if graph is None:
+            with quiet_gs():
+                graph = gs.import_onnx(proto)
     except Exception as exc:  # gs fails in many ways on malformed graphs; all are input problems
         raise ModelLoadError(
             f"{where} cannot be imported: {type(exc).__name__}: {exc}",
