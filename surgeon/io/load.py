@@ -11,6 +11,7 @@ would otherwise lose, and to undo its one import bug that changes meaning
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -96,6 +97,16 @@ def from_proto(proto: onnx.ModelProto, *, base_dir: Path | None = None,
 
 
 def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None) -> Model:
+    paused = gc.isenabled()
+    gc.disable()  # the graph's objects all live as long as the model: collections would only rescan them
+    try:
+        return _build_model(proto, folder, source_path)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _build_model(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None) -> Model:
     where = str(source_path) if source_path else "the model"
     has_external = any(is_external(t) for t in iter_model_tensors(proto))
     if has_external:
