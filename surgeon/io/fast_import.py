@@ -292,13 +292,15 @@ class _Importer:
 
     def node(self, proto: onnx.NodeProto, outer: dict, local: OrderedDict, opset: Any, import_domains: Any) -> Node:
         """gs's ``OnnxImporter.import_node``: attributes first (subgraphs see the tensors imported
-        so far), then inputs, then outputs."""
+        so far), then inputs, then outputs. The hot loop of a load: constructors are inlined."""
         attribute = proto.attribute
         attrs = self.attributes(attribute, outer, local, opset, import_domains) if len(attribute) else OrderedDict()
         n = _new(Node)
-        ins = _sync_list(n, "outputs")
+        ins = _new_list(SynchronizedList)
+        ins.__dict__.update(parent_obj=n, field_name="outputs")
+        get = local.get
         for name in proto.input:
-            t = local.get(name)
+            t = get(name)
             if t is None:
                 t = outer.get(name)
                 if t is None:
@@ -307,22 +309,23 @@ class _Importer:
                         local[name] = t
             _append(ins, t)
             _append(t.__dict__["outputs"], n)
-        outs = _sync_list(n, "inputs")
+        outs = _new_list(SynchronizedList)
+        outs.__dict__.update(parent_obj=n, field_name="inputs")
         for name in proto.output:
-            t = local.get(name)
-            if t is None:
-                t = _variable(name)
+            t = get(name)
+            if t is None:  # _variable(name), inlined
+                t = _new(Variable)
+                t_in = _new_list(SynchronizedList)
+                t_out = _new_list(SynchronizedList)
+                t.__dict__.update(name=name, inputs=t_in, outputs=t_out, dtype=None, shape=None, type="tensor_type")
+                t_in.__dict__.update(parent_obj=t, field_name="outputs")
+                t_out.__dict__.update(parent_obj=t, field_name="inputs")
                 if name:
                     local[name] = t
             _append(outs, t)
             _append(t.__dict__["inputs"], n)
-        d = n.__dict__
-        d["op"] = proto.op_type
-        d["name"] = proto.name
-        d["attrs"] = attrs
-        d["inputs"] = ins
-        d["outputs"] = outs
-        d["domain"] = proto.domain if proto.HasField("domain") else None
+        n.__dict__.update(op=proto.op_type, name=proto.name, attrs=attrs, inputs=ins, outputs=outs,
+                          domain=proto.domain if proto.HasField("domain") else None)
         return n
 
     def attributes(self, protos: Any, outer: dict | None, local: OrderedDict, opset: Any,

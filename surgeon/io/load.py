@@ -238,14 +238,19 @@ def _record_graph(gproto: onnx.GraphProto, graph: gs.Graph, origin: Origin,
         _make_lazy_external(graph, owned, external_dir)
 
     # Nodes: extras gs drops, then recurse into subgraphs.
+    # (Each protobuf field is read once per node: every access builds a new wrapper.)
+    origin.used_domains.update(node_domain(node) for node in {(n.domain or ""): n for n in graph.nodes}.values())
     for nproto, node in zip(gproto.node, graph.nodes):
-        origin.used_domains.add(node_domain(node))
-        skipped = [a for a in nproto.attribute if a.name not in node.attrs]
-        if nproto.doc_string or len(nproto.metadata_props) or skipped:
-            origin.nodes[id(node)] = (node, nproto.doc_string, list(nproto.metadata_props), skipped)
-        for attr in nproto.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH and isinstance(node.attrs.get(attr.name), gs.Graph):
-                _record_graph(attr.g, node.attrs[attr.name], origin, external_dir)
+        attributes = nproto.attribute
+        skipped = [a for a in attributes if a.name not in node.attrs] if len(attributes) else []
+        doc = nproto.doc_string
+        meta = nproto.metadata_props
+        if doc or len(meta) or skipped:
+            origin.nodes[id(node)] = (node, doc, list(meta), skipped)
+        if len(attributes):
+            for attr in attributes:
+                if attr.type == onnx.AttributeProto.GRAPH and isinstance(node.attrs.get(attr.name), gs.Graph):
+                    _record_graph(attr.g, node.attrs[attr.name], origin, external_dir)
 
 
 def _captured_constants(graph: gs.Graph) -> dict[str, gs.Constant]:
