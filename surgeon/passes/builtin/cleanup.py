@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from surgeon.errors import PassError
+from surgeon.graph import prune
 from surgeon.graph.toposort import CycleError, is_sorted, sorted_nodes
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
@@ -35,7 +36,7 @@ def cleanup(model: Model, *, remove_unused_inputs: bool = False) -> PassResult:
     """
     result = PassResult()
     inputs_before = [t.name for t in model.graph.inputs]
-    model.graph.cleanup(remove_unused_graph_inputs=remove_unused_inputs, recurse_subgraphs=True)
+    prune.cleanup(model.graph, remove_unused_graph_inputs=remove_unused_inputs)
     dropped_inits = model.forget_unused_initializers()
     used_funcs = {(n.op, n.domain or "") for g in walk_graphs(model.graph) for n in g.nodes}
     for func in list(model.graph.functions):
