@@ -307,19 +307,29 @@ def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozense
         | {s.values.name for s in gproto.sparse_initializer} | {""}
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
     scope: frozenset[str] | None = None
-    for n, ins in zip(nodes, inputs):
+    in_order = True  # every edge goes forward: then there is no cycle (the usual case; no Kahn pass)
+    for j, (n, ins) in enumerate(zip(nodes, inputs)):
         for name in ins:
-            if name not in declared and name not in producer:
+            if name in declared:
+                continue
+            k = producer.get(name)
+            if k is None:
                 problems.append(f"{node_label(n)} in graph '{gproto.name}' reads '{name}', "
                                 "which no node, graph input or initializer provides")
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                if scope is None:
-                    scope = frozenset(declared | set(producer))
-                problems += structure_problems(a.g, scope)
+            elif k >= j:
+                in_order = False
+        attributes = n.attribute
+        if len(attributes):
+            for a in attributes:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    if scope is None:
+                        scope = frozenset(declared | set(producer))
+                    problems += structure_problems(a.g, scope)
     for out in gproto.output:
         if out.name not in declared and out.name not in producer:
             problems.append(f"graph output '{out.name}' of graph '{gproto.name}' is produced by nothing")
+    if in_order:
+        return problems
     # Kahn's algorithm over the edges inside this graph: what never becomes ready is on a cycle.
     waiting = [0] * len(nodes)
     readers: dict[int, list[int]] = {}

@@ -370,6 +370,7 @@ def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
                     d.tensors_renamed[e[0]] = a[0]
                 if e[1:] != a[1:]:
                     d.types_changed.append(a[0])
+        types_changed = set(d.types_changed)  # `in` on the list is quadratic when a pass retypes every tensor
         at = after.tensors
         for key, e in before.tensors.items():
             a = at.get(key)
@@ -380,7 +381,8 @@ def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
             if e[3] is not None or a[3] is not None:  # a constant (before or after)
                 if e[3] is None or a[3] is None or e[3]() is not a[3]() or e[2] != a[2]:
                     d.values_changed.append(a[1] or a[4])
-            elif e[2] != a[2] and a[1] not in d.types_changed:
+            elif e[2] != a[2] and a[1] not in types_changed:
+                types_changed.add(a[1])
                 d.types_changed.append(a[1])
         ag = after.graphs
         for key, (g, ins, outs, order) in before.graphs.items():
