@@ -24,6 +24,8 @@ from util import real_model, real_model_names
 import surgeon
 from surgeon.graph.quiet import quiet_gs
 from surgeon.io import fast_import
+from surgeon.io.external import is_external, iter_model_tensors
+from surgeon.io.load import _has_external
 
 
 class _Twins:
@@ -103,7 +105,9 @@ def _real_models():
 @pytest.mark.parametrize("name", _real_models())
 def test_fast_import_equals_gs_on_real_models(name):
     path = real_model(name)
-    assert_same_import(onnx.load(path, load_external_data=False))
+    proto = onnx.load(path, load_external_data=False)
+    assert_same_import(proto)
+    assert _has_external(proto) == any(is_external(t) for t in iter_model_tensors(proto))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # raised by onnx while it builds the cases
@@ -177,6 +181,7 @@ def test_external_weights_stay_lazy(tmp_path):
               size_threshold=0)
     proto = onnx.load(path, load_external_data=False)
     assert_same_import(proto)
+    assert _has_external(proto)
     model = surgeon.load(path)
     const = model.graph.nodes[0].inputs[1]
     assert type(const._values).__name__ == "ExternalValues"

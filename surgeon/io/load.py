@@ -32,7 +32,7 @@ from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io import fast_import
 from surgeon.io.export import function_fingerprint
-from surgeon.io.external import ExternalValues, external_problems, is_external, iter_model_tensors
+from surgeon.io.external import ExternalValues, external_problems, is_external
 from surgeon.io.model import Model, Origin, tensor_signature
 
 # gs logs every graph it imports at INFO/WARNING; surgeon reports changes itself.
@@ -108,7 +108,7 @@ def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None
 
 def _build_model(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None) -> Model:
     where = str(source_path) if source_path else "the model"
-    has_external = any(is_external(t) for t in iter_model_tensors(proto))
+    has_external = _has_external(proto)
     if has_external:
         if folder is None:
             raise ModelLoadError(f"{where} keeps weights in external data, but no folder to read them from was given",
@@ -286,6 +286,36 @@ def _make_lazy_external(graph: gs.Graph, owned: list[gs.Constant], folder: Path)
         values = c._values
         if type(values).__name__ == "LazyValues" and is_external(values.tensor):
             c._values = ExternalValues(values.tensor, folder)
+
+
+def _has_external(proto: onnx.ModelProto) -> bool:
+    """``any(is_external(t) for t in iter_model_tensors(proto))``, without a generator per node:
+    most nodes of a large graph have no attributes, and only attributes hold tensors."""
+
+    def in_graph(g: onnx.GraphProto) -> bool:
+        if any(is_external(t) for t in g.initializer):
+            return True
+        if any(is_external(s.values) or is_external(s.indices) for s in g.sparse_initializer):
+            return True
+        return any(in_attributes(attributes) for attributes in map(_attributes, g.node) if len(attributes))
+
+    def in_attributes(attributes) -> bool:
+        for a in attributes:
+            if a.HasField("t") and is_external(a.t):
+                return True
+            if any(is_external(t) for t in a.tensors):
+                return True
+            if a.HasField("g") and in_graph(a.g):
+                return True
+            if any(in_graph(sub) for sub in a.graphs):
+                return True
+        return False
+
+    return in_graph(proto.graph) or any(in_attributes(n.attribute) for f in proto.functions for n in f.node)
+
+
+def _attributes(node: onnx.NodeProto):
+    return node.attribute
 
 
 def _is_repeated(fd) -> bool:
