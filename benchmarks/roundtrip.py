@@ -114,21 +114,23 @@ def build_weights(total_mb: int, layers: int = 64) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def run_job(name: str, src: Path, dst: Path, external: bool, recipe: Path | None = None) -> tuple[float, float]:
+def run_job(name: str, src: Path, dst: Path, external: bool,
+            recipe: Path | None = None) -> tuple[float, float, float]:
+    """Run one job in a fresh process: (wall seconds, peak RSS MB, CPU seconds)."""
     # Peak RSS from VmHWM: ru_maxrss would carry over the parent's peak across exec.
     code = (f"import time\nSRC, DST, RECIPE = {str(src)!r}, {str(dst)!r}, {str(recipe)!r}\n"
             f"EXTERNAL, DST_DATA = {external!r}, {dst.name + '.data'!r}\n"
             # --apply times the job, not the imports (the other cases keep timing them as before)
             + (PREIMPORTS.get(name, "") if recipe else "")
-            + "t = time.perf_counter()\n"
+            + "t, c = time.perf_counter(), time.process_time()\n"
             + (APPLY_JOB if name == "apply" else JOBS[name])
             + "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]"
-            "\nprint(time.perf_counter() - t, hwm)")
+            "\nprint(time.perf_counter() - t, hwm, time.process_time() - c)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
-    seconds, rss_kb = out.stdout.split()[-2:]
-    return float(seconds), int(rss_kb) / 1024
+    seconds, rss_kb, cpu = out.stdout.split()[-3:]
+    return float(seconds), int(rss_kb) / 1024, float(cpu)
 
 
 def main() -> None:
@@ -180,20 +182,24 @@ def apply_ratios(sizes: list[int], repeat: int, as_json: bool) -> None:
         for n in sizes:
             src = Path(tmp) / f"relu_chain{n}.onnx"
             onnx.save(build_relu_chain(n), src)
-            runs: dict[str, list[tuple[float, float]]] = {"floor": [], "apply": []}
+            runs: dict[str, list[tuple[float, float, float]]] = {"floor": [], "apply": []}
             for _ in range(repeat):  # alternate, so that both see the same machine load
                 for name in runs:
                     runs[name].append(run_job(name, src, Path(tmp) / f"{name}-{src.name}", False, recipe))
             results[n] = {name: {"seconds": statistics.median(r[0] for r in rs),
-                                 "peak_mb": statistics.median(r[1] for r in rs)} for name, rs in runs.items()}
+                                 "peak_mb": statistics.median(r[1] for r in rs),
+                                 "cpu_seconds": statistics.median(r[2] for r in rs)} for name, rs in runs.items()}
     if as_json:
         print(json.dumps(results, indent=2))
         return
     print(f"surgeon apply (remove_node Relu + cleanup, full check) vs onnx.load+onnx.save; median of {repeat}")
-    print(f"{'nodes':>8} {'floor s':>8} {'apply s':>8} {'x floor':>8} {'floor MB':>9} {'apply MB':>9}")
+    print("(CPU: process time, steadier than wall time on a busy machine)")
+    print(f"{'nodes':>8} {'floor s':>8} {'apply s':>8} {'x floor':>8} {'floor cpu':>9} {'apply cpu':>9} "
+          f"{'x floor':>8} {'floor MB':>9} {'apply MB':>9}")
     for n, r in results.items():
         f, a = r["floor"], r["apply"]
         print(f"{n:8d} {f['seconds']:8.2f} {a['seconds']:8.2f} {a['seconds'] / f['seconds']:8.1f} "
+              f"{f['cpu_seconds']:9.2f} {a['cpu_seconds']:9.2f} {a['cpu_seconds'] / f['cpu_seconds']:8.1f} "
               f"{f['peak_mb']:9.0f} {a['peak_mb']:9.0f}")
 
 
