@@ -1,6 +1,7 @@
 """Load -> cleanup -> toposort -> save: surgeon against its peers, in one run.
 
     python benchmarks/roundtrip.py [--nodes 100000] [--weights-mb 1024] [--repeat 3]
+    python benchmarks/roundtrip.py --apply 10000,30000,100000   # issue #9's target job only
 
 Two models, the design notes' cases:
   chain    an elementwise chain of --nodes nodes (graph size)
@@ -11,6 +12,11 @@ Each job runs in a fresh subprocess, so its peak RSS is its own:
   gs       onnx-graphsurgeon import -> cleanup -> toposort -> export -> save
   surgeon  surgeon.load -> cleanup -> toposort passes -> surgeon.save (full checker included)
 Prints medians and ratios to the floor and to gs. Timings never go in unit tests.
+
+--apply N,M,...: the whole ``surgeon apply`` job (load, remove_node {op: Relu}
+in bypass mode, cleanup, save with the full checker) on a chain of N nodes,
+half of them Relu, against the floor; the floor and surgeon runs alternate,
+so both see the same machine load.
 """
 
 from __future__ import annotations
@@ -47,6 +53,21 @@ surgeon.save(m, DST)
 """,
 }
 
+APPLY_JOB = """
+from surgeon.cli import main
+assert main(["apply", RECIPE, SRC, "-o", DST]) == 0
+"""
+
+# Imported before the clock starts: import time is fixed, not the job's (surgeon.workflow pulls in onnxruntime).
+PREIMPORTS = {"apply": "import surgeon.cli, surgeon.workflow\n", "floor": "import onnx\n"}
+
+APPLY_RECIPE = """version: 1
+steps:
+  - pass: remove_node
+    with: {op: Relu}
+  - pass: cleanup
+"""
+
 
 def build_chain(n: int) -> onnx.ModelProto:
     nodes, prev = [], "x"
@@ -55,6 +76,22 @@ def build_chain(n: int) -> onnx.ModelProto:
         out = f"t{i}" if i < n - 1 else "y"
         op = ("Add", "Mul", "Relu", "Sub")[i % 4]
         ins = [prev] if op == "Relu" else [prev, "c"]
+        nodes.append(helper.make_node(op, ins, [out], name=f"n{i}"))
+        prev = out
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def build_relu_chain(n: int) -> onnx.ModelProto:
+    """A chain of n elementwise nodes, every other one a Relu, two small initializers."""
+    nodes, prev = [], "x"
+    inits = [numpy_helper.from_array(np.full((1, 16), 0.5, np.float32), "c"),
+             numpy_helper.from_array(np.full((1, 16), 2.0, np.float32), "d")]
+    for i in range(n):
+        out = f"t{i}" if i < n - 1 else "y"
+        op = ("Add", "Relu", "Mul", "Relu")[i % 4]
+        ins = [prev] if op == "Relu" else [prev, "c" if op == "Add" else "d"]
         nodes.append(helper.make_node(op, ins, [out], name=f"n{i}"))
         prev = out
     g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
@@ -77,17 +114,23 @@ def build_weights(total_mb: int, layers: int = 64) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def run_job(name: str, src: Path, dst: Path, external: bool) -> tuple[float, float]:
+def run_job(name: str, src: Path, dst: Path, external: bool,
+            recipe: Path | None = None) -> tuple[float, float, float]:
+    """Run one job in a fresh process: (wall seconds, peak RSS MB, CPU seconds)."""
     # Peak RSS from VmHWM: ru_maxrss would carry over the parent's peak across exec.
-    code = (f"import time\nSRC, DST = {str(src)!r}, {str(dst)!r}\n"
-            f"EXTERNAL, DST_DATA = {external!r}, {dst.name + '.data'!r}\nt = time.perf_counter()\n"
-            + JOBS[name] + "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]"
-            "\nprint(time.perf_counter() - t, hwm)")
+    code = (f"import time\nSRC, DST, RECIPE = {str(src)!r}, {str(dst)!r}, {str(recipe)!r}\n"
+            f"EXTERNAL, DST_DATA = {external!r}, {dst.name + '.data'!r}\n"
+            # --apply times the job, not the imports (the other cases keep timing them as before)
+            + (PREIMPORTS.get(name, "") if recipe else "")
+            + "t, c = time.perf_counter(), time.process_time()\n"
+            + (APPLY_JOB if name == "apply" else JOBS[name])
+            + "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]"
+            "\nprint(time.perf_counter() - t, hwm, time.process_time() - c)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
-    seconds, rss_kb = out.stdout.split()[-2:]
-    return float(seconds), int(rss_kb) / 1024
+    seconds, rss_kb, cpu = out.stdout.split()[-3:]
+    return float(seconds), int(rss_kb) / 1024, float(cpu)
 
 
 def main() -> None:
@@ -96,7 +139,11 @@ def main() -> None:
     ap.add_argument("--weights-mb", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--apply", help="comma-separated chain sizes: time the whole surgeon apply job only")
     args = ap.parse_args()
+    if args.apply:
+        apply_ratios([int(n) for n in args.apply.split(",")], args.repeat, args.json)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cases = {}
         chain = Path(tmp) / "chain.onnx"
@@ -125,6 +172,35 @@ def main() -> None:
         for name, r in jobs.items():
             print(f"{name:8} {r['seconds']:8.2f} {r['peak_mb']:8.0f} {r['seconds'] / floor:8.1f} "
                   f"{r['seconds'] / gs_:6.2f}")
+
+
+def apply_ratios(sizes: list[int], repeat: int, as_json: bool) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = Path(tmp) / "recipe.yaml"
+        recipe.write_text(APPLY_RECIPE)
+        for n in sizes:
+            src = Path(tmp) / f"relu_chain{n}.onnx"
+            onnx.save(build_relu_chain(n), src)
+            runs: dict[str, list[tuple[float, float, float]]] = {"floor": [], "apply": []}
+            for _ in range(repeat):  # alternate, so that both see the same machine load
+                for name in runs:
+                    runs[name].append(run_job(name, src, Path(tmp) / f"{name}-{src.name}", False, recipe))
+            results[n] = {name: {"seconds": statistics.median(r[0] for r in rs),
+                                 "peak_mb": statistics.median(r[1] for r in rs),
+                                 "cpu_seconds": statistics.median(r[2] for r in rs)} for name, rs in runs.items()}
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"surgeon apply (remove_node Relu + cleanup, full check) vs onnx.load+onnx.save; median of {repeat}")
+    print("(CPU: process time, steadier than wall time on a busy machine)")
+    print(f"{'nodes':>8} {'floor s':>8} {'apply s':>8} {'x floor':>8} {'floor cpu':>9} {'apply cpu':>9} "
+          f"{'x floor':>8} {'floor MB':>9} {'apply MB':>9}")
+    for n, r in results.items():
+        f, a = r["floor"], r["apply"]
+        print(f"{n:8d} {f['seconds']:8.2f} {a['seconds']:8.2f} {a['seconds'] / f['seconds']:8.1f} "
+              f"{f['cpu_seconds']:9.2f} {a['cpu_seconds']:9.2f} {a['cpu_seconds'] / f['cpu_seconds']:8.1f} "
+              f"{f['peak_mb']:9.0f} {a['peak_mb']:9.0f}")
 
 
 if __name__ == "__main__":

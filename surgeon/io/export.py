@@ -82,18 +82,26 @@ class _Exporter:
         graph that encloses all its readers (so a constant two branches share
         is declared once, in their parent).
         """
-        readers: dict[int, tuple[gs.Constant, list[gs.Graph]]] = {}
+        # Per constant, the graphs that read it (each once: a weight read by 50,000 nodes
+        # of one graph has one reader graph).
+        readers: dict[int, tuple[gs.Constant, dict[int, gs.Graph]]] = {}
+        constant = gs.Constant
         for g in self.graphs:
+            gid = id(g)
             for node in g.nodes:
                 for t in node.inputs:
-                    if isinstance(t, gs.Constant):
-                        readers.setdefault(id(t), (t, []))[1].append(g)
+                    if type(t) is constant or isinstance(t, constant):
+                        entry = readers.get(id(t))
+                        if entry is None:
+                            readers[id(t)] = (t, {gid: g})
+                        elif gid not in entry[1]:
+                            entry[1][gid] = g
             for t in g.outputs:
-                if isinstance(t, gs.Constant):
-                    readers.setdefault(id(t), (t, []))[1].append(g)
+                if isinstance(t, constant):
+                    readers.setdefault(id(t), (t, {}))[1].setdefault(gid, g)
         placed: dict[int, list[gs.Constant]] = {id(g): [] for g in self.graphs}
         for const, using in readers.values():
-            chains = [self._ancestors(g) for g in using]
+            chains = [self._ancestors(g) for g in using.values()]
             common = [gid for gid in chains[0] if all(gid in c for c in chains[1:])]
             owner = self.origin.owner.get(id(const))
             if owner is not None and id(owner[1]) in common:
@@ -116,7 +124,8 @@ class _Exporter:
         m = self.model
         out = onnx.ModelProto()
         out.CopyFrom(m.template)
-        out.graph.CopyFrom(self._graph(m.graph, top=True))
+        out.graph.Clear()
+        self._graph(m.graph, top=True, g=out.graph)  # built in place: no copy of the whole graph
         for func in m.graph.functions:
             known = self.origin.functions.get(id(func))
             if known is not None and known[0] is func and function_fingerprint(func) == known[2]:
@@ -160,13 +169,15 @@ class _Exporter:
             result[d] = 1  # a domain a pass introduced, declared as gs does
         return result
 
-    def _graph(self, graph: gs.Graph, top: bool) -> onnx.GraphProto:
+    def _graph(self, graph: gs.Graph, top: bool, g: onnx.GraphProto) -> onnx.GraphProto:
+        """Write ``graph`` into ``g``, an empty GraphProto (built in place, never copied)."""
         o = self.origin
-        g = onnx.GraphProto()
         g.name = graph.name or ""
         if graph.doc_string:
             g.doc_string = graph.doc_string
-        g.node.extend(self._node(n) for n in graph.nodes)
+        add = g.node.add
+        for n in graph.nodes:
+            self._node(n, add)
 
         consts = self.initializers.get(id(graph), [])
         for c in consts:
@@ -214,19 +225,26 @@ class _Exporter:
             g.quantization_annotation.extend(q for q in extras[2] if q.tensor_name in names)
         return g
 
-    def _node(self, node: gs.Node) -> onnx.NodeProto:
-        p = onnx.NodeProto()
-        p.op_type = node.op
-        if node.name:
-            p.name = node.name
-        if node.domain is not None:
-            p.domain = node.domain
-        p.input.extend(t.name for t in node.inputs)
-        p.output.extend(t.name for t in node.outputs)
+    def _node(self, node: gs.Node, add: Any) -> onnx.NodeProto:
+        # Built in place with one call per node (``add`` of the graph's node list: each field
+        # set from Python is a separate C call, and extend() would copy every node again);
+        # name and domain are passed only when set, so that absent fields stay absent.
+        ins = [t.name for t in node.inputs]
+        outs = [t.name for t in node.outputs]
+        name, domain = node.name, node.domain
+        if name:
+            if domain is not None:
+                p = add(op_type=node.op, name=name, domain=domain, input=ins, output=outs)
+            else:
+                p = add(op_type=node.op, name=name, input=ins, output=outs)
+        elif domain is not None:
+            p = add(op_type=node.op, domain=domain, input=ins, output=outs)
+        else:
+            p = add(op_type=node.op, input=ins, output=outs)
         for key, value in node.attrs.items():
             if isinstance(value, gs.Graph):
                 attr = onnx.AttributeProto(name=key, type=onnx.AttributeProto.GRAPH)
-                attr.g.CopyFrom(self._graph(value, top=False))
+                self._graph(value, top=False, g=attr.g)
                 p.attribute.append(attr)
             elif isinstance(value, gs.Constant) and type(value._values).__name__ in ("LazyValues", "ExternalValues"):
                 # An unchanged tensor attribute: copy its proto as read (gs would

@@ -1,6 +1,8 @@
 """Loading: an ONNX file or ModelProto -> :class:`surgeon.Model`.
 
-The protobuf is read without its external data; gs imports the graph; then
+The protobuf is read without its external data; :mod:`surgeon.io.fast_import`
+builds the gs graph (exactly what gs's importer builds, without its per-object
+cost; gs's importer is the fallback); then
 we walk the proto and the gs graph side by side (gs imports nodes in file
 order, subgraphs by attribute name) to record in :class:`Origin` what gs
 would otherwise lose, and to undo its one import bug that changes meaning
@@ -9,6 +11,7 @@ would otherwise lose, and to undo its one import bug that changes meaning
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -27,8 +30,9 @@ from surgeon.errors import ModelLoadError
 from surgeon.graph.names import node_label
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import node_domain, walk_graphs
+from surgeon.io import fast_import
 from surgeon.io.export import function_fingerprint
-from surgeon.io.external import ExternalValues, external_problems, is_external, iter_model_tensors
+from surgeon.io.external import ExternalValues, external_problems, is_external
 from surgeon.io.model import Model, Origin, tensor_signature
 
 # gs logs every graph it imports at INFO/WARNING; surgeon reports changes itself.
@@ -93,8 +97,18 @@ def from_proto(proto: onnx.ModelProto, *, base_dir: Path | None = None,
 
 
 def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None) -> Model:
+    paused = gc.isenabled()
+    gc.disable()  # the graph's objects all live as long as the model: collections would only rescan them
+    try:
+        return _build_model(proto, folder, source_path)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _build_model(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None) -> Model:
     where = str(source_path) if source_path else "the model"
-    has_external = any(is_external(t) for t in iter_model_tensors(proto))
+    has_external = _has_external(proto)
     if has_external:
         if folder is None:
             raise ModelLoadError(f"{where} keeps weights in external data, but no folder to read them from was given",
@@ -114,8 +128,10 @@ def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None
             hint="no runtime can execute it; re-export the model, or fix the graph with onnx / onnx-graphsurgeon",
         )
     try:
-        with quiet_gs():
-            graph = gs.import_onnx(proto)
+        graph = fast_import.import_onnx(proto)  # None: an untested gs version, or a model it cannot build
+        if graph is None:
+            with quiet_gs():
+                graph = gs.import_onnx(proto)
     except Exception as exc:  # gs fails in many ways on malformed graphs; all are input problems
         raise ModelLoadError(
             f"{where} cannot be imported: {type(exc).__name__}: {exc}",
@@ -222,14 +238,19 @@ def _record_graph(gproto: onnx.GraphProto, graph: gs.Graph, origin: Origin,
         _make_lazy_external(graph, owned, external_dir)
 
     # Nodes: extras gs drops, then recurse into subgraphs.
+    # (Each protobuf field is read once per node: every access builds a new wrapper.)
+    origin.used_domains.update(node_domain(node) for node in {(n.domain or ""): n for n in graph.nodes}.values())
     for nproto, node in zip(gproto.node, graph.nodes):
-        origin.used_domains.add(node_domain(node))
-        skipped = [a for a in nproto.attribute if a.name not in node.attrs]
-        if nproto.doc_string or len(nproto.metadata_props) or skipped:
-            origin.nodes[id(node)] = (node, nproto.doc_string, list(nproto.metadata_props), skipped)
-        for attr in nproto.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH and isinstance(node.attrs.get(attr.name), gs.Graph):
-                _record_graph(attr.g, node.attrs[attr.name], origin, external_dir)
+        attributes = nproto.attribute
+        skipped = [a for a in attributes if a.name not in node.attrs] if len(attributes) else []
+        doc = nproto.doc_string
+        meta = nproto.metadata_props
+        if doc or len(meta) or skipped:
+            origin.nodes[id(node)] = (node, doc, list(meta), skipped)
+        if len(attributes):
+            for attr in attributes:
+                if attr.type == onnx.AttributeProto.GRAPH and isinstance(node.attrs.get(attr.name), gs.Graph):
+                    _record_graph(attr.g, node.attrs[attr.name], origin, external_dir)
 
 
 def _captured_constants(graph: gs.Graph) -> dict[str, gs.Constant]:
@@ -267,6 +288,36 @@ def _make_lazy_external(graph: gs.Graph, owned: list[gs.Constant], folder: Path)
             c._values = ExternalValues(values.tensor, folder)
 
 
+def _has_external(proto: onnx.ModelProto) -> bool:
+    """``any(is_external(t) for t in iter_model_tensors(proto))``, without a generator per node:
+    most nodes of a large graph have no attributes, and only attributes hold tensors."""
+
+    def in_graph(g: onnx.GraphProto) -> bool:
+        if any(is_external(t) for t in g.initializer):
+            return True
+        if any(is_external(s.values) or is_external(s.indices) for s in g.sparse_initializer):
+            return True
+        return any(in_attributes(attributes) for attributes in map(_attributes, g.node) if len(attributes))
+
+    def in_attributes(attributes) -> bool:
+        for a in attributes:
+            if a.HasField("t") and is_external(a.t):
+                return True
+            if any(is_external(t) for t in a.tensors):
+                return True
+            if a.HasField("g") and in_graph(a.g):
+                return True
+            if any(in_graph(sub) for sub in a.graphs):
+                return True
+        return False
+
+    return in_graph(proto.graph) or any(in_attributes(n.attribute) for f in proto.functions for n in f.node)
+
+
+def _attributes(node: onnx.NodeProto):
+    return node.attribute
+
+
 def _is_repeated(fd) -> bool:
     # protobuf >= 5 (upb) has is_repeated; older ones only label.
     return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
@@ -286,19 +337,29 @@ def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozense
         | {s.values.name for s in gproto.sparse_initializer} | {""}
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
     scope: frozenset[str] | None = None
-    for n, ins in zip(nodes, inputs):
+    in_order = True  # every edge goes forward: then there is no cycle (the usual case; no Kahn pass)
+    for j, (n, ins) in enumerate(zip(nodes, inputs)):
         for name in ins:
-            if name not in declared and name not in producer:
+            if name in declared:
+                continue
+            k = producer.get(name)
+            if k is None:
                 problems.append(f"{node_label(n)} in graph '{gproto.name}' reads '{name}', "
                                 "which no node, graph input or initializer provides")
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                if scope is None:
-                    scope = frozenset(declared | set(producer))
-                problems += structure_problems(a.g, scope)
+            elif k >= j:
+                in_order = False
+        attributes = n.attribute
+        if len(attributes):
+            for a in attributes:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    if scope is None:
+                        scope = frozenset(declared | set(producer))
+                    problems += structure_problems(a.g, scope)
     for out in gproto.output:
         if out.name not in declared and out.name not in producer:
             problems.append(f"graph output '{out.name}' of graph '{gproto.name}' is produced by nothing")
+    if in_order:
+        return problems
     # Kahn's algorithm over the edges inside this graph: what never becomes ready is on a cycle.
     waiting = [0] * len(nodes)
     readers: dict[int, list[int]] = {}

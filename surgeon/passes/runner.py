@@ -375,6 +375,7 @@ def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
                     d.tensors_renamed[e[0]] = a[0]
                 if e[1:] != a[1:]:
                     d.types_changed.append(a[0])
+        types_changed = set(d.types_changed)  # `in` on the list is quadratic when a pass retypes every tensor
         at = after.tensors
         for key, e in before.tensors.items():
             a = at.get(key)
@@ -385,7 +386,8 @@ def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
             if e[3] is not None or a[3] is not None:  # a constant (before or after)
                 if e[3] is None or a[3] is None or e[3]() is not a[3]() or e[2] != a[2]:
                     d.values_changed.append(a[1] or a[4])
-            elif e[2] != a[2] and a[1] not in d.types_changed:
+            elif e[2] != a[2] and a[1] not in types_changed:
+                types_changed.add(a[1])
                 d.types_changed.append(a[1])
         ag = after.graphs
         for key, (g, ins, outs, order) in before.graphs.items():
@@ -491,15 +493,24 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     if not isinstance(model, Model):
         raise TypeError(f"apply() takes a surgeon.Model (from surgeon.load), not {type(model).__name__}")
     result = ApplyResult(recipe)
-    with task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
-        snapshot = _snapshot(model.graph)
-        for step in recipe.steps:
-            steps.describe(step.label)
-            report, snapshot = _run_step(model, step, registry, True, snapshot)
-            result.steps.append(report)
-            if step.expect:
-                check_expect(model, report)
-            steps.advance()
+    # The model's objects live through every step: frozen, the collector skips them instead of
+    # rescanning hundreds of thousands of nodes and tensors each time a pass allocates.
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        with task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
+            snapshot = _snapshot(model.graph)
+            for step in recipe.steps:
+                steps.describe(step.label)
+                report, snapshot = _run_step(model, step, registry, True, snapshot)
+                result.steps.append(report)
+                if step.expect:
+                    check_expect(model, report)
+                steps.advance()
+    finally:
+        if freeze:
+            gc.unfreeze()
     return result
 
 

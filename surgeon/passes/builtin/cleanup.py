@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import onnx_graphsurgeon as gs
-
 from surgeon.errors import PassError
+from surgeon.graph import prune
+from surgeon.graph.toposort import CycleError, is_sorted, sorted_nodes
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.result import PassResult
@@ -36,7 +36,7 @@ def cleanup(model: Model, *, remove_unused_inputs: bool = False) -> PassResult:
     """
     result = PassResult()
     inputs_before = [t.name for t in model.graph.inputs]
-    model.graph.cleanup(remove_unused_graph_inputs=remove_unused_inputs, recurse_subgraphs=True)
+    prune.cleanup(model.graph, remove_unused_graph_inputs=remove_unused_inputs)
     dropped_inits = model.forget_unused_initializers()
     used_funcs = {(n.op, n.domain or "") for g in walk_graphs(model.graph) for n in g.nodes}
     for func in list(model.graph.functions):
@@ -63,8 +63,9 @@ def toposort(model: Model) -> PassResult:
     Rules:
         1. A graph (or subgraph) that is already sorted is left exactly as it
            is (onnx-graphsurgeon's toposort reorders sorted graphs too).
-        2. Otherwise it is sorted with onnx-graphsurgeon's ``toposort``.
-        3. A graph with a cycle is an error that names a node on the cycle.
+        2. Otherwise it is sorted with Kahn's algorithm, keeping the current
+           order wherever it is valid (no recursion: any depth works).
+        3. A graph with a cycle is an error that names nodes on the cycle.
 
     Example:
         version: 1
@@ -75,26 +76,18 @@ def toposort(model: Model) -> PassResult:
         the graphs that were reordered.
     """
     result = PassResult()
-    for g in list(walk_graphs(model.graph)):
-        if _is_sorted(g):
+    graphs = list(walk_graphs(model.graph))
+    orders = []
+    for g in graphs:  # every graph is sorted (or refused) before any changes
+        if is_sorted(g):
             continue
-        before = [id(n) for n in g.nodes]
         try:
-            g.toposort(recurse_subgraphs=False, recurse_functions=False)
-        except Exception as exc:  # gs raises on cycles
+            orders.append((g, sorted_nodes(g)))
+        except CycleError as exc:
             raise PassError(f"graph '{g.name}' cannot be sorted: {exc}",
                             hint="the graph has a cycle; check the nodes named above") from exc
-        if [id(n) for n in g.nodes] != before:
+    for g, order in orders:
+        if [id(n) for n in order] != [id(n) for n in g.nodes]:
+            g.nodes = order
             result.notes.append(f"reordered graph '{g.name}'")
     return result
-
-
-def _is_sorted(graph: gs.Graph) -> bool:
-    produced_here = {id(t) for n in graph.nodes for t in n.outputs}
-    seen: set[int] = set()
-    for node in graph.nodes:
-        for t in node.inputs:
-            if id(t) in produced_here and id(t) not in seen:
-                return False
-        seen.update(id(t) for t in node.outputs)
-    return True
