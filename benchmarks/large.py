@@ -185,7 +185,7 @@ def run(code: str, timeout: float, max_gb: float, cwd: Path) -> dict:
         out = subprocess.run([sys.executable, "-c", WRAPPER + code], capture_output=True, text=True,
                              timeout=timeout, preexec_fn=limit, cwd=cwd)
     except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s", "seconds": time.perf_counter() - start}
+        return {"error": f"timeout after {timeout:.0f} s", "seconds": time.perf_counter() - start, "peak_mb": 0}
     lines = [line for line in out.stderr.splitlines() if line.startswith("BENCH ")]
     seconds, peak = (float(v) for v in lines[-1].split()[1:]) if lines else (time.perf_counter() - start, 0)
     result = {"seconds": seconds, "peak_mb": peak / 1024}
@@ -214,8 +214,9 @@ def clean(folder: Path, keep: set[Path]) -> None:
 
 
 def fmt(r: dict, floor: dict | None) -> str:
-    ratio = f"{r['seconds'] / floor['seconds']:.1f}" if floor and "error" not in floor else ""
-    mem = f"{r['peak_mb'] / floor['peak_mb']:.2f}" if floor and floor.get("peak_mb") else ""
+    ok = floor and "error" not in floor
+    ratio = f"{r['seconds'] / floor['seconds']:.1f}" if ok else ""
+    mem = f"{r['peak_mb'] / floor['peak_mb']:.2f}" if ok and r.get("peak_mb") else ""
     return f"{r['seconds']:8.1f} {r.get('peak_mb', 0):9.0f} {ratio:>8} {mem:>8}  {r.get('error', '')}"
 
 
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only the small sizes (10k nodes, 256 MiB)")
     ap.add_argument("--part", default="peers,recipes")
     ap.add_argument("--jobs", default=",".join(PEERS), help="peer jobs to run")
+    ap.add_argument("--recipes", default=",".join(APPLY), help="surgeon apply runs of the recipes part")
     ap.add_argument("--chains", default=None, help="chain sizes (default 10000,30000,100000)")
     ap.add_argument("--weights-mib", default=None, help="llm weight sizes in MiB (default 256,1024,4096)")
     ap.add_argument("--timeout", type=float, default=900)
@@ -274,6 +276,8 @@ def main() -> None:
                       f"value {value:.0f} MB")
                 print(f"{'recipe':20} {'seconds':>8} {'peak MB':>9} {'bound MB':>9}  result", flush=True)
                 for label2, (recipe_name, extra) in APPLY.items():
+                    if label2 not in args.recipes.split(","):
+                        continue
                     recipe = tmp / f"{recipe_name}.yaml"
                     steps = [{"pass": p, "with": w} if w else {"pass": p} for p, w in RECIPES[recipe_name]]
                     recipe.write_text(json.dumps({"version": 1, "steps": steps}))
