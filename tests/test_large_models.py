@@ -197,3 +197,23 @@ def test_inference_never_copies_weights_a_pass_loaded(big, monkeypatch):
     monkeypatch.undo()
     surgeon.save(model, big.with_name("out.onnx"))
     assert surgeon.verify(big, big.with_name("out.onnx"), dims={"batch": 1}).status == "match"
+
+
+def test_save_writes_weights_a_pass_loaded_straight_from_memory(big, tmp_path, monkeypatch):
+    """A folded or converted weight goes from its array to the data file: through the proto it
+    was copied twice while the array was held (1.8 GB at once for a 596 MB weight)."""
+    model = surgeon.load(big)
+    surgeon.run_pass(model, "fold_constants")  # the transposed embedding, in memory
+    head = next(c for c in model.graph.tensors().values()
+                if isinstance(c, gs.Constant) and isinstance(c._values, np.ndarray) and c.values.nbytes > 1024)
+    exported: list[str] = []
+    real = OnnxExporter.export_tensor_proto
+    monkeypatch.setattr(OnnxExporter, "export_tensor_proto", staticmethod(lambda c: exported.append(c.name) or real(c)))
+    surgeon.save(model, tmp_path / "out.onnx")
+    assert head.name not in exported
+    monkeypatch.undo()
+    saved = {i.name: i for i in onnx.load(str(tmp_path / "out.onnx"), load_external_data=False).graph.initializer}
+    assert saved[head.name].data_location == TensorProto.EXTERNAL
+    assert np.array_equal(numpy_helper.to_array(next(i for i in onnx.load(str(tmp_path / "out.onnx")).graph.initializer
+                                                     if i.name == head.name)), head.values)
+    assert surgeon.verify(big, tmp_path / "out.onnx", dims={"batch": 1}).status == "match"
