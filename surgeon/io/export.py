@@ -181,7 +181,9 @@ class _Exporter:
             if isinstance(c._values, SparseValues):
                 g.sparse_initializer.append(OnnxExporter.export_sparse_tensor_proto(c))
             else:
-                tensor = (self.initializer and self.initializer(c)) or OnnxExporter.export_tensor_proto(c)
+                tensor = self.initializer(c) if self.initializer is not None else None
+                if tensor is None:
+                    tensor = OnnxExporter.export_tensor_proto(c)
                 if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.external_data:
                     # gs keeps the EXTERNAL flag of a constant whose values a pass replaced
                     # in memory; the bytes are inline now (save moves them out again).
