@@ -153,9 +153,12 @@ def _verify(original: Any, edited: Any, renamed: dict[str, str] | None, referenc
     report = VerifyReport("match", baseline_name, dims=dims, seed=seed,
                           inputs=str(inputs) if isinstance(inputs, (str, Path)) else
                           "given" if inputs is not None else "random")
+    # One model's weights in memory at a time: the edited model is opened to learn its
+    # inputs, closed, the baseline runs, and the edited model is opened again to run.
+    # Both at once would hold the weights twice (8 GiB for a 4 GiB model).
     stages.describe("loading the edited model in onnxruntime")
     try:
-        edited_sess = _session(edited)
+        edited_inputs = _inputs(_session(edited))
     except Exception as exc:  # onnxruntime raises its own exception types for every reason
         report.status = "failed"
         report.notes.append(f"the edited model cannot run in onnxruntime: {_short(exc)}")
@@ -176,12 +179,13 @@ def _verify(original: Any, edited: Any, renamed: dict[str, str] | None, referenc
             report.status = "failed"
         return report
 
-    feeds = _feeds(edited_sess, base_sess, renamed, dims, inputs, seed)
+    base_inputs = _inputs(base_sess)
+    feeds = _feeds(edited_inputs, base_inputs, renamed, dims, inputs, seed)
     if inputs is None and _has_control_flow(edited):
         report.notes.append("the model has If/Loop/Scan nodes: one set of random inputs may not take every "
                             "branch or run every loop body; give real inputs with --inputs to cover them")
     inverse = {new: old for old, new in renamed.items()}
-    base_feeds = {i.name: feeds[renamed.get(i.name, i.name)] for i in base_sess.get_inputs()
+    base_feeds = {i.name: feeds[renamed.get(i.name, i.name)] for i in base_inputs
                   if renamed.get(i.name, i.name) in feeds}
     stages.advance()
     stages.describe(f"running {baseline_name}")
@@ -196,10 +200,11 @@ def _verify(original: Any, edited: Any, renamed: dict[str, str] | None, referenc
             report.notes.append(f"{baseline_name} rejected the inputs built for the edited model "
                                 f"(do the models take the same inputs?): {_short(exc)}")
         return report
+    del base_sess  # its weights go before the edited model's are read
     stages.advance()
     stages.describe("running the edited model")
     try:
-        got = _run(edited_sess, feeds)
+        got = _run(_session(edited), feeds)
     except Exception as exc:
         report.status = "failed"
         what = "the given inputs" if inputs is not None else "the generated inputs"
@@ -268,14 +273,27 @@ def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | Non
     return check
 
 
-def _feeds(edited_sess, base_sess, renamed: dict[str, str], dims: dict[str, int],
+@dataclass(frozen=True)
+class _Input:
+    """What verification needs of a session's input, kept after the session is closed."""
+
+    name: str
+    shape: list
+    type: str
+
+
+def _inputs(sess) -> list[_Input]:
+    return [_Input(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
+
+
+def _feeds(edited_inputs: list[_Input], base_inputs: list[_Input], renamed: dict[str, str], dims: dict[str, int],
            given: dict[str, np.ndarray] | str | Path | None, seed: int) -> dict[str, np.ndarray]:
     """Inputs for the edited model; shapes take fixed dims from either model, then ``dims``."""
     if isinstance(given, (str, Path)):
         given = _load_npz(Path(given))
-    base_shapes = {renamed.get(i.name, i.name): i.shape for i in base_sess.get_inputs()}
+    base_shapes = {renamed.get(i.name, i.name): i.shape for i in base_inputs}
     inverse = {new: old for old, new in renamed.items()}
-    symbols = {d for sess in (edited_sess, base_sess) for i in sess.get_inputs() for d in i.shape
+    symbols = {d for inputs in (edited_inputs, base_inputs) for i in inputs for d in i.shape
                if isinstance(d, str)}
     unknown = sorted(set(dims) - symbols)
     if unknown and given is None:
@@ -286,14 +304,14 @@ def _feeds(edited_sess, base_sess, renamed: dict[str, str], dims: dict[str, int]
         )
     rng = np.random.default_rng(seed)
     feeds = {}
-    for inp in edited_sess.get_inputs():
+    for inp in edited_inputs:
         if given is not None:
             # Arrays may be named as the edited model or the original names its inputs.
             key = inp.name if inp.name in given else inverse.get(inp.name)
             if key not in given:
                 raise SurgeonError(f"the verification inputs have no array '{inp.name}'",
                                    hint=f"the .npz file must hold every input of the edited model: "
-                                        f"{', '.join(i.name for i in edited_sess.get_inputs())}")
+                                        f"{', '.join(i.name for i in edited_inputs)}")
             feeds[inp.name] = np.asarray(given[key])
             continue
         dtype = np_dtype_of_ort(inp.type)

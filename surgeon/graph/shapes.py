@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx.defs
 import onnx.shape_inference
@@ -70,6 +71,7 @@ KEEP_BYTES = 1024
 # references (strict mode errors, lenient mode loses the value), so these keep
 # their bytes unless the proto is still over PROTO_LIMIT without the others.
 _PARSED_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+_PLACEHOLDER = "surgeon-shape-inference-placeholder"
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data",
                 "uint64_data")
 # onnx's inference invents these names for dimensions it cannot name.
@@ -183,7 +185,7 @@ def infer_value_infos(model: Model) -> tuple[dict[str, onnx.ValueInfoProto], str
 
 def export_for_inference(model: Model, *, stale: bool) -> onnx.ModelProto:
     """The model's proto with intermediate shape information removed (see the module notes)."""
-    proto = to_proto(model)
+    proto = to_proto(model, initializer=_weightless)
     schemaless = _schemaless_outputs(proto)
     _clear(proto.graph, schemaless, stale, top=True)
     return proto
@@ -206,7 +208,7 @@ def infer(source: Model | onnx.ModelProto, *, strict: bool = False, errors: str 
         raise ValueError(f"errors must be 'raise' or 'report', not {errors!r}")
     lenient = errors == "report"
     try:
-        proto = to_proto(source) if isinstance(source, Model) else source
+        proto = to_proto(source, initializer=_weightless) if isinstance(source, Model) else source
         drop_weight_bytes(proto)
         if proto.ByteSize() >= PROTO_LIMIT:
             raise PassError(
@@ -243,7 +245,7 @@ def drop_weight_bytes(proto: onnx.ModelProto) -> None:
     """
     parsed: list[onnx.TensorProto] = []
     for t in iter_model_tensors(proto):
-        if is_external(t) or t.ByteSize() < KEEP_BYTES:
+        if is_external(t) or _payload_size(t) < KEEP_BYTES:
             continue
         if t.data_type in _PARSED_TYPES:
             parsed.append(t)
@@ -256,10 +258,42 @@ def drop_weight_bytes(proto: onnx.ModelProto) -> None:
 
 def _to_placeholder(t: onnx.TensorProto) -> None:
     """A reference to bytes nobody reads: onnx's inference never opens external data."""
-    size = t.ByteSize()
+    size = _payload_size(t)
     for field in _DATA_FIELDS:
         t.ClearField(field)
-    set_external(t, "surgeon-shape-inference-placeholder", 0, size)
+    set_external(t, _PLACEHOLDER, 0, size)
+
+
+def _payload_size(t: onnx.TensorProto) -> int:
+    """A tensor's bytes, from its dims: ``ByteSize()`` would serialize a copy of them (upb)."""
+    if t.data_type == onnx.TensorProto.STRING:
+        return t.ByteSize()
+    count = 1
+    for d in t.dims:
+        count *= d
+    try:
+        return count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, ValueError, TypeError):  # a data type numpy has no dtype for
+        return t.ByteSize()
+
+
+def _weightless(c: gs.Constant) -> onnx.TensorProto | None:
+    """The TensorProto of a weight a pass loaded into memory, as a placeholder without its bytes.
+
+    Exporting it with its bytes only for :func:`drop_weight_bytes` to drop them held up to three
+    copies of the weight at once (gs's ``tobytes``, the proto, its serialization in ``ByteSize``):
+    2.4 GB for one 596 MB tensor. Lazy weights, small ones and int32/int64 ones (see
+    _PARSED_TYPES) go through gs's exporter as before.
+    """
+    values = c._values
+    if not isinstance(values, np.ndarray) or values.nbytes < KEEP_BYTES or values.dtype.kind not in "fiub":
+        return None
+    if values.dtype in (np.int32, np.int64) or getattr(c, "export_dtype", values.dtype) != values.dtype:
+        return None
+    t = onnx.TensorProto(name=c.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype),
+                         dims=values.shape)
+    set_external(t, _PLACEHOLDER, 0, values.nbytes)
+    return t
 
 
 

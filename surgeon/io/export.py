@@ -12,6 +12,7 @@ every object that a pass did not change is written back as it was read
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import onnx
@@ -24,10 +25,15 @@ from surgeon.graph.walk import node_domain, subgraphs_of
 from surgeon.io.model import Model, tensor_signature
 
 
-def to_proto(model: Model) -> onnx.ModelProto:
-    """The ModelProto of ``model``. External tensors keep their references (relative to ``model.base_dir``)."""
+def to_proto(model: Model, *,
+             initializer: Callable[[gs.Constant], onnx.TensorProto | None] | None = None) -> onnx.ModelProto:
+    """The ModelProto of ``model``. External tensors keep their references (relative to ``model.base_dir``).
+
+    ``initializer``: makes the TensorProto of an initializer instead of gs (when it returns
+    one); shape inference uses it so that weights a pass loaded are never copied into a proto.
+    """
     try:
-        return _Exporter(model).export()
+        return _Exporter(model, initializer).export()
     except ExportError:
         raise
     except Exception as exc:  # gs raises bare exceptions for invalid graphs edited by user code
@@ -44,8 +50,10 @@ def function_fingerprint(func: Any) -> bytes:
 
 
 class _Exporter:
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model,
+                 initializer: Callable[[gs.Constant], onnx.TensorProto | None] | None = None) -> None:
         self.model = model
+        self.initializer = initializer
         self.origin = model.origin
         self.parent: dict[int, gs.Graph | None] = {}
         self.graphs: list[gs.Graph] = []
@@ -184,7 +192,9 @@ class _Exporter:
             if isinstance(c._values, SparseValues):
                 g.sparse_initializer.append(OnnxExporter.export_sparse_tensor_proto(c))
             else:
-                tensor = OnnxExporter.export_tensor_proto(c)
+                tensor = self.initializer(c) if self.initializer is not None else None
+                if tensor is None:
+                    tensor = OnnxExporter.export_tensor_proto(c)
                 if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.external_data:
                     # gs keeps the EXTERNAL flag of a constant whose values a pass replaced
                     # in memory; the bytes are inline now (save moves them out again).

@@ -38,6 +38,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx.checker
 import onnx_graphsurgeon as gs
@@ -66,6 +67,8 @@ TWO_GIB = 2**31
 # external data (onnx.save's own default threshold).
 EXTERNAL_THRESHOLD = 1024
 ALIGN = 4096  # data-file offsets aligned for mmap-friendly readers
+# Location of a weight held in memory whose bytes _write_external writes straight from numpy.
+_FROM_MEMORY = "surgeon-save-from-memory"
 PLUGIN_DOMAIN = "surgeon.plugin"
 CHECK_LEVELS = ("full", "basic", "none")
 NOT_CHECKED = ("the model was not checked (check level 'none'): neither the ONNX checker nor surgeon's "
@@ -175,10 +178,13 @@ def stage(
     if not parent.is_dir():
         raise ExportError(f"cannot write {target}: folder {parent} does not exist",
                           hint="create the folder first, or choose another output path with -o")
-    proto = to_proto(model)
     use_external = external_data
+    if use_external is None and model.has_external_data:
+        use_external = True
+    in_memory: dict[str, np.ndarray] = {}
+    proto = to_proto(model, initializer=_deferred(in_memory) if use_external else None)
     if use_external is None:
-        use_external = model.has_external_data or _inline_size(proto) >= TWO_GIB - (64 << 20)
+        use_external = _inline_size(proto) >= TWO_GIB - (64 << 20)
     if not use_external:
         # Weights a pass computed wait in a spill file (see io/external.py); inline, they come back.
         for t in iter_model_tensors(proto):
@@ -198,7 +204,7 @@ def stage(
         written: dict[str, onnx.TensorProto] = {}
         if use_external:
             data_path = tmpdir / (target.name + ".data")
-            written = _write_external(proto, model, data_path, data_path.name)
+            written = _write_external(proto, model, data_path, data_path.name, in_memory)
             if not written:
                 data_path.unlink()  # every weight is small or folded away: no empty data file
                 data_path = None
@@ -305,15 +311,42 @@ def _inline_size(proto: onnx.ModelProto) -> int:
     return size
 
 
+def _deferred(in_memory: dict[str, np.ndarray]):
+    """An exporter hook: a large weight held in memory (a pass folded or converted it) is
+    exported as a reference, its array kept in ``in_memory`` for _write_external to write.
+    Through the proto it would be copied twice (gs's tobytes, the proto) while the array
+    is still held: 1.8 GB at once for a 596 MB weight."""
+    def initializer(c: gs.Constant) -> onnx.TensorProto | None:
+        values = c._values
+        if (not isinstance(values, np.ndarray) or values.nbytes < EXTERNAL_THRESHOLD or c.name in in_memory
+                or values.dtype.kind not in "fiub" or values.dtype.byteorder == ">" or not np.little_endian
+                or getattr(c, "export_dtype", values.dtype) != values.dtype):
+            return None
+        t = onnx.TensorProto(name=c.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype),
+                             dims=values.shape)
+        set_external(t, _FROM_MEMORY, 0, values.nbytes)
+        in_memory[c.name] = values
+        return t
+    return initializer
+
+
 def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
-                    location: str) -> dict[str, onnx.TensorProto]:
-    """Move every external or large tensor into ``data_file``, streaming external sources;
-    returns the tensors that went there, by name."""
+                    location: str, in_memory: dict[str, np.ndarray] | None = None) -> dict[str, onnx.TensorProto]:
+    """Move every external or large tensor into ``data_file``, streaming external sources
+    and writing ``in_memory`` arrays (see _deferred) without copies; returns the tensors
+    that went there, by name."""
     base = model.base_dir
     moved: dict[str, onnx.TensorProto] = {}
     with open(data_file, "wb") as out:
         for t in iter_model_tensors(proto):
-            if is_external(t):
+            if in_memory and t.name in in_memory and is_external(t) and _location(t) == _FROM_MEMORY:
+                values = np.ascontiguousarray(in_memory[t.name])
+                _pad(out)
+                offset = out.tell()
+                out.write(values.reshape(-1).view(np.uint8).data)  # no copy
+                set_external(t, location, offset, values.nbytes)
+                moved[t.name] = t
+            elif is_external(t):
                 if base is None and spill_location(t) is None:
                     raise ExportError(f"tensor '{t.name}' refers to external data, but the model has no "
                                       "folder to read it from",
@@ -331,6 +364,10 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
                 set_external(t, location, offset, len(t.raw_data))
                 moved[t.name] = t
     return moved
+
+
+def _location(t: onnx.TensorProto) -> str:
+    return next((e.value for e in t.external_data if e.key == "location"), "")
 
 
 def _pad(f) -> None:
