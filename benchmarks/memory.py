@@ -79,35 +79,23 @@ def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:
         onnx.save(model, str(path))
 
 
-def build_transpose(weights_mb: int) -> onnx.ModelProto:
-    """Layers of x @ Transpose(W): folding makes a new weight per layer."""
+def build_matmuls(weights_mb: int, *, transposed: bool) -> onnx.ModelProto:
+    """Layers of x @ W (for to_fp16), or x @ Transpose(W) (folding makes a new weight per layer)."""
     n = 2048
     layers = max(1, weights_mb * (1 << 20) // (n * n * 4))
     rng = np.random.default_rng(0)
     nodes, inits, prev = [], [], "x"
     for i in range(layers):
         inits.append(numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32) * 0.02, f"W{i}"))
-        nodes.append(helper.make_node("Transpose", [f"W{i}"], [f"WT{i}"], name=f"transpose{i}", perm=[1, 0]))
+        weight = f"W{i}"
+        if transposed:
+            nodes.append(helper.make_node("Transpose", [weight], [f"WT{i}"], name=f"transpose{i}", perm=[1, 0]))
+            weight = f"WT{i}"
         out = "y" if i == layers - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, f"WT{i}"], [out], name=f"matmul{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, weight], [out], name=f"matmul{i}"))
         prev = out
-    g = helper.make_graph(nodes, "transpose", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def build_matmuls(weights_mb: int) -> onnx.ModelProto:
-    """Layers of x @ W (float32), for to_fp16."""
-    n = 2048
-    layers = max(1, weights_mb * (1 << 20) // (n * n * 4))
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "x"
-    for i in range(layers):
-        inits.append(numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32) * 0.02, f"W{i}"))
-        out = "y" if i == layers - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [out], name=f"matmul{i}"))
-        prev = out
-    g = helper.make_graph(nodes, "matmuls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+    g = helper.make_graph(nodes, "transpose" if transposed else "matmuls",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -152,10 +140,11 @@ def main() -> None:
     ap.add_argument("--no-gs", action="store_true", help="skip onnx-graphsurgeon's jobs")
     args = ap.parse_args()
     fold = [["fold_constants", {}], ["cleanup", {}]]
-    cases = [("transpose", lambda: build_transpose(args.weights_mb), True, fold, ["floor", "gs", "surgeon"], 0),
+    cases = [("transpose", lambda: build_matmuls(args.weights_mb, transposed=True), True, fold,
+              ["floor", "gs", "surgeon"], 0),
              ("bloater", lambda: build_bloater(args.bloater), False, fold, ["gs", "surgeon"], 4 << 30)]
     for mb in (int(x) for x in args.fp16_mb.split(",") if x):
-        cases.append((f"fp16-{mb}", lambda mb=mb: build_matmuls(mb), True, [["to_fp16", {}]],
+        cases.append((f"fp16-{mb}", lambda mb=mb: build_matmuls(mb, transposed=False), True, [["to_fp16", {}]],
                       ["floor", "surgeon"], 0))
     rows = []
     with tempfile.TemporaryDirectory(prefix="surgeon-memory-") as tmp:

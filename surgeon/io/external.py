@@ -50,6 +50,11 @@ def is_external(tensor: onnx.TensorProto) -> bool:
     return tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
+def external_location(tensor: onnx.TensorProto) -> str:
+    """The ``location`` entry of a tensor's external data ("" when it has none)."""
+    return next((e.value for e in tensor.external_data if e.key == "location"), "")
+
+
 def external_ref(tensor: onnx.TensorProto, base_dir: Path) -> ExternalRef:
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
@@ -289,10 +294,8 @@ def is_spilled(values: object) -> bool:
 
 def spill_location(tensor: onnx.TensorProto) -> Path | None:
     """The spill file an exported tensor refers to (an absolute location), or None."""
-    for e in tensor.external_data:
-        if e.key == "location":
-            return Path(e.value) if os.path.isabs(e.value) else None
-    return None
+    location = external_location(tensor)
+    return Path(location) if location and os.path.isabs(location) else None
 
 
 def read_inline(tensor: onnx.TensorProto, base_dir: Path | None) -> None:

@@ -51,6 +51,7 @@ from surgeon.io.export import to_proto
 from surgeon.io.external import (
     ExternalValues,
     copy_range,
+    external_location,
     external_ref,
     is_external,
     iter_model_tensors,
@@ -339,7 +340,7 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
     moved: dict[str, onnx.TensorProto] = {}
     with open(data_file, "wb") as out:
         for t in iter_model_tensors(proto):
-            if in_memory and t.name in in_memory and is_external(t) and _location(t) == _FROM_MEMORY:
+            if in_memory and t.name in in_memory and is_external(t) and external_location(t) == _FROM_MEMORY:
                 values = np.ascontiguousarray(in_memory[t.name])
                 _pad(out)
                 offset = out.tell()
@@ -366,8 +367,6 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_file: Path,
     return moved
 
 
-def _location(t: onnx.TensorProto) -> str:
-    return next((e.value for e in t.external_data if e.key == "location"), "")
 
 
 def _pad(f) -> None:
@@ -544,8 +543,7 @@ def _checker_problem(path: Path, scratch: Path, proto: onnx.ModelProto | None = 
 
 
 def _copy_external_files(proto: onnx.ModelProto, source: Path, folder: Path) -> None:
-    locations = {e.value for t in iter_model_tensors(proto) if is_external(t)
-                 for e in t.external_data if e.key == "location"}
+    locations = {external_location(t) for t in iter_model_tensors(proto) if is_external(t)} - {""}
     for location in locations:
         dst = folder / location
         dst.parent.mkdir(parents=True, exist_ok=True)

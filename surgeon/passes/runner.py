@@ -324,22 +324,8 @@ def _attr_key(value: Any, node: gs.Node, name: str, tensors: dict[int, tuple]) -
     return ("object", value)  # an AttributeRef, a numpy scalar, a dtype: compared with ==
 
 
-@dataclass
-class _Diff:
-    removed: list[NodeRef] = field(default_factory=list)
-    added: list[NodeRef] = field(default_factory=list)
-    rewired: list[NodeRef] = field(default_factory=list)
-    attrs_changed: list[NodeRef] = field(default_factory=list)
-    values_changed: list[str] = field(default_factory=list)
-    types_changed: list[str] = field(default_factory=list)
-    tensors_renamed: dict[str, str] = field(default_factory=dict)
-    io_changed: list[str] = field(default_factory=list)
-    reordered: bool = False
-
-
-def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
-    """What changed between two snapshots, in time linear in their size."""
-    d = _Diff()
+def _diff(before: _Snapshot, after: _Snapshot, d: StepReport) -> None:
+    """Record in ``d`` what changed between two snapshots, in time linear in their size."""
     paused = gc.isenabled()
     gc.disable()
     try:
@@ -405,7 +391,6 @@ def _diff(before: _Snapshot, after: _Snapshot) -> _Diff:
     finally:
         if paused:
             gc.enable()
-    return d
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -458,8 +443,8 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
         ) from exc
     seconds = time.perf_counter() - start
     after = _snapshot(model.graph)
-    diff = _diff(before, after)
-    report = StepReport(step, seconds=seconds, **vars(diff))
+    report = StepReport(step, seconds=seconds)
+    _diff(before, after, report)
     if isinstance(returned, PassResult):
         report.renamed = dict(returned.renamed)
         report.headline = list(returned.headline)

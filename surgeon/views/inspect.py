@@ -15,6 +15,7 @@ import onnx
 
 from surgeon.graph.names import byte_size, qualified_op
 from surgeon.graph.walk import proto_graphs
+from surgeon.io.external import external_location
 from surgeon.io.load import read_proto
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
@@ -34,8 +35,8 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
         for t in list(graph.initializer) + [s.values for s in graph.sparse_initializer]:
             initializers += 1
             weight_bytes += tensor_bytes(t)
-            if t.data_location == onnx.TensorProto.EXTERNAL:
-                external.update(e.value for e in t.external_data if e.key == "location")
+            if t.data_location == onnx.TensorProto.EXTERNAL and external_location(t):
+                external.add(external_location(t))
     # Ops inside local function bodies (a module exported as a function) are counted apart:
     # the main histogram shows the calls, this one what the calls run.
     function_ops: Counter[str] = Counter(op_key(n) for f in proto.functions for g in _function_graphs(f)
