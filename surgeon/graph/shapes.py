@@ -227,11 +227,13 @@ def infer(source: Model | onnx.ModelProto, *, strict: bool = False, errors: str 
                      "shapes (fold_constants with fold_shapes: false)",
             )
         known = {d.dim_param for vi in proto_value_infos(proto.graph) for d in _dims_protos(vi) if d.dim_param}
+        declared = custom_ops.active()
+        source = _copy(proto) if declared else proto
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=not lenient,
                                                      strict_mode=strict and not lenient, data_prop=True)
-        declared = custom_ops.active()
         if declared:
-            inferred = _past_declared_ops(inferred, declared, strict=strict and not lenient, lenient=lenient)
+            inferred = _past_declared_ops(source, inferred, declared, strict=strict and not lenient,
+                                          lenient=lenient)
     except SurgeonError as exc:
         if not lenient:
             raise
@@ -247,37 +249,55 @@ def infer(source: Model | onnx.ModelProto, *, strict: bool = False, errors: str 
     return Inferred(inferred, known)
 
 
-def _past_declared_ops(inferred: onnx.ModelProto, declared: dict[tuple[str, str], custom_ops.OpDecl], *,
-                       strict: bool, lenient: bool) -> onnx.ModelProto:
+def _past_declared_ops(source: onnx.ModelProto, inferred: onnx.ModelProto,
+                       declared: dict[tuple[str, str], custom_ops.OpDecl], *, strict: bool,
+                       lenient: bool) -> onnx.ModelProto:
     """Type the outputs of declared custom ops from their declarations and infer again, until
-    nothing new is learned (see the module notes)."""
-    nodes = [(g, n, declared[key]) for g in proto_graphs(inferred.graph) for n in g.node
-             if (key := (custom_ops.normal_domain(n.domain), n.op_type)) in declared]
-    for _ in range(len(nodes)):
+    nothing new is learned (see the module notes).
+
+    Each run starts again from ``source`` (the proto onnx was first given) plus the declared
+    outputs learned so far: onnx never replaces a dimension name it inferred once by a better
+    one, so what an earlier run guessed behind the op must not be fed back in.
+    """
+    learned: dict[tuple[int, str], tuple[int, list | None]] = {}  # (graph position, name) -> type
+    for _ in range(sum(1 for g in proto_graphs(inferred.graph) for _ in g.node)):
         known = _known_types(inferred)
-        infos = {id(g): {v.name: v for v in g.value_info} for g in proto_graphs(inferred.graph)}
-        learned = False
-        for g, n, decl in nodes:
+        new = False
+        for gi, g in enumerate(proto_graphs(inferred.graph)):
             io = {vi.name for vi in list(g.input) + list(g.output)}
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute
-                     if a.type == onnx.AttributeProto.INT}
-            for index, name in enumerate(n.output):
-                if not name or name in io:
+            for n in g.node:
+                decl = declared.get((custom_ops.normal_domain(n.domain), n.op_type))
+                if decl is None:
                     continue
-                found = custom_ops.output_type(decl, index, [known.get(x) for x in n.input], attrs)
-                if found is None or known.get(name) == custom_ops.InputType(*found):
-                    continue
-                vi = infos[id(g)].get(name) or g.value_info.add(name=name)
-                vi.type.tensor_type.elem_type = found[0]
-                set_dims(vi, found[1])
-                learned = True
-        if not learned:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute
+                         if a.type == onnx.AttributeProto.INT}
+                for index, name in enumerate(n.output):
+                    if not name or name in io:
+                        continue
+                    found = custom_ops.output_type(decl, index, [known.get(x) for x in n.input], attrs)
+                    if found is not None and learned.get((gi, name)) != found:
+                        learned[(gi, name)] = found
+                        new = True
+        if not new:
             break
-        inferred = onnx.shape_inference.infer_shapes(inferred, check_type=not lenient, strict_mode=strict,
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source)
+        for gi, g in enumerate(proto_graphs(proto.graph)):
+            infos = {v.name: v for v in g.value_info}
+            for (where, name), (elem, dims) in learned.items():
+                if where == gi:
+                    vi = infos.get(name) or g.value_info.add(name=name)
+                    vi.type.tensor_type.elem_type = elem
+                    set_dims(vi, dims)
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=not lenient, strict_mode=strict,
                                                      data_prop=True)
-        nodes = [(g, n, declared[key]) for g in proto_graphs(inferred.graph) for n in g.node
-                 if (key := (custom_ops.normal_domain(n.domain), n.op_type)) in declared]
     return inferred
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
 
 
 def _known_types(proto: onnx.ModelProto) -> dict[str, custom_ops.InputType]:
