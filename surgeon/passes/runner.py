@@ -27,6 +27,7 @@ from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
+from surgeon.passes.context import in_recipe_folder
 from surgeon.passes.custom_ops import recipe_scope, undeclared_warnings
 from surgeon.passes.expect import check_expect
 from surgeon.passes.registry import PassRegistry
@@ -489,7 +490,8 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     if freeze:
         gc.freeze()
     try:
-        with recipe_scope(recipe), task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
+        with recipe_scope(recipe), in_recipe_folder(recipe.path), \
+                task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
             snapshot = _snapshot(model.graph)
             for step in recipe.steps:
                 steps.describe(step.label)
