@@ -226,3 +226,31 @@ def test_output_type_evaluation():
     assert custom_ops.output_type(decl, 1, [], {}) == (onnx.TensorProto.INT64, None)
     assert custom_ops.output_type(decl, 2, [x], {}) is None
     assert np.dtype(onnx.helper.tensor_dtype_to_np_dtype(custom_ops.dtype_of("half"))) == np.float16
+
+
+def test_inspect_shows_declared_and_undeclared_custom_ops(tmp_path):
+    import io
+
+    from surgeon.cli import main
+
+    recipe = _recipe(tmp_path, """\
+    - {op: FooOp, domain: devtech, outputs: [{dtype: input0, shape: input0}]}
+    - op: ResizePlugin
+      domain: trt.plugins
+      outputs:
+        - dtype: float16
+          shape: ['input0[0]', 3, out_h]
+    """)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["inspect", str(real_model("model_foo.onnx")), "--recipe", recipe], out=out, err=err) == 0
+    assert out.getvalue().splitlines()[-2:] == [
+        f"custom op devtech::FooOp x1: declared ({recipe}:3): dtype input0, shape input0",
+        f"warning: custom op trt.plugins::ResizePlugin is declared ({recipe}:4) but the model has no such node",
+    ]
+    out = io.StringIO()
+    assert main(["inspect", str(real_model("model_foo.onnx")), "--json"], out=out, err=err) == 0
+    import json
+
+    info = json.loads(out.getvalue())
+    assert info["custom_ops"] == [{"op": "devtech::FooOp", "count": 1, "declared": None, "outputs": []}]
+    assert info["declared_unused"] == []
