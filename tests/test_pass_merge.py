@@ -191,3 +191,56 @@ def test_recipe_step_error_points_at_the_step(tmp_path):
         "Python); check the path"
     )
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_the_docstring_example_runs_from_a_recipe_file(tmp_path):
+    (tmp_path / "fixtures").mkdir()
+    (tmp_path / "recipes").mkdir()
+    shutil.copy(PRE, tmp_path / "fixtures" / PRE.name)
+    recipe = tmp_path / "recipes" / "example.yaml"
+    recipe.write_text(surgeon.registry.get("merge").example())
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
+    surgeon.apply(recipe, model)
+    assert [t.name for t in model.graph.inputs] == ["image"] and model.opset == 17
+
+
+OURS_FN = """
+<ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    y = local.Act (x)
+}
+<domain: "local", opset_import: ["" : 17]>
+Act (a) => (b) { b = Relu (a) }
+"""
+
+THEIRS_FN = """
+<ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+post (float[N, 4] features) => (float[N, 4] z) {
+    y = local.Act (features)
+    s = ReduceSum <keepdims = 0> (y)
+    zero = Constant <value = float {0.0}> ()
+    c = Greater (s, zero)
+    z = If (c) <then_branch = then_g () => (float[N, 4] o1) { o1 = Neg (y) },
+                else_branch = else_g () => (float[N, 4] o2) { o2 = Identity (y) }>
+}
+<domain: "local", opset_import: ["" : 17]>
+Act (a) => (b) { b = Sigmoid (a) }
+"""
+
+
+def test_collisions_inside_if_bodies_and_local_functions_are_renamed(tmp_path):
+    (tmp_path / "post.onnx").write_bytes(onnx.parser.parse_model(THEIRS_FN).SerializeToString())
+    ours = surgeon.load(onnx.parser.parse_model(OURS_FN))
+    report = surgeon.run_pass(ours, "merge", model=str(tmp_path / "post.onnx"), position="after",
+                              connect={"features": "y"})
+    assert report.details["renamed"] == {"y": "post.y", "function local::Act": "local::post.Act"}
+    assert [(n.op, n.domain) for n in ours.graph.nodes][:2] == [("Act", "local"), ("post.Act", "local")]
+    branch = next(n for n in ours.graph.nodes if n.op == "If").attrs["then_branch"]
+    assert [t.name for t in branch.nodes[0].inputs] == ["post.y"]
+    assert sorted(f.name for f in ours.graph.functions) == ["Act", "post.Act"]
+    saved = tmp_path / "merged.onnx"
+    surgeon.save(ours, saved)
+    x = np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)
+    got = run(saved, {"x": x})
+    assert list(got) == ["z"]
+    np.testing.assert_allclose(got["z"], -1 / (1 + np.exp(-np.maximum(x, 0))), rtol=1e-6, atol=1e-6)

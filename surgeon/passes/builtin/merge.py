@@ -69,9 +69,9 @@ def merge(ours: Model, *, model: str, position: Literal["before", "after"], conn
         steps:
           - pass: merge
             with:
-              model: ../fixtures/letterbox_op11.onnx
+              model: ../fixtures/preprocess_bgr_op11.onnx
               position: before
-              connect: {letterboxed: input}
+              connect: {preprocessed: images}
 
     Reports:
         the nodes added (by the runner); notes on the opset conversion, the IR version, renamed
