@@ -254,3 +254,12 @@ def test_inspect_shows_declared_and_undeclared_custom_ops(tmp_path):
     info = json.loads(out.getvalue())
     assert info["custom_ops"] == [{"op": "devtech::FooOp", "count": 1, "declared": None, "outputs": []}]
     assert info["declared_unused"] == []
+
+
+def test_simplify_folds_behind_declared_ops(tmp_path):
+    model = surgeon.load(onnx.parser.parse_model(RESIZE_MODEL.replace("float[N, 3, 8, 8] x", "float[2, 3, 8, 8] x")))
+    decls = [custom_ops.OpDecl(**{**d, "outputs": tuple(d["outputs"])}) for d in (RESIZE, FOO)]
+    with custom_ops.scoped(decls):
+        surgeon.run_pass(model, "simplify")
+    assert [n.op for n in model.graph.nodes] == ["ResizePlugin", "FooOp", "Reshape"]
+    assert model.graph.nodes[2].inputs[1].values.tolist() == [2, -1]
