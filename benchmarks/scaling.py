@@ -335,6 +335,17 @@ class Case:
     limit raised, and a note says whether it fails at Python's default limit."""
 
 
+def _merge_params(n: int) -> dict[str, Any]:
+    """merge's parameters: the other model is the same chain at opset 13 (converted up, every name
+    renamed), written once per size to the temporary folder."""
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"surgeon-scaling-merge-{os.getpid()}-{n}.onnx"
+    if not path.exists():
+        onnx.save(chain(n, opset=13), path)
+    return {"model": str(path), "position": "before", "connect": {"y": "x"}}
+
+
 def _deep(n: int, frac: float) -> str:
     """The name of a chain tensor ``frac`` of the way down a ``chain`` of n nodes (never an If output)."""
     k = max(2, int(n * frac / (1 + 4 / IF_EVERY)))  # an If (5 nodes with its bodies) every IF_EVERY elements
@@ -373,6 +384,7 @@ CASES: dict[str, Case] = {
     "set_metadata": Case("chain Neg/Relu + If", chain,
                          lambda n: {"producer_name": "bench", "props": {"license": "MIT"}}),
     "insert_nms": Case("chain + YOLOv8 head", detector, lambda n: {"layout": "yolov8"}),
+    "merge": Case("chain + If, merged with an opset-13 copy (every name collides)", chain, lambda n: _merge_params(n)),
     "add_preprocess": Case("image chain + If", image,
                            lambda n: {"input": "x", "dtype": "uint8", "layout": "NHWC", "channel_order": "BGR",
                                       "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],

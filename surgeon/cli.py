@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="describe a model: IO, opsets, ops, weights, custom domains")
     i.add_argument("model", help="ONNX model file")
     i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--recipe", metavar="RECIPE", help="also use this recipe's custom_ops: declarations")
     d = sub.add_parser("diff", help="structural difference between two models")
     d.add_argument("a", help="first (old) model")
     d.add_argument("b", help="second (new) model")
@@ -211,9 +212,13 @@ def _dims(items: list[str]) -> dict[str, int]:
 def _inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
+    from surgeon.passes.custom_ops import recipe_scope
+    from surgeon.recipe import Recipe, load_recipe
     from surgeon.views.inspect import inspect_model, render_inspection
 
-    info = inspect_model(args.model)
+    recipe = load_recipe(args.recipe) if args.recipe else Recipe(())
+    with recipe_scope(recipe):
+        info = inspect_model(args.model)
     out.write(json.dumps(info, indent=2) + "\n" if args.json else render_inspection(info))
     return EXIT_OK
 

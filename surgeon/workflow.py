@@ -20,6 +20,7 @@ from surgeon.errors import SurgeonError
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import SaveResult, check_level, default_output_path, stage
+from surgeon.passes.custom_ops import recipe_scope
 from surgeon.passes.runner import ApplyResult, apply
 from surgeon.progress import Progress, task
 from surgeon.recipe.model import Recipe
@@ -97,7 +98,16 @@ def apply_file(
         model = load(model_path)
         input_sha = file_sha256(model_path)
     warnings = [w for w in [previous_run(model, recipe)] if w]
+    with recipe_scope(recipe):  # the recipe's custom ops, for the steps and for checking the output
+        return _apply_loaded(recipe, model, model_path, input_sha, warnings, output, in_place, dry_run, options,
+                             provenance, check, progress)
+
+
+def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str, warnings: list[str],
+                  output: str | Path | None, in_place: bool, dry_run: bool, options: VerifyOptions | None,
+                  provenance: bool, check: str, progress: Progress | None) -> FileResult:
     applied = apply(recipe, model, progress=progress)
+    warnings += applied.warnings
     if provenance:
         add_provenance(model, recipe, input_sha)
     target = model_path if in_place else Path(output) if output is not None else default_output_path(model_path)

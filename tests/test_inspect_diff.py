@@ -30,7 +30,9 @@ def test_inspect_fixture():
                    "nodes: 5 (5 in the main graph)\n"
                    "ops: Conv x2, Relu x2, devtech::FooOp x1\n"
                    "initializers: 4 (3.2 KiB)\n"
-                   "custom domains: devtech\n")
+                   "custom domains: devtech\n"
+                   "custom op devtech::FooOp x1: not declared: shape inference stops at it (declare it in a "
+                   "recipe's custom_ops:)\n")
 
 
 def test_inspect_json_counts_subgraphs():

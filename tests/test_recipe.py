@@ -242,7 +242,7 @@ def test_unknown_top_level_key_suggests_the_right_one(reg):
 def test_unknown_top_level_key_without_a_close_match_lists_the_keys(reg):
     assert error_of("version: 1\nsteps: [{pass: cleanup}]\nzzz: 1\n", reg) == (
         "recipe.yaml:3:1: error: unknown key 'zzz' in the recipe\n"
-        "  hint: allowed keys: version, description, plugins, verify, steps"
+        "  hint: allowed keys: version, description, plugins, verify, custom_ops, steps"
     )
 
 
@@ -806,7 +806,10 @@ def test_schema_is_json_and_covers_every_pass(reg):
     schema = json.loads(json.dumps(recipe_json_schema(reg)))
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["required"] == ["version", "steps"]
-    assert set(schema["properties"]) == {"version", "description", "plugins", "verify", "steps"}
+    assert set(schema["properties"]) == {"version", "description", "plugins", "verify", "custom_ops", "steps"}
+    custom = schema["properties"]["custom_ops"]["items"]
+    assert custom["required"] == ["op", "outputs"]
+    assert custom["properties"]["outputs"]["items"]["required"] == ["dtype"]
     branches = {b["properties"]["pass"]["const"]: b for b in schema["properties"]["steps"]["items"]["oneOf"]}
     assert sorted(branches) == reg.names()
     for name, branch in branches.items():

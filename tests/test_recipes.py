@@ -107,3 +107,28 @@ def test_fuse_for_inference_folds_batchnorm():
     assert "BatchNormalization" not in [n.op for n in model.graph.nodes]
     assert len(model.graph.nodes) < len(before)
     assert_same_outputs(path, model, random_inputs(path, dims={"N": 3}))
+
+
+def test_declare_plugin_op_gets_shapes_past_fooop():
+    model = _apply("declare_plugin_op.yaml", "model_foo.onnx")
+    foo = next(n for n in model.graph.nodes if n.op == "FooOp")
+    reader = next(n for n in model.graph.nodes if foo.outputs[0] in n.inputs)
+    assert foo.outputs[0].shape == ["N", 16, 32, 32] and str(foo.outputs[0].dtype) == "float32"
+    assert reader.outputs[0].shape == ["N", 16, 32, 32]
+    # Without the declaration, the exporter's made-up names for FooOp's dims spread behind it.
+    plain = surgeon.load(real_model("model_foo.onnx"))
+    surgeon.run_pass(plain, "infer_shapes")
+    plain_foo = next(n for n in plain.graph.nodes if n.op == "FooOp")
+    plain_reader = next(n for n in plain.graph.nodes if plain_foo.outputs[0] in n.inputs)
+    assert plain_reader.outputs[0].shape == ["FooOp/FooOp_output_0_dim_0", 16, None, None]
+
+
+def test_merge_preprocess_equals_running_both_models():
+    model = _apply("merge_preprocess.yaml", "tiny_yolo_legacy.onnx")
+    assert model.opset == 17 and [t.name for t in model.graph.inputs] == ["image"]
+    feeds = {"image": np.random.default_rng(0).integers(0, 256, (1, 320, 320, 3)).astype(np.uint8)}
+    pre = run(RECIPES.parent / "fixtures" / "preprocess_bgr_op11.onnx", feeds)["preprocessed"]
+    expected = run(real_model("tiny_yolo_legacy.onnx"), {"images": pre})
+    got = run(model, feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-4, err_msg=name)

@@ -33,7 +33,14 @@ handled by the caller's choice:
   unless inference derives them again.
 
 Outputs of nodes that ONNX has no schema for (custom ops) keep their
-declared type, because inference can only learn it from there.
+declared type, because inference can only learn it from there. A custom op
+declared in :mod:`surgeon.graph.custom_ops` (a recipe's ``custom_ops:``,
+``surgeon.declare_op``) gets its outputs' types from the declaration: after
+onnx's pass, every declared node whose inputs are now known gets its outputs
+typed, and onnx runs again from there, so shapes (and, through data
+propagation, shape values) flow past the op. That costs one more inference
+run per declared op that sits behind another one (a chain of k declared ops
+one after the other takes k + 1 runs); declared ops side by side share runs.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from onnx_graphsurgeon.importers.onnx_importer import (
 )
 
 from surgeon.errors import PassError, SurgeonError, first_line
+from surgeon.graph import custom_ops
 from surgeon.graph.names import node_label_of
 from surgeon.graph.walk import proto_graphs, proto_value_infos
 from surgeon.io.export import to_proto
@@ -219,8 +227,13 @@ def infer(source: Model | onnx.ModelProto, *, strict: bool = False, errors: str 
                      "shapes (fold_constants with fold_shapes: false)",
             )
         known = {d.dim_param for vi in proto_value_infos(proto.graph) for d in _dims_protos(vi) if d.dim_param}
+        declared = custom_ops.active()
+        source = _copy(proto) if declared else proto
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=not lenient,
                                                      strict_mode=strict and not lenient, data_prop=True)
+        if declared:
+            inferred = _past_declared_ops(source, inferred, declared, strict=strict and not lenient,
+                                          lenient=lenient)
     except SurgeonError as exc:
         if not lenient:
             raise
@@ -234,6 +247,69 @@ def infer(source: Model | onnx.ModelProto, *, strict: bool = False, errors: str 
             raise
         return Inferred(onnx.ModelProto(), set(), problem=first_line(exc))
     return Inferred(inferred, known)
+
+
+def _past_declared_ops(source: onnx.ModelProto, inferred: onnx.ModelProto,
+                       declared: dict[tuple[str, str], custom_ops.OpDecl], *, strict: bool,
+                       lenient: bool) -> onnx.ModelProto:
+    """Type the outputs of declared custom ops from their declarations and infer again, until
+    nothing new is learned (see the module notes).
+
+    Each run starts again from ``source`` (the proto onnx was first given) plus the declared
+    outputs learned so far: onnx never replaces a dimension name it inferred once by a better
+    one, so what an earlier run guessed behind the op must not be fed back in.
+    """
+    learned: dict[tuple[int, str], tuple[int, list | None]] = {}  # (graph position, name) -> type
+    for _ in range(sum(1 for g in proto_graphs(inferred.graph) for _ in g.node)):
+        known = _known_types(inferred)
+        new = False
+        for gi, g in enumerate(proto_graphs(inferred.graph)):
+            io = {vi.name for vi in list(g.input) + list(g.output)}
+            for n in g.node:
+                decl = declared.get((custom_ops.normal_domain(n.domain), n.op_type))
+                if decl is None:
+                    continue
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute
+                         if a.type == onnx.AttributeProto.INT}
+                for index, name in enumerate(n.output):
+                    if not name or name in io:
+                        continue
+                    found = custom_ops.output_type(decl, index, [known.get(x) for x in n.input], attrs)
+                    if found is not None and learned.get((gi, name)) != found:
+                        learned[(gi, name)] = found
+                        new = True
+        if not new:
+            break
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source)
+        for gi, g in enumerate(proto_graphs(proto.graph)):
+            infos = {v.name: v for v in g.value_info}
+            for (where, name), (elem, dims) in learned.items():
+                if where == gi:
+                    vi = infos.get(name) or g.value_info.add(name=name)
+                    vi.type.tensor_type.elem_type = elem
+                    set_dims(vi, dims)
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=not lenient, strict_mode=strict,
+                                                     data_prop=True)
+    return inferred
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
+def _known_types(proto: onnx.ModelProto) -> dict[str, custom_ops.InputType]:
+    """Element type and dims of every typed tensor name in every graph of ``proto``."""
+    known: dict[str, custom_ops.InputType] = {}
+    for g in proto_graphs(proto.graph):
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                known.setdefault(vi.name, custom_ops.InputType(vi.type.tensor_type.elem_type, dims_of(vi)))
+        for t in g.initializer:
+            known.setdefault(t.name, custom_ops.InputType(t.data_type, list(t.dims)))
+    return known
 
 
 def drop_weight_bytes(proto: onnx.ModelProto) -> None:

@@ -58,6 +58,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "inline_functions": "surgeon.passes.builtin.functions:inline_functions",
     "to_fp16": "surgeon.passes.builtin.precision:to_fp16",
     "convert_opset": "surgeon.passes.builtin.opset:convert_opset",
+    "merge": "surgeon.passes.builtin.merge:merge",
     "set_metadata": "surgeon.passes.builtin.metadata:set_metadata",
     # detectors: pre- and post-processing
     "insert_nms": "surgeon.passes.builtin.nms:insert_nms",

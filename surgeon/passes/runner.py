@@ -27,6 +27,8 @@ from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
+from surgeon.passes.context import in_recipe_folder
+from surgeon.passes.custom_ops import recipe_scope, undeclared_warnings
 from surgeon.passes.expect import check_expect
 from surgeon.passes.registry import PassRegistry
 from surgeon.passes.registry import registry as default_registry
@@ -158,6 +160,8 @@ def _ops(nodes: list[NodeRef]) -> str:
 class ApplyResult:
     recipe: Recipe
     steps: list[StepReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What the run noticed but did not refuse (a declared custom op the model does not run)."""
 
     @property
     def renamed(self) -> dict[str, str]:
@@ -470,6 +474,8 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
           progress: Progress | None = None) -> ApplyResult:
     """Run every step of ``recipe`` (a Recipe or a YAML path) on ``model``, in place.
 
+    The recipe's ``custom_ops:`` declarations are active while the steps run.
+
     ``progress`` (a :class:`surgeon.progress.Progress`) hears of each step as it starts and ends."""
     from surgeon.recipe.parse import load_recipe
 
@@ -477,14 +483,15 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
         recipe = load_recipe(recipe, registry=registry)
     if not isinstance(model, Model):
         raise TypeError(f"apply() takes a surgeon.Model (from surgeon.load), not {type(model).__name__}")
-    result = ApplyResult(recipe)
+    result = ApplyResult(recipe, warnings=undeclared_warnings(recipe, model))
     # The model's objects live through every step: frozen, the collector skips them instead of
     # rescanning hundreds of thousands of nodes and tensors each time a pass allocates.
     freeze = gc.get_freeze_count() == 0
     if freeze:
         gc.freeze()
     try:
-        with task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
+        with recipe_scope(recipe), in_recipe_folder(recipe.path), \
+                task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
             snapshot = _snapshot(model.graph)
             for step in recipe.steps:
                 steps.describe(step.label)

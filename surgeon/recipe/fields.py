@@ -43,6 +43,8 @@ TOP_KEYS = _table(
     Key("description", str, "what the recipe does and why, for reviewers"),
     Key("plugins", list[str], "modules to import; they register passes"),
     Key("verify", dict[str, Any], "compare the edited model's outputs with the input's in onnxruntime"),
+    Key("custom_ops", list[dict[str, Any]], "what custom (plugin) ops do to the dtypes and shapes of their "
+        "outputs, so shape inference and folding get past them", aliases=("custom_op", "plugin_ops")),
     Key("steps", list[dict[str, Any]], "the passes to run, in order", required=True),
 )
 
@@ -61,6 +63,19 @@ VERIFY_FIELDS = _table(
     Key("dims", dict[str, Annotated[int, Min(1)]], "values of the symbolic dimensions, e.g. {N: 2}"),
     Key("inputs", str, "an .npz file of inputs, relative to the recipe"),
     Key("reference", str, "the model to compare with (default: the input model), relative to the recipe"),
+)
+
+CUSTOM_OP_FIELDS = _table(
+    Key("op", str, "the op type, e.g. FooOp", required=True, aliases=("op_type", "type", "name")),
+    Key("domain", str, "the op's domain (default: '')"),
+    Key("outputs", list[dict[str, Any]], "per output, in order: {dtype, shape}", required=True),
+)
+
+OUTPUT_FIELDS = _table(
+    Key("dtype", str, "inputK (the dtype of input K) or a dtype name such as float32", required=True,
+        aliases=("type", "elem_type")),
+    Key("shape", str | list[int | str], "inputK (the shape of input K) or a list of dims: inputK[i], a number, "
+        "or an integer attribute's name", aliases=("dims",)),
 )
 
 EXPECT_FIELDS = _table(

@@ -41,6 +41,8 @@ class Recipe:
     path: str | None = None
     sha256: str | None = None
     """Hash of the recipe file's bytes (provenance); None for recipes built in Python."""
+    custom_ops: tuple[Any, ...] = ()
+    """The ``custom_ops:`` declarations (:class:`surgeon.recipe.custom_ops.CustomOp`), active while it runs."""
 
     @classmethod
     def from_steps(cls, steps: list[dict[str, Any] | tuple[str, dict[str, Any]]], description: str = "",

@@ -6,6 +6,8 @@ Format (version 1)::
     description: Strip FooOp        # optional
     plugins: [my_passes]            # optional modules that register passes
     verify: {rtol: 1.0e-4, atol: 1.0e-5, dims: {N: 2}, inputs: x.npz, reference: ref.onnx}
+    custom_ops:                     # optional: what plugin ops do to dtypes and shapes
+      - {op: FooOp, domain: devtech, outputs: [{dtype: input0, shape: input0}]}
     steps:                          # required, at least one
       - id: drop-fooop              # optional, unique
         pass: remove_node           # required, a registered pass
@@ -35,6 +37,7 @@ from typing import Any
 
 from surgeon.errors import Diagnostic, Location, RecipeError, SurgeonError
 from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default
+from surgeon.recipe.custom_ops import CustomOp, check_custom_ops, custom_ops_of
 from surgeon.recipe.fields import STEP_KEYS, SUPPORTED_VERSIONS, TOP_KEYS, VERIFY_FIELDS, key_list, key_suggestion
 from surgeon.recipe.model import Recipe, Step
 from surgeon.recipe.types import check_type
@@ -169,8 +172,22 @@ class _Parser:
         if "verify" in value:
             for p in check_fields(verify, VERIFY_FIELDS, "verify"):
                 self.error(self.at(p.path, p.at_key), p.message, p.hint)
+        custom = self.custom_ops(value)
         steps = self.steps(value)
-        return Recipe(tuple(steps), version, description=description, plugins=tuple(plugins), verify=verify)
+        return Recipe(tuple(steps), version, description=description, plugins=tuple(plugins), verify=verify,
+                      custom_ops=custom)
+
+    def custom_ops(self, mapping: dict) -> tuple[CustomOp, ...]:
+        """The ``custom_ops:`` declarations (none when the section has a problem, after reporting it)."""
+        if "custom_ops" not in mapping:
+            return ()
+        problems = check_custom_ops(mapping["custom_ops"])
+        for p in problems:
+            self.error(self.at(p.path, p.at_key), p.message, p.hint)
+        if problems:
+            return ()
+        value = mapping["custom_ops"]
+        return custom_ops_of(value, [self.at(("custom_ops", i)) for i in range(len(value))])
 
     def typed(self, mapping: dict, key: str, annotation: Any, default: Any, path: tuple[Any, ...] = ()) -> Any:
         """``mapping[key]`` if it has the right type, else ``default`` (and the problem is reported)."""

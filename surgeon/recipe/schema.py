@@ -14,7 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default
-from surgeon.recipe.fields import EXPECT_FIELDS, STEP_KEYS, SUPPORTED_VERSIONS, TOP_KEYS, VERIFY_FIELDS, Key
+from surgeon.recipe.fields import (
+    CUSTOM_OP_FIELDS,
+    EXPECT_FIELDS,
+    OUTPUT_FIELDS,
+    STEP_KEYS,
+    SUPPORTED_VERSIONS,
+    TOP_KEYS,
+    VERIFY_FIELDS,
+    Key,
+)
 from surgeon.recipe.types import schema_of
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -28,6 +37,11 @@ def recipe_json_schema(registry: PassCatalogue | None = None) -> dict[str, Any]:
     special = {
         "version": {"enum": list(SUPPORTED_VERSIONS)},
         "verify": _fields_schema(VERIFY_FIELDS),
+        "custom_ops": {"type": "array", "items": {
+            **_fields_schema(CUSTOM_OP_FIELDS), "required": ["op", "outputs"],
+            "properties": {**_fields_schema(CUSTOM_OP_FIELDS)["properties"],
+                           "outputs": {"type": "array", "minItems": 1,
+                                       "items": {**_fields_schema(OUTPUT_FIELDS), "required": ["dtype"]}}}}},
         "steps": {"type": "array", "minItems": 1, "items": {"oneOf": steps}},
     }
     return {

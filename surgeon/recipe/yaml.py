@@ -45,6 +45,9 @@ _SYNTAX_HINTS = {
     "found undefined alias": "define the anchor (&name) before using the alias (*name)",
     "but found another document": "a recipe is one YAML document: remove the '---' line",
     "found unexpected end of stream": "close the quote or bracket opened earlier",
+    "expected ',' or ']', but got '['":
+        "inside [...] a bracket starts a new list: quote an item that contains one ('input0[1]'), "
+        "or write the list one item per line ('- input0[1]')",
 }
 
 

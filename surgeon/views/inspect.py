@@ -13,7 +13,9 @@ from typing import Any
 
 import onnx
 
+from surgeon.graph import custom_ops
 from surgeon.graph.names import byte_size, qualified_op
+from surgeon.graph.ops import is_plugin_op
 from surgeon.graph.walk import proto_graphs
 from surgeon.io.external import external_location
 from surgeon.io.load import read_proto
@@ -54,6 +56,7 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
         "nodes": {"main_graph": len(proto.graph.node), "total": nodes},
         "op_histogram": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "custom_domains": domains,
+        **_custom_ops(ops),
         "local_functions": [f"{f.domain}::{f.name}" for f in proto.functions],
         "function_op_histogram": dict(sorted(function_ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "initializers": {"count": initializers, "bytes": weight_bytes},
@@ -81,7 +84,37 @@ def render_inspection(info: dict[str, Any]) -> str:
                 ("metadata", [f"{k}={v if len(v) <= 40 else v[:37] + '...'}"
                               for k, v in info["metadata_props"].items()])]
     lines += [f"{label}: {', '.join(values)}" for label, values in optional if values]
+    for op in info["custom_ops"]:
+        said = (f"declared ({op['declared']}): {_declared_text(op['outputs'])}" if op["declared"]
+                else "not declared: shape inference stops at it (declare it in a recipe's custom_ops:)")
+        lines.append(f"custom op {op['op']} x{op['count']}: {said}")
+    lines += [f"warning: custom op {d['op']} is declared ({d['declared']}) but the model has no such node"
+              for d in info["declared_unused"]]
     return "\n".join(lines) + "\n"
+
+
+def _declared_text(outputs: list[dict[str, Any]]) -> str:
+    def shape(s: Any) -> str:
+        return s if isinstance(s, str) else "?" if s is None else "[" + ", ".join(map(str, s)) + "]"
+    return "; ".join(f"dtype {o['dtype']}, shape {shape(o.get('shape'))}" for o in outputs)
+
+
+def _custom_ops(ops: Counter[str]) -> dict[str, Any]:
+    """Ops without an ONNX schema (custom domains, plugin ops in the default domain), whether each
+    is declared (:mod:`surgeon.graph.custom_ops`), and declarations no node uses."""
+    declared = custom_ops.active()
+    found = []
+    seen = set()
+    for key, count in sorted(ops.items()):
+        domain, _, op = key.rpartition("::")
+        if domain in STANDARD_DOMAINS and not is_plugin_op(domain, op):
+            continue
+        decl = declared.get((custom_ops.normal_domain(domain), op))
+        seen.add((custom_ops.normal_domain(domain), op))
+        found.append({"op": key, "count": count, "declared": decl.origin if decl else None,
+                      "outputs": list(decl.outputs) if decl else []})
+    unused = [{"op": d.label, "declared": d.origin} for k, d in declared.items() if k not in seen]
+    return {"custom_ops": found, "declared_unused": unused}
 
 
 def _function_graphs(func: onnx.FunctionProto) -> Iterator[list[onnx.NodeProto]]:
