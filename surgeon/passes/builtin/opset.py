@@ -17,8 +17,10 @@ import onnx.helper
 import onnx.version_converter
 
 from surgeon.errors import PassError
-from surgeon.graph.names import listed, node_label, qualified_op
+from surgeon.graph.downgrade import apply_downgrade, plan_downgrade
+from surgeon.graph.names import Namer, listed, node_label, qualified_op
 from surgeon.graph.ops import DEFAULT_DOMAINS, default_opset, is_plugin_op
+from surgeon.graph.shapes import infer_value_infos
 from surgeon.graph.walk import node_domain, proto_graphs, walk_graphs
 from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
 from surgeon.io.export import to_proto
@@ -80,17 +82,10 @@ def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HI
     if target == current:
         result.notes.append(f"the model is already at opset {target}: nothing to convert")
         return result
-    _check_ops_exist(model, target)
     _check_functions(model, target)
-
-    before = to_proto(model)
-    masked, added = _mask_plugins(before)
-    try:
-        after = onnx.version_converter.convert_version(masked, target)
-    except Exception as exc:  # the converter asserts (RuntimeError) or fails in shape inference
-        raise _conversion_error(model, str(exc), current, target) from exc
-    _unmask_plugins(after, added)
-    adopt_rewrite(model, before, after, functions=False)
+    caveats = _downgrade(model, current, target) if target < current else []
+    if target > current:
+        _upgrade(model, current, target)
 
     model.opset_imports[key] = target
     old_ir = model.ir_version
@@ -100,9 +95,44 @@ def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HI
         model.ir_version = needed
         result.notes.append(f"raised the IR version from {old_ir} to {needed} (opset {target} needs it)")
     result.notes.insert(0, f"converted from opset {current} to {target}")
+    result.notes.extend(caveats)
     result.details = {"opset": [current, target], "ir_version": [old_ir, model.ir_version]}
     result.changed = True  # the opset import: the runner does not see it
     return result
+
+
+def _upgrade(model: Model, current: int, target: int) -> None:
+    """Up: onnx.version_converter, whose upward adapters cover the ops; its result is merged back."""
+    before = to_proto(model)
+    masked, added = _mask_plugins(before)
+    try:
+        after = onnx.version_converter.convert_version(masked, target)
+    except Exception as exc:  # the converter asserts (RuntimeError) or fails in shape inference
+        raise _conversion_error(model, str(exc), current, target) from exc
+    _unmask_plugins(after, added)
+    adopt_rewrite(model, before, after, functions=False)
+
+
+def _downgrade(model: Model, current: int, target: int) -> list[str]:
+    """Down: surgeon's own adapters and decompositions (surgeon.graph.downgrade), planned for every node
+    before any changes."""
+    infos, _ = infer_value_infos(model)  # types and ranks some adapters need; without them they refuse
+    types = {name: vi.type for name, vi in infos.items()}
+    plan = plan_downgrade(model.graph, current, target, types, Namer(model.graph))
+    if plan.problems:
+        shown = "; ".join(str(p) for p in plan.problems[:_SHOWN])
+        more = len(plan.problems) - _SHOWN
+        raise PassError(
+            f"cannot convert from opset {current} to {target}: {shown}"
+            + (f"; and {more} more node(s)" if more > 0 else ""),
+            hint="choose a later target opset, or edit those nodes first (surgeon explain convert_opset "
+                 "lists the conversions it knows)",
+        )
+    apply_downgrade(plan)
+    return [f"{len(nodes)} {what} ({_listed(nodes, 3)})" for what, nodes in plan.caveats.items()]
+
+
+_SHOWN = 5
 
 
 def _listed(nodes: list, limit: int = 5) -> str:
@@ -115,26 +145,6 @@ def _default_nodes(model: Model):
         for n in g.nodes:
             if node_domain(n) == "" and onnx.defs.has(n.op):
                 yield n
-
-
-def _check_ops_exist(model: Model, target: int) -> None:
-    """Refuse a downgrade below the first version of an op the model uses."""
-    missing: dict[str, list] = {}
-    for n in _default_nodes(model):
-        try:
-            onnx.defs.get_schema(n.op, target, "")
-        except onnx.defs.SchemaError:
-            missing.setdefault(n.op, []).append(n)
-    if missing:
-        first = {op: min(s.since_version for s in onnx.defs.get_all_schemas_with_history()
-                         if s.name == op and s.domain == "") for op in missing}
-        ops = ", ".join(f"{op} (since opset {first[op]})" for op in sorted(missing))
-        nodes = [n for op in sorted(missing) for n in missing[op]]
-        raise PassError(
-            f"cannot convert to opset {target}: {ops} did not exist yet in opset {target}; "
-            f"used by {_listed(nodes)}",
-            hint=f"choose target {max(first.values())} or later, or replace those nodes first",
-        )
 
 
 def _check_functions(model: Model, target: int) -> None:
