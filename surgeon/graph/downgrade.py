@@ -215,6 +215,10 @@ def _const_input(node: gs.Node, i: int, what: str, ctx: Context) -> np.ndarray |
     return values
 
 
+def _is_output(t: gs.Tensor, ctx: Context) -> bool:
+    return any(t is o for o in ctx.graph.outputs)
+
+
 def _drop_inputs(node: gs.Node, start: int, ctx: Context) -> None:
     """Remove inputs ``start``... of ``node``; their producers go later if nothing else reads them."""
     while len(node.inputs) > start:
@@ -410,7 +414,7 @@ def _softmax(node: gs.Node, ctx: Context) -> Rewrite:
     return wrap
 
 
-@_adapter(("Constant",), (12, 13))
+@_adapter(("Constant",), (11, 12, 13))
 def _constant(node: gs.Node, ctx: Context) -> Rewrite:
     if "sparse_value" in node.attrs:
         raise Refused("it holds a sparse tensor")
@@ -492,7 +496,7 @@ def _reshape(node: gs.Node, ctx: Context) -> Rewrite:
 @_adapter(("BatchNormalization",), (14, 15))
 def _batchnorm(node: gs.Node, ctx: Context) -> Rewrite:
     _keep_default(node, "training_mode", 0, f"(opset 14) has no equivalent at opset {ctx.target}")
-    if any(t.outputs for t in node.outputs[1:]):
+    if any(t.outputs or _is_output(t, ctx) for t in node.outputs[1:]):
         raise Refused("its running mean and variance outputs are used, which before opset 14 have other meanings")
 
     def rewrite() -> list[gs.Node]:
@@ -566,7 +570,7 @@ def _layer_norm(node: gs.Node, ctx: Context) -> Rewrite:
     bias = _present(node, 2)
     dtype = _float_dtype(x, ctx)
     axis = int(node.attrs.get("axis", -1))
-    if any(t.outputs for t in node.outputs[1:]):
+    if any(t.outputs or _is_output(t, ctx) for t in node.outputs[1:]):
         raise Refused("its Mean or InvStdDev output is used (only the normalized output is decomposed)")
     eps = float(node.attrs.get("epsilon", 1e-5))
     stash = int(node.attrs.get("stash_type", 1)) == 1 and dtype != np.float32 and dtype != np.float64
