@@ -132,50 +132,135 @@ def steps_between(op: str, target: int, current: int) -> list[int]:
 # -- the context an adapter works in ---------------------------------------------------
 
 
-@dataclass
-class Context:
-    """What an adapter knows: the target, the graph that holds the node, and inferred types."""
+# Ops whose first output has the element type of their first input (or of the input given).
+_KEEPS_TYPE = frozenset("""
+    Abs Acos Acosh Add And Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip Compress Concat Conv
+    ConvTranspose Cos Cosh CumSum DepthToSpace Div Dropout Einsum Elu Erf Exp Expand Flatten Floor GRU Gather
+    GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool HardSigmoid HardSwish Hardmax
+    Identity InstanceNormalization LRN LSTM LayerNormalization LeakyRelu Log LogSoftmax LpNormalization LpPool MatMul
+    Max MaxPool Mean Min Mish Mod Mul Neg Pad Pow PRelu RNN Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum
+    ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize
+    ReverseSequence Round ScatterElements ScatterND Selu Shrink Sigmoid Sign Sin Sinh Slice Softmax Softplus Softsign
+    SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample
+""".split())
+_FROM_INPUT = {"Where": 1, "CastLike": 1}
+_INT64 = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero", "NonMaxSuppression"})
+_BOOL = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN",
+                   "IsInf"})
 
-    target: int
-    graph: gs.Graph
-    names: Namer
-    types: dict[str, onnx.TypeProto]
-    """Tensor name -> type, from one run of shape inference (may be incomplete)."""
-    dropped: list[gs.Tensor] = field(default_factory=list)
-    """Tensors a rewrite stopped reading: their producers go if nothing else reads them."""
-    caveats: dict[str, list[gs.Node]] = field(default_factory=dict)
-    """What a rewrite keeps only in the usual case -> the nodes concerned (for the pass's notes)."""
 
-    # -- what is known about a tensor --
+class Facts:
+    """What is known about tensors, cheapest source first: the gs tensor's own dtype and shape; element types
+    followed back through ops that keep their input's type (memoized: linear over a graph); then onnx's
+    shape inference, run at most once and only when a node needs what the others do not tell (onnx's
+    inference takes quadratic time on graphs with many If/Loop bodies)."""
+
+    def __init__(self, infer: Callable[[], dict[str, onnx.TypeProto]]) -> None:
+        self._infer = infer
+        self._types: dict[str, onnx.TypeProto] | None = None
+        self._elems: dict[int, int | None] = {}
+
+    @property
+    def types(self) -> dict[str, onnx.TypeProto]:
+        if self._types is None:
+            self._types = self._infer()
+        return self._types
+
+    def _direct(self, t: gs.Tensor) -> tuple[int | None, gs.Tensor | None]:
+        """(element type, None) when ``t`` tells it by itself or by its producer, else (None, the tensor
+        whose type it has, if any)."""
+        if isinstance(t, gs.Constant) or t.dtype is not None:
+            e = elem_type(t.dtype)
+            if e:
+                return e, None
+        if len(t.inputs) != 1:
+            return None, None
+        p = t.inputs[0]
+        if node_domain(p) != "":
+            return None, None
+        if p.op == "Cast" and "to" in p.attrs:
+            return int(p.attrs["to"]), None
+        if p.op in _INT64:
+            return onnx.TensorProto.INT64, None
+        if p.op in _BOOL:
+            return onnx.TensorProto.BOOL, None
+        if p.op == "Constant":
+            values = constant_values(t)
+            return (None if values is None else elem_type(values.dtype)), None
+        if p.op == "If" and isinstance(p.attrs.get("then_branch"), gs.Graph):
+            i = next((k for k, o in enumerate(p.outputs) if o is t), 0)
+            outs = p.attrs["then_branch"].outputs
+            return None, outs[i] if i < len(outs) else None
+        if p.op in _FROM_INPUT:
+            k = _FROM_INPUT[p.op]
+            return None, p.inputs[k] if k < len(p.inputs) else None
+        if p.op in _KEEPS_TYPE and p.inputs and t is p.outputs[0]:
+            return None, p.inputs[0]
+        return None, None
+
+    def _followed(self, t: gs.Tensor) -> int | None:
+        path: list[gs.Tensor] = []
+        cur: gs.Tensor | None = t
+        e: int | None = None
+        while cur is not None:
+            if id(cur) in self._elems:
+                e = self._elems[id(cur)]
+                break
+            path.append(cur)
+            e, cur = self._direct(cur)
+            if e is not None:
+                break
+        for p in path:
+            self._elems[id(p)] = e
+        return e
 
     def elem(self, t: gs.Tensor) -> int | None:
-        e = elem_type(t.dtype) if isinstance(t, gs.Constant) or t.dtype is not None else None
-        if e:
+        e = self._followed(t)
+        if e is not None:
             return e
         tp = self.types.get(t.name)
         if tp is not None and tp.HasField("tensor_type") and tp.tensor_type.elem_type:
             return int(tp.tensor_type.elem_type)
         return None
 
-    def rank(self, t: gs.Tensor) -> int | None:
+    def _dims(self, t: gs.Tensor) -> list[int | None] | None:
         if t.shape is not None:
-            return len(t.shape)
+            return [d if isinstance(d, int) and d >= 0 else None for d in t.shape]
         tp = self.types.get(t.name)
         if tp is not None and tp.HasField("tensor_type") and tp.tensor_type.HasField("shape"):
-            return len(tp.tensor_type.shape.dim)
+            return [int(d.dim_value) if d.HasField("dim_value") else None for d in tp.tensor_type.shape.dim]
         return None
 
+    def rank(self, t: gs.Tensor) -> int | None:
+        dims = self._dims(t)
+        return None if dims is None else len(dims)
+
     def dim(self, t: gs.Tensor, axis: int) -> int | None:
-        if t.shape is not None and -len(t.shape) <= axis < len(t.shape):
-            d = t.shape[axis]
-            if isinstance(d, int) and d >= 0:
-                return d
-        tp = self.types.get(t.name)
-        if tp is not None and tp.HasField("tensor_type") and tp.tensor_type.HasField("shape"):
-            dims = tp.tensor_type.shape.dim
-            if -len(dims) <= axis < len(dims) and dims[axis].HasField("dim_value"):
-                return int(dims[axis].dim_value)
-        return None
+        dims = self._dims(t)
+        return dims[axis] if dims is not None and -len(dims) <= axis < len(dims) else None
+
+
+@dataclass
+class Context:
+    """What an adapter knows: the target, the graph that holds the node, and what is known of tensors."""
+
+    target: int
+    graph: gs.Graph
+    names: Namer
+    facts: Facts
+    dropped: list[gs.Tensor] = field(default_factory=list)
+    """Tensors a rewrite stopped reading: their producers go if nothing else reads them."""
+    caveats: dict[str, list[gs.Node]] = field(default_factory=dict)
+    """What a rewrite keeps only in the usual case -> the nodes concerned (for the pass's notes)."""
+
+    def elem(self, t: gs.Tensor) -> int | None:
+        return self.facts.elem(t)
+
+    def rank(self, t: gs.Tensor) -> int | None:
+        return self.facts.rank(t)
+
+    def dim(self, t: gs.Tensor, axis: int) -> int | None:
+        return self.facts.dim(t, axis)
 
     # -- building --
 
@@ -710,7 +795,7 @@ def _type_string(t: gs.Tensor, ctx: Context) -> str | None:
     e = ctx.elem(t)
     if e is not None:
         return f"tensor({onnx.TensorProto.DataType.Name(e).lower()})"
-    tp = ctx.types.get(t.name)
+    tp = ctx.facts.types.get(t.name)
     if tp is not None and tp.HasField("sequence_type"):
         inner = tp.sequence_type.elem_type
         if inner.HasField("tensor_type") and inner.tensor_type.elem_type:
@@ -774,13 +859,14 @@ def _graphs(graph: gs.Graph, where: str = "") -> Iterator[tuple[gs.Graph, str]]:
             yield from _graphs(sub, f" in the {attr} of {node_label(node)}{where}")
 
 
-def plan_downgrade(graph: gs.Graph, current: int, target: int, types: dict[str, onnx.TypeProto],
+def plan_downgrade(graph: gs.Graph, current: int, target: int, infer: Callable[[], dict[str, onnx.TypeProto]],
                    names: Namer) -> Plan:
     """Plan converting the default-domain nodes of ``graph`` (subgraphs included) from ``current`` down to
     ``target``; nothing changes until :func:`apply_downgrade`."""
     plan = Plan()
+    facts = Facts(infer)
     for g, where in _graphs(graph):
-        ctx = Context(target, g, names, types, caveats=plan.caveats)
+        ctx = Context(target, g, names, facts, caveats=plan.caveats)
         here: dict[int, Rewrite] = {}
         for node in g.nodes:
             if node_domain(node) != "" or not onnx.defs.has(node.op):

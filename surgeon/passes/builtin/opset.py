@@ -116,9 +116,9 @@ def _upgrade(model: Model, current: int, target: int) -> None:
 def _downgrade(model: Model, current: int, target: int) -> list[str]:
     """Down: surgeon's own adapters and decompositions (surgeon.graph.downgrade), planned for every node
     before any changes."""
-    infos, _ = infer_value_infos(model)  # types and ranks some adapters need; without them they refuse
-    types = {name: vi.type for name, vi in infos.items()}
-    plan = plan_downgrade(model.graph, current, target, types, Namer(model.graph))
+    def infer() -> dict[str, onnx.TypeProto]:  # types and ranks some nodes need; without them they refuse
+        return {name: vi.type for name, vi in infer_value_infos(model)[0].items()}
+    plan = plan_downgrade(model.graph, current, target, infer, Namer(model.graph))
     if plan.problems:
         shown = "; ".join(str(p) for p in plan.problems[:_SHOWN])
         more = len(plan.problems) - _SHOWN
