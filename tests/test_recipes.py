@@ -107,3 +107,12 @@ def test_fuse_for_inference_folds_batchnorm():
     assert "BatchNormalization" not in [n.op for n in model.graph.nodes]
     assert len(model.graph.nodes) < len(before)
     assert_same_outputs(path, model, random_inputs(path, dims={"N": 3}))
+
+
+def test_opset11_for_legacy_runtimes_on_a_transformer():
+    path = real_model("transformer_encoder_dynamo.onnx")  # opset 20: LayerNormalization, Reshape allowzero
+    model = _apply("opset11_for_legacy_runtimes.yaml", "transformer_encoder_dynamo.onnx")
+    after = to_proto(model)
+    assert [(o.domain, o.version) for o in after.opset_import] == [("", 11)]
+    assert "LayerNormalization" not in {n.op_type for n in after.graph.node}
+    assert_same_outputs(path, after, random_inputs(path, dims={"batch": 2, "seq": 5}))

@@ -1,10 +1,13 @@
 """convert_opset: move the model to another version of the default ONNX opset.
 
-The conversion is onnx's own (``onnx.version_converter``); this pass adds what
-it lacks: checks with readable errors before anything changes, custom-domain
-and plugin ops passed through, the IR version raised to what the target opset
-needs, and the result merged into the model so that what the converter drops
-(node and graph metadata, local functions, value_info) is kept.
+Up, the conversion is onnx's own (``onnx.version_converter``, whose upward
+adapters cover the ops); down, it is surgeon's own (``surgeon.graph.downgrade``:
+adapters and decompositions on the gs graph), because onnx's converter has
+almost no downward adapters (it refuses ``Relu`` from 13 to 12). Around both:
+checks with readable errors before anything changes, custom-domain and plugin
+ops passed through, the IR version raised to what the target opset needs, and
+what the converter drops (node and graph metadata, local functions,
+value_info) kept.
 """
 
 from __future__ import annotations
@@ -35,29 +38,61 @@ _TARGET_HINT = f"choose a target between 1 and {onnx.defs.onnx_opset_version()}"
 
 
 def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HINT)]) -> PassResult:
-    """Convert the model to another version of the default (ai.onnx) opset.
+    """Convert the model to another version of the default (ai.onnx) opset, up or down.
 
     Parameters:
-        target: the opset version to convert to (e.g. 17).
+        target: the opset version to convert to (e.g. 17, or 11 for older runtimes).
 
     Rules:
-        1. Conversion is ``onnx.version_converter``'s, node by node, in
-           ``If``/``Loop``/``Scan`` bodies too; nodes it leaves alone keep
-           their names, metadata and doc strings.
-        2. Before anything changes: a target that onnx does not know, a
-           downgrade below an op's first version (e.g. ``Gelu`` before opset
-           20) and a local function that uses an op whose definition differs
-           between its own opset and the target are errors naming the nodes.
-        3. A node the converter cannot convert is an error naming the op and
-           the nodes (the converter's own messages are cryptic).
-        4. Only the default domain is converted: nodes of other domains
+        1. Up: ``onnx.version_converter``, node by node, in ``If``/``Loop``/``Scan``
+           bodies too; nodes it leaves alone keep their names, metadata and doc
+           strings. A node it cannot convert is an error naming the op and nodes.
+        2. Down: surgeon's own conversion, in ``If``/``Loop``/``Scan`` bodies too.
+           A node whose op is defined alike at both opsets is left alone. A
+           version step that only added element types is checked against the
+           node's own types. Other steps have adapters:
+           axes from an input to an attribute for Squeeze/Unsqueeze and ReduceSum
+           (13) and the other Reduce* ops (18); Split's ``split`` input (13) and
+           ``num_outputs`` (18, the split dimension must be known); Clip's
+           ``min``/``max`` and Pad's ``pads``/``constant_value`` inputs to
+           attributes (11), Pad's ``axes`` input (18); Resize's empty ``roi`` and
+           ``scales`` (13) and its attributes of 18 at their defaults;
+           Softmax/LogSoftmax/Hardmax (13) with ``axis`` set explicitly, or
+           between two Transposes when the axis is not the last; Constant's
+           ``value_float(s)``/``value_int(s)``/``value_string(s)`` (12); Shape's
+           ``start``/``end`` (15) as a Slice; Reshape ``allowzero`` (14),
+           BatchNormalization ``training_mode`` (14), LSTM/GRU/RNN ``layout``
+           (14), ArgMax/ArgMin ``select_last_index`` (12), Cast ``saturate``
+           (19), ScatterElements/ScatterND ``reduction`` (16, 18), AveragePool
+           ``dilations`` (19), Dropout's ``ratio``/``training_mode`` inputs (12)
+           at the value the older op implies.
+        3. Down, ops that did not exist yet at the target are decomposed:
+           LayerNormalization (17; in float32 when ``stash_type`` asks),
+           Gelu (20, exact and tanh), Mish (18), HardSwish (14), CastLike
+           (15), GreaterOrEqual/LessOrEqual (12). The replacements keep the
+           node's output names.
+        4. Down, everything is planned before anything changes: a node without
+           a form at the target (a value that must become an attribute but is
+           computed at run time, a mode the older op lacks, an op without a
+           decomposition, a version step at opset 11 or below that no adapter
+           covers, an element type the older op does not take) is an error
+           naming the node, its op and why; an unnamed node is named by the
+           tensor it writes and the subgraph it is in.
+        5. Down, a Reshape with ``allowzero=1`` whose shape is computed at run
+           time (torch's dynamo exporter writes that on every Reshape) is kept
+           as a plain Reshape, with a note: the two differ only when that
+           shape holds a 0.
+        6. A local function that uses an op defined differently at its own
+           opset and the target is an error (neither converter touches
+           function bodies): inline the functions first.
+        7. Only the default domain is converted: nodes of other domains
            (``devtech::FooOp``, ``com.microsoft``, ``ai.onnx.ml``) and plugin
            ops without an ONNX schema pass through unchanged, and their opset
            imports stay.
-        5. The IR version is raised to the lowest one the target opset
+        8. The IR version is raised to the lowest one the target opset
            allows when it is below it (``onnx.helper.VERSION_TABLE``); it is
            never lowered.
-        6. Converting to the opset the model already has changes nothing.
+        9. Converting to the opset the model already has changes nothing.
 
     Example:
         version: 1
@@ -66,8 +101,9 @@ def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HI
             with: {target: 17}
 
     Reports:
-        nodes the converter replaced or rewired (by the runner); the old and
-        new opset and IR versions.
+        nodes replaced, added and rewired (by the runner); the old and new opset
+        and IR versions; a note per kind of assumption a downgrade made, with
+        the nodes concerned.
     """
     key = "" if "" in model.opset_imports else "ai.onnx"
     current = model.opset_imports.get(key)
