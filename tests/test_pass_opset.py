@@ -375,6 +375,18 @@ ADAPTER_CASES = [
     ("resize of opset 19", 19, """g (float[1, 2, 3, 3] x) => (float[1, 2, 6, 6] y) {
         s = Constant <value = float[4] {1, 1, 2, 2}> ()
         y = Resize <mode = "nearest", antialias = 0> (x, , s) }""", 11, ["Resize"]),
+    ("resize nearest by sizes to opset 10", 13, """g (float[1, 2, 3, 3] x) => (float[1, 2, 6, 9] y) {
+        s = Constant <value = int64[4] {1, 2, 6, 9}> ()
+        y = Resize <mode = "nearest", coordinate_transformation_mode = "asymmetric", nearest_mode = "floor"> (x, , , s)
+        }""", 10, ["Resize"]),
+    ("resize linear to Upsample of opset 9", 13, """g (float[1, 2, 3, 3] x) => (float[1, 2, 6, 6] y) {
+        s = Constant <value = float[4] {1, 1, 2, 2}> ()
+        y = Resize <mode = "linear", coordinate_transformation_mode = "asymmetric"> (x, , s) }""", 9, ["Upsample"]),
+    ("resize nearest to Upsample of opset 8", 11, """g (float[1, 2, 3, 3] x) => (float[1, 2, 6, 6] y) {
+        r = Constant <value = float[0] {}> ()
+        s = Constant <value = float[4] {1, 1, 2, 2}> ()
+        y = Resize <coordinate_transformation_mode = "asymmetric", nearest_mode = "floor"> (x, r, s) }""", 8,
+     ["Upsample"]),
     ("softmax over the last axis", 13, """g (float[2, 3, 4] x) => (float[2, 3, 4] y) {
         y = Softmax (x) }""", 11, ["Softmax"]),
     ("logsoftmax over a middle axis", 13, """g (float[2, 3, 4] x) => (float[2, 3, 4] y) {
@@ -521,6 +533,30 @@ def test_error_for_a_change_without_adapter_and_for_types():
         "float16, float, double\n"
         "  hint: choose a later target opset, or edit those nodes first (surgeon explain convert_opset lists the "
         "conversions it knows)")
+
+
+def test_error_for_a_resize_that_older_opsets_cannot_express():
+    model = text_model(13, """g (float[1, 2, 3, 3] x) => (float[1, 2, 6, 6] y) {
+        s = Constant <value = float[4] {1, 1, 2, 2}> ()
+        y = Resize <mode = "linear", coordinate_transformation_mode = "pytorch_half_pixel"> (x, , s) }""")
+    model.graph.nodes[1].name = "/up/Resize"
+    assert error_of(model, 10) == (
+        "error: step 1 (convert_opset): cannot convert from opset 13 to 10: node '/up/Resize' (Resize) has no form "
+        "at opset 10: its coordinate_transformation_mode 'pytorch_half_pixel' has no equivalent at opset 10, where "
+        "Resize knows only 'asymmetric'\n"
+        "  hint: choose a later target opset, or edit those nodes first (surgeon explain convert_opset lists the "
+        "conversions it knows)")
+
+
+def test_upsample_goes_up_through_onnx_converter():
+    proto = onnx.parser.parse_model(HEAD.format(opset=9) + """g (float[1, 2, 3, 3] x) => (float[1, 2, 6, 6] y) {
+        s = Constant <value = float[4] {1, 1, 2, 2}> ()
+        y = Upsample (x, s) }""")
+    model = surgeon.load(proto)
+    convert(model, 11)
+    after = to_proto(model)
+    assert [n.op_type for n in after.graph.node if n.op_type != "Constant"] == ["Resize"]
+    assert_same_outputs(proto, after, random_inputs(proto), exact=True)
 
 
 def test_error_for_a_layer_norm_whose_statistics_are_used():

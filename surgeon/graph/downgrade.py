@@ -30,7 +30,10 @@ Adapters (the op's version step they undo, and what they do):
 * Resize: empty ``roi``/``scales`` inputs (allowed from 13) become empty
   constants; the attributes of 18 (``antialias``, ``axes``,
   ``keep_aspect_ratio_policy``) are dropped at their defaults, refused
-  otherwise; ``half_pixel_symmetric`` (19) is refused.
+  otherwise; ``half_pixel_symmetric`` (19) is refused. Before 11: Resize
+  (Upsample before 10) with constant scales (computed from constant sizes
+  when the input shape is known), asymmetric coordinates only, nearest
+  rounding down (and not shrinking) or linear.
 * Softmax/LogSoftmax/Hardmax (13): over the last axis the node keeps its op
   with ``axis`` set explicitly; over another axis (rank known) it is wrapped
   in two Transposes.
@@ -53,6 +56,11 @@ into Or of Greater/Less and Equal.
 
 Version steps at opset 11 and below other than the ones above (e.g. negative
 axes, added in 11) are not converted: targets below 11 stop at them.
+
+Element types come from the gs tensors, then are followed back through ops
+that keep their input's type (:class:`Facts`); onnx's shape inference runs
+only when a node needs a type or shape those do not tell, because it takes
+quadratic time on graphs with many If/Loop bodies.
 """
 
 from __future__ import annotations
@@ -442,7 +450,7 @@ def _pad(node: gs.Node, ctx: Context) -> Rewrite:
     return rewrite
 
 
-@_adapter(("Resize",), (13, 18, 19))
+@_adapter(("Resize",), (11, 13, 18, 19))
 def _resize(node: gs.Node, ctx: Context) -> Rewrite:
     if _crossed(node, 19, ctx) and node.attrs.get("coordinate_transformation_mode") == "half_pixel_symmetric":
         raise Refused(f"its coordinate_transformation_mode 'half_pixel_symmetric' (opset 19) has no "
@@ -454,6 +462,8 @@ def _resize(node: gs.Node, ctx: Context) -> Rewrite:
         if "axes" in node.attrs:
             raise Refused(f"it resizes only the axes {list(node.attrs['axes'])}, and opset {ctx.target} needs "
                           "every axis")
+    if _crossed(node, 11, ctx):
+        return _resize_before_11(node, ctx)
     fill = _crossed(node, 13, ctx)
 
     def rewrite() -> list[gs.Node]:
@@ -465,6 +475,47 @@ def _resize(node: gs.Node, ctx: Context) -> Rewrite:
                     node.inputs[i] = ctx.const(f"{node.name or 'Resize'}_{base}", np.zeros(0, np.float32))
                 elif i >= len(node.inputs):
                     node.inputs.append(ctx.const(f"{node.name or 'Resize'}_{base}", np.zeros(0, np.float32)))
+        return [node]
+    return rewrite
+
+
+def _resize_before_11(node: gs.Node, ctx: Context) -> Rewrite:
+    """Resize before opset 11 (and Upsample, its name before 10) has only scales and the modes nearest and
+    linear, with asymmetric coordinates; nearest rounds down when upsampling (onnxruntime)."""
+    mode = node.attrs.get("mode", "nearest")
+    ctm = node.attrs.get("coordinate_transformation_mode", "half_pixel")
+    old = "Resize" if ctx.target >= 10 else "Upsample"
+    if mode not in ("nearest", "linear"):
+        raise Refused(f"its mode '{mode}' has no equivalent at opset {ctx.target}, where {old} knows only "
+                      "'nearest' and 'linear'")
+    if ctm != "asymmetric":
+        raise Refused(f"its coordinate_transformation_mode '{ctm}' has no equivalent at opset {ctx.target}, where "
+                      f"{old} knows only 'asymmetric'")
+    if mode == "nearest" and node.attrs.get("nearest_mode", "round_prefer_floor") != "floor":
+        raise Refused(f"its nearest_mode '{node.attrs.get('nearest_mode', 'round_prefer_floor')}' has no "
+                      f"equivalent at opset {ctx.target}, where {old} rounds down")
+    scales = constant_values(node.inputs[2]) if _present(node, 2) is not None else None
+    if scales is None or scales.size == 0:
+        sizes = _const_input(node, 3, "sizes", ctx)
+        x = node.inputs[0]
+        dims = [ctx.dim(x, i) for i in range(ctx.rank(x) or 0)]
+        if sizes is None or not dims or None in dims or len(dims) != sizes.size:
+            raise Refused(f"its scales are not constant and cannot be computed from its sizes (the shape of "
+                          f"'{x.name}' is not known), and {old} at opset {ctx.target} needs constant scales")
+        scales = np.array([s / d for s, d in zip(sizes.reshape(-1).tolist(), dims)], np.float32)
+    if mode == "nearest" and (scales < 1).any():
+        raise Refused(f"it shrinks with mode 'nearest', which {old} at opset {ctx.target} rounds differently")
+    attrs: dict[str, Any] = {"mode": mode}
+    values = np.asarray(scales, np.float32).reshape(-1)
+
+    def rewrite() -> list[gs.Node]:
+        _drop_inputs(node, 1, ctx)
+        node.op = old
+        node.attrs = dict(attrs)
+        if ctx.target >= 9:
+            node.inputs.append(ctx.const(f"{node.name or old}_scales", values))
+        else:
+            node.attrs["scales"] = [float(v) for v in values]
         return [node]
     return rewrite
 
@@ -499,7 +550,7 @@ def _softmax(node: gs.Node, ctx: Context) -> Rewrite:
     return wrap
 
 
-@_adapter(("Constant",), (11, 12, 13))
+@_adapter(("Constant",), (9, 11, 12, 13))  # 9 only added types (checked)
 def _constant(node: gs.Node, ctx: Context) -> Rewrite:
     if "sparse_value" in node.attrs:
         raise Refused("it holds a sparse tensor")
@@ -784,6 +835,7 @@ def _or_equal(strict: str) -> Planner:
     return plan
 
 
+DECOMPOSE["Resize"] = _resize  # before 10: Upsample
 DECOMPOSE["GreaterOrEqual"] = _or_equal("Greater")
 DECOMPOSE["LessOrEqual"] = _or_equal("Less")
 

@@ -56,7 +56,9 @@ def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HI
            ``num_outputs`` (18, the split dimension must be known); Clip's
            ``min``/``max`` and Pad's ``pads``/``constant_value`` inputs to
            attributes (11), Pad's ``axes`` input (18); Resize's empty ``roi`` and
-           ``scales`` (13) and its attributes of 18 at their defaults;
+           ``scales`` (13) and its attributes of 18 at their defaults; before
+           11, Resize (and Upsample before 10) with constant scales, for the
+           asymmetric nearest (rounding down) and linear modes;
            Softmax/LogSoftmax/Hardmax (13) with ``axis`` set explicitly, or
            between two Transposes when the axis is not the last; Constant's
            ``value_float(s)``/``value_int(s)``/``value_string(s)`` (12); Shape's
