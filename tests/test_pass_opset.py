@@ -422,6 +422,16 @@ ADAPTER_CASES = [
         y = LayerNormalization <axis = 1> (x, s) }""", 13,
      ["Cast", "Flatten", "ReduceMean", "Sub", "Mul", "ReduceMean", "Add", "Sqrt", "Div", "Shape", "Reshape", "Cast",
       "Mul"]),
+    ("layernormalization to opset 10", 17, """g (float[2, 3, 4] x) => (float[2, 3, 4] y) {
+        s = Constant <value = float[4] {1, 2, 0.5, -1}> ()
+        y = LayerNormalization (x, s) }""", 10,
+     ["Flatten", "ReduceMean", "Sub", "Mul", "ReduceMean", "Add", "Sqrt", "Div", "Shape", "Reshape", "Mul"]),
+    ("shape start/end to opset 9", 15, """g (float[2, 3, 4, 5] x) => (int64[3] y) {
+        y = Shape <start = -3> (x) }""", 9, ["Shape", "Slice"]),
+    ("scatterelements reduction", 18, """g (float[4, 4] d, int64[2, 4] i, float[2, 4] u)
+        => (float[4, 4] y, float[4, 4] z) {
+        y = ScatterElements <reduction = "none"> (d, i, u)
+        z = ScatterElements <reduction = "add"> (d, i, u) }""", 16, ["ScatterElements", "ScatterElements"]),
     ("gelu", 20, """g (float[2, 8] x) => (float[2, 8] y) {
         y = Gelu (x) }""", 11, ["Mul", "Erf", "Add", "Mul", "Mul"]),
     ("gelu tanh", 20, """g (float[2, 8] x) => (float[2, 8] y) {

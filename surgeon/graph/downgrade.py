@@ -580,10 +580,15 @@ def _shape(node: gs.Node, ctx: Context) -> Rewrite:
         y = node.outputs[0]
         node.outputs[0] = gs.Variable(ctx.names.new(f"{base}_whole"))
         big = np.iinfo(np.int64).max
-        ins = [node.outputs[0], ctx.const(f"{base}_start", np.array([start], np.int64)),
-               ctx.const(f"{base}_end", np.array([big if end is None else end], np.int64)),
-               ctx.const(f"{base}_axes", np.array([0], np.int64))]
+        stop = big if end is None else end
         built = [node]
+        if ctx.target < 10:  # Slice took attributes before opset 10
+            ctx.node(built, "Slice", [node.outputs[0]], {"starts": [start], "ends": [stop], "axes": [0]},
+                     base=base, outputs=[y])
+            return built
+        ins = [node.outputs[0], ctx.const(f"{base}_start", np.array([start], np.int64)),
+               ctx.const(f"{base}_end", np.array([stop], np.int64)),
+               ctx.const(f"{base}_axes", np.array([0], np.int64))]
         ctx.node(built, "Slice", ins, base=base, outputs=[y])
         return built
     return rewrite
@@ -603,10 +608,22 @@ def _dropping(attr: str, default: Any, step: int) -> Planner:
 
 for _op, _attr, _default, _step in (("ArgMax", "select_last_index", 0, 12), ("ArgMin", "select_last_index", 0, 12),
                                     ("LSTM", "layout", 0, 14), ("GRU", "layout", 0, 14), ("RNN", "layout", 0, 14),
-                                    ("Cast", "saturate", 1, 19), ("ScatterElements", "reduction", "none", 16),
-                                    ("ScatterND", "reduction", "none", 16)):
-    ADAPTERS[_op] = (frozenset({_step, 18} if _op.startswith("Scatter") else {_step}),
-                     _dropping(_attr, _default, _step))
+                                    ("Cast", "saturate", 1, 19)):
+    ADAPTERS[_op] = (frozenset({_step}), _dropping(_attr, _default, _step))
+
+
+@_adapter(("ScatterElements", "ScatterND"), (16, 18))
+def _scatter(node: gs.Node, ctx: Context) -> Rewrite:
+    reduction = node.attrs.get("reduction", "none")
+    known = ("none",) if _crossed(node, 16, ctx) else ("none", "add", "mul")
+    if reduction not in known:
+        raise Refused(f"its reduction '{reduction}' has no equivalent at opset {ctx.target}")
+
+    def rewrite() -> list[gs.Node]:
+        if _crossed(node, 16, ctx):
+            node.attrs.pop("reduction", None)
+        return [node]
+    return rewrite
 
 
 _ALLOWZERO = ("Reshape node(s) with allowzero=1 read a shape computed at run time; they behave the same unless "
@@ -708,6 +725,12 @@ def _layer_norm(node: gs.Node, ctx: Context) -> Rewrite:
     axis = int(node.attrs.get("axis", -1))
     if any(t.outputs or _is_output(t, ctx) for t in node.outputs[1:]):
         raise Refused("its Mean or InvStdDev output is used (only the normalized output is decomposed)")
+    if ctx.target < 11:  # no negative axes before 11: flatten at a positive axis, reduce axis 1
+        rank = ctx.rank(x)
+        if rank is None:
+            raise Refused(f"the rank of '{x.name}' is unknown, and before opset 11 the axes of the decomposition "
+                          "must be given as positive numbers")
+        axis = axis % rank
     eps = float(node.attrs.get("epsilon", 1e-5))
     stash = int(node.attrs.get("stash_type", 1)) == 1 and dtype != np.float32 and dtype != np.float64
     work = np.dtype(np.float32) if stash else dtype
@@ -719,9 +742,10 @@ def _layer_norm(node: gs.Node, ctx: Context) -> Rewrite:
         h = ctx.node(built, "Cast", [x], {"to": onnx.TensorProto.FLOAT}, base=base) if stash else x
         if axis != -1:  # normalize over everything from the axis on: flatten to 2-D, reshape back after
             h = ctx.node(built, "Flatten", [h], {"axis": axis}, base=base)
-        mean = _reduce_mean(built, h, [-1], ctx, base)
+        last = [-1] if axis == -1 else [1]
+        mean = _reduce_mean(built, h, last, ctx, base)
         d = ctx.node(built, "Sub", [h, mean], base=base)
-        var = _reduce_mean(built, ctx.node(built, "Mul", [d, d], base=base), [-1], ctx, base)
+        var = _reduce_mean(built, ctx.node(built, "Mul", [d, d], base=base), last, ctx, base)
         std = ctx.node(built, "Sqrt", [ctx.node(built, "Add", [var, ctx.const(f"{base}/epsilon",
                                                                               np.array(eps, work))], base=base)],
                        base=base)
@@ -730,8 +754,7 @@ def _layer_norm(node: gs.Node, ctx: Context) -> Rewrite:
             n = ctx.node(built, "Reshape", [n, ctx.node(built, "Shape", [x], base=base)], base=base)
         if stash:
             n = ctx.node(built, "Cast", [n], {"to": elem_type(dtype)}, base=base)
-        last = bias is None
-        n = ctx.node(built, "Mul", [n, scale], base=base, outputs=[y] if last else None)
+        n = ctx.node(built, "Mul", [n, scale], base=base, outputs=[y] if bias is None else None)
         if bias is not None:
             ctx.node(built, "Add", [n, bias], base=base, outputs=[y])
         node.inputs.clear()
@@ -745,6 +768,8 @@ def _gelu(node: gs.Node, ctx: Context) -> Rewrite:
     x = node.inputs[0]
     dtype = _float_dtype(x, ctx)
     tanh = node.attrs.get("approximate", "none") == "tanh"
+    if not tanh and ctx.target < 9:
+        raise Refused(f"its decomposition needs Erf, which opset {ctx.target} does not have (since opset 9)")
 
     def rewrite() -> list[gs.Node]:
         built: list[gs.Node] = []
@@ -821,6 +846,9 @@ def _cast_like(node: gs.Node, ctx: Context) -> Rewrite:
 def _or_equal(strict: str) -> Planner:
     def plan(node: gs.Node, ctx: Context) -> Rewrite:
         a, b = node.inputs[0], node.inputs[1]
+        if ctx.target < 11 and ctx.elem(a) not in (onnx.TensorProto.INT32, onnx.TensorProto.INT64):
+            raise Refused(f"its decomposition needs Equal, which takes only int32 and int64 (and bool) at opset "
+                          f"{ctx.target}")
 
         def rewrite() -> list[gs.Node]:
             built: list[gs.Node] = []
