@@ -412,6 +412,11 @@ ADAPTER_CASES = [
         y = Dropout (x, r) }""", 11, ["Dropout"]),
     ("averagepool dilations", 19, """g (float[1, 2, 6, 6] x) => (float[1, 2, 5, 5] y) {
         y = AveragePool <kernel_shape = [2, 2], dilations = [1, 1]> (x) }""", 11, ["AveragePool"]),
+    ("quantization per tensor", 13, """g (float[2, 3] x) => (float[2, 3] y) {
+        s = Constant <value = float {0.05}> ()
+        z = Constant <value = uint8 {128}> ()
+        q = QuantizeLinear <axis = 1> (x, s, z)
+        y = DequantizeLinear <axis = 1> (q, s, z) }""", 11, ["QuantizeLinear", "DequantizeLinear"]),
     ("layernormalization over the last axis", 17, """g (float[2, 3, 4] x) => (float[2, 3, 4] y) {
         s = Constant <value = float[4] {1, 2, 0.5, -1}> ()
         b = Constant <value = float[4] {0, 0.1, 0.2, 0.3}> ()
@@ -463,6 +468,17 @@ def test_adapter(opset, text, target, ops):
     if "a" in feeds:  # comparisons: make some elements equal
         feeds["b"][0] = feeds["a"][0]
     assert_same_outputs(proto, after, feeds)
+
+
+def test_quantization_per_axis_of_a_real_model_is_refused():
+    model = surgeon.load(real_model("polygraphy/qdq_conv.onnx"))  # opset 13, scale per channel
+    assert error_of(model, 11) == (
+        "error: step 1 (convert_opset): cannot convert from opset 13 to 11: node 'onnx_graphsurgeon_node_1' "
+        "(QuantizeLinear) has no form at opset 11: its scale 'y_scale' holds 3 values, and quantization per axis "
+        "came in opset 13; node 'onnx_graphsurgeon_node_3' (DequantizeLinear) has no form at opset 11: its scale "
+        "'y_scale' holds 3 values, and quantization per axis came in opset 13\n"
+        "  hint: choose a later target opset, or edit those nodes first (surgeon explain convert_opset lists the "
+        "conversions it knows)")
 
 
 def test_adapters_inside_if_branches():

@@ -40,6 +40,7 @@ Adapters (the op's version step they undo, and what they do):
 * Constant (12): ``value_float(s)``/``value_int(s)``/``value_string(s)`` become
   a ``value`` tensor.
 * Shape (15): ``start``/``end`` become a Slice of the whole shape.
+* QuantizeLinear/DequantizeLinear (13) with a single scale lose ``axis``.
 * Reshape (14) ``allowzero``, BatchNormalization (14) ``training_mode``,
   LSTM/GRU/RNN (14) ``layout``, ArgMax/ArgMin (12) ``select_last_index``,
   Cast (19) ``saturate``, ScatterElements/ScatterND (16, 18) ``reduction``,
@@ -628,6 +629,21 @@ def _scatter(node: gs.Node, ctx: Context) -> Rewrite:
 
 _ALLOWZERO = ("Reshape node(s) with allowzero=1 read a shape computed at run time; they behave the same unless "
               "that shape holds a 0 (an empty tensor)")
+
+
+@_adapter(("QuantizeLinear", "DequantizeLinear"), (13,))
+def _quantize(node: gs.Node, ctx: Context) -> Rewrite:
+    scale = node.inputs[1]
+    values = constant_values(scale)
+    single = values.size == 1 if values is not None else ctx.rank(scale) == 0
+    if not single:
+        what = f"holds {values.size} values" if values is not None else "is not known to be a single value"
+        raise Refused(f"its scale '{scale.name}' {what}, and quantization per axis came in opset 13")
+
+    def rewrite() -> list[gs.Node]:
+        node.attrs.pop("axis", None)
+        return [node]
+    return rewrite
 
 
 @_adapter(("Reshape",), (14,))

@@ -67,7 +67,8 @@ def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HI
            (14), ArgMax/ArgMin ``select_last_index`` (12), Cast ``saturate``
            (19), ScatterElements/ScatterND ``reduction`` (16, 18), AveragePool
            ``dilations`` (19), Dropout's ``ratio``/``training_mode`` inputs (12)
-           at the value the older op implies.
+           at the value the older op implies; QuantizeLinear/DequantizeLinear
+           (13) with a single scale.
         3. Down, ops that did not exist yet at the target are decomposed:
            LayerNormalization (17; in float32 when ``stash_type`` asks),
            Gelu (20, exact and tanh), Mish (18), HardSwish (14), CastLike
