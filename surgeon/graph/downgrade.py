@@ -899,10 +899,16 @@ def _type_string(t: gs.Tensor, ctx: Context) -> str | None:
     return None
 
 
+@functools.cache
+def _typing(op: str, opset: int) -> tuple[onnx.defs.OpSchema, dict[str, list[str]]]:
+    """``op``'s schema at ``opset`` and its type constraints (type parameter -> allowed types)."""
+    schema = onnx.defs.get_schema(op, opset, "")
+    return schema, {c.type_param_str: list(c.allowed_type_strs) for c in schema.type_constraints}
+
+
 def _type_problem(node: gs.Node, ctx: Context) -> str | None:
     """Why ``node``'s element types are not accepted by its op at the target, or None."""
-    schema = onnx.defs.get_schema(node.op, ctx.target, "")
-    allowed = {c.type_param_str: list(c.allowed_type_strs) for c in schema.type_constraints}
+    schema, allowed = _typing(node.op, ctx.target)
     variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
     for role, formals, tensors in (("input", schema.inputs, node.inputs), ("output", schema.outputs, node.outputs)):
         for i, t in enumerate(tensors):
