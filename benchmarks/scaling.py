@@ -330,6 +330,8 @@ class Case:
     params: Callable[[int], dict[str, Any]] = lambda n: {}
     prepare: Callable[[surgeon.Model], None] | None = None
     """Untimed edit after loading (e.g. shuffling the nodes for toposort)."""
+    pass_name: str | None = None
+    """The pass the case runs, when the case's key names a variant (``convert_opset down``)."""
     deep_recursion: bool = False
     """The pass recurses once per level of the graph (gs's toposort): it is timed with the recursion
     limit raised, and a note says whether it fails at Python's default limit."""
@@ -381,6 +383,10 @@ CASES: dict[str, Case] = {
     "to_fp16": Case("chain Neg/Relu + If", chain),
     "convert_opset": Case("chain + If, opset 13", lambda n: chain(n, ops=("Neg", "Relu", "Softmax"), opset=13),
                           lambda n: {"target": 17}),
+    # Down: surgeon's own adapters, one decomposition or adapter for almost every node, in If bodies too.
+    "convert_opset down": Case("chain Gelu/Mish/Softmax... + If, opset 20",
+                               lambda n: chain(n, ops=("Gelu", "Relu", "HardSwish", "Softmax", "Mish"), opset=20),
+                               lambda n: {"target": 11}, pass_name="convert_opset"),
     "set_metadata": Case("chain Neg/Relu + If", chain,
                          lambda n: {"producer_name": "bench", "props": {"license": "MIT"}}),
     "insert_nms": Case("chain + YOLOv8 head", detector, lambda n: {"layout": "yolov8"}),
@@ -464,7 +470,7 @@ def measure(name: str, n: int, repeat: int, timeout: float | None, profile: list
 def recursion_probe(name: str, n: int) -> str | None:
     """Run the pass once at Python's own recursion limit; the error's first line if it fails."""
     try:
-        surgeon.run_pass(_fresh(name, n), name, **CASES[name].params(n))
+        surgeon.run_pass(_fresh(name, n), CASES[name].pass_name or name, **CASES[name].params(n))
     except Exception as exc:  # noqa: BLE001 - reported, whatever it is
         return str(exc).splitlines()[0]
     return None
@@ -485,7 +491,7 @@ def _measure(name: str, n: int, params: dict[str, Any], repeat: int, timeout: fl
             start = clock()
             if profiler:
                 profiler.enable()
-            report = surgeon.run_pass(model, name, **params)
+            report = surgeon.run_pass(model, CASES[name].pass_name or name, **params)
             if profiler:
                 profiler.disable()
             seconds = clock() - start
@@ -595,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
 
     n = args.nodes or (12_500 if args.full else 500)
     timeout = args.timeout if args.timeout is not None else (600.0 if args.full else None)
-    names = [p.strip() for p in args.passes.split(",") if p.strip()] or list(BUILTIN_PASSES)
+    names = [p.strip() for p in args.passes.split(",") if p.strip()] or (
+        list(BUILTIN_PASSES) + [c for c in CASES if c not in BUILTIN_PASSES])  # then the variants
     unknown = [p for p in names if p not in CASES]
     if unknown:
         print(f"error: no scaling case for {', '.join(unknown)}; known: {', '.join(CASES)}", file=sys.stderr)

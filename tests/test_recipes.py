@@ -132,3 +132,12 @@ def test_merge_preprocess_equals_running_both_models():
     got = run(model, feeds)
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_opset11_for_legacy_runtimes_on_a_transformer():
+    path = real_model("transformer_encoder_dynamo.onnx")  # opset 20: LayerNormalization, Reshape allowzero
+    model = _apply("opset11_for_legacy_runtimes.yaml", "transformer_encoder_dynamo.onnx")
+    after = to_proto(model)
+    assert [(o.domain, o.version) for o in after.opset_import] == [("", 11)]
+    assert "LayerNormalization" not in {n.op_type for n in after.graph.node}
+    assert_same_outputs(path, after, random_inputs(path, dims={"batch": 2, "seq": 5}))
