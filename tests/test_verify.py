@@ -45,6 +45,8 @@ def test_strip_fooop_matches_exported_reference(tmp_path):
                              "--verify", "--reference", str(reference))
     assert (code, err) == (0, "")
     assert f"verify: match against {reference} (random inputs)\n" \
+           "  inputs: input float32[2, 3, 32, 32]\n" \
+           "  dims: N=2 (default for a batch dimension)\n" \
            "  output: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n" in stdout
     assert out.exists()
 
@@ -55,10 +57,13 @@ def test_wrong_reference_mismatch_writes_nothing(tmp_path, foo):
                              "--reference", str(wrong))
     assert code == 1
     assert err.startswith(f"error: verification failed: mismatch against {wrong} (random inputs)\n"
+                          "  inputs: input float32[2, 3, 16, 16]\n"
+                          "  dims: N=2 (default for a batch dimension)\n"
                           "  output: MISMATCH, max abs error ")
     assert "; worst element (" in err and "expected " in err and ", got " in err
     assert err.endswith("  hint: the edit changed what the model computes; nothing was written.\n"
-                        "        Check the recipe, or loosen --rtol/--atol if the difference is expected\n")
+                        "        Check the recipe, or give inputs that represent the model's real data with "
+                        "--inputs\n")
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_foo.onnx", "wrong.onnx"]
 
@@ -70,6 +75,8 @@ def test_exported_model_with_wrong_reference_of_other_shapes_fails(tmp_path):
                         "-o", str(out), "--verify", "--reference", str(FIXTURES / "model.onnx"))
     assert code == 1
     assert err.startswith(f"error: verification failed: failed against {FIXTURES / 'model.onnx'} (random inputs)\n"
+                          "  inputs: input float32[2, 3, 32, 32]\n"
+                          "  dims: N=2 (default for a batch dimension)\n"
                           f"  note: {FIXTURES / 'model.onnx'} rejected the inputs built for the edited model "
                           "(do the models take the same inputs?): ")
     assert not out.exists()
@@ -93,7 +100,8 @@ def test_python_api_follows_renames_and_tolerances():
     assert report.ok and report.outputs[0].edited_name == "z" and report.outputs[0].shape == [3, 4]
     unmatched = surgeon.verify(a, b)
     assert unmatched.status == "failed"
-    assert "no output could be compared: the models have no output name in common" in unmatched.notes
+    assert unmatched.notes == ["output 'z' is not compared: the original has no tensor 'z' in its main graph",
+                               "no output could be compared (see the notes above)"]
 
 
 def test_mismatch_names_worst_element():

@@ -24,9 +24,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
+from surgeon.graph.correspondence import Correspondence
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
+from surgeon.passes.contract import record
 from surgeon.passes.expect import check_expect
 from surgeon.passes.registry import PassRegistry
 from surgeon.passes.registry import registry as default_registry
@@ -158,6 +160,10 @@ def _ops(nodes: list[NodeRef]) -> str:
 class ApplyResult:
     recipe: Recipe
     steps: list[StepReport] = field(default_factory=list)
+    correspondence: Correspondence = field(default_factory=Correspondence)
+    """What verification compares: the steps' contracts composed (:mod:`surgeon.passes.contract`)."""
+    verify_by_default: bool = False
+    """A step's contract asks for verification even without --verify (a precision change)."""
 
     @property
     def renamed(self) -> dict[str, str]:
@@ -490,6 +496,9 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
                 steps.describe(step.label)
                 report, snapshot = _run_step(model, step, registry, True, snapshot)
                 result.steps.append(report)
+                contract = registry.get(step.pass_name).contract
+                record(result.correspondence, contract, report, model)
+                result.verify_by_default |= bool(contract is not None and contract.verify_by_default)
                 if step.expect:
                     check_expect(model, report)
                 steps.advance()

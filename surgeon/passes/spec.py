@@ -125,6 +125,9 @@ class PassSpec:
     receives: str = "model"  # or "graph"
     selector_param: str | None = None  # the function's Selector-typed parameter, if any
     source: str = "builtin"
+    contract: Any = None
+    """How the pass is verified (:class:`surgeon.passes.contract.Contract`, declared with
+    ``@verified_by``); None: not declared (verified as "outputs equal", with a note)."""
 
     @classmethod
     def from_function(cls, name: str, func: Callable[..., Any], source: str = "builtin") -> PassSpec:
@@ -163,7 +166,9 @@ class PassSpec:
                 continue
             default = REQUIRED if p.default is inspect.Parameter.empty else p.default
             params[p.name] = ParamSpec(p.name, ann, default, docs.get(p.name, ""))
-        return cls(name, func, params, summary, sections, receives, selector_param, source)
+        from surgeon.passes.contract import contract_of
+
+        return cls(name, func, params, summary, sections, receives, selector_param, source, contract_of(func))
 
     # -- using the declaration -------------------------------------------------
 

@@ -9,7 +9,7 @@ for other ops (plugins, custom domains) the type follows the YAML value.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx
@@ -20,18 +20,84 @@ from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.constants import elem_type
+from surgeon.graph.correspondence import Correspondence, Derived
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import fresh_name, quoted
 from surgeon.graph.shapes import infer_value_infos
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.io.tensor_names import tensor_groups, where_is
+from surgeon.passes.contract import EQUAL, Contract, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
+
+if TYPE_CHECKING:
+    from surgeon.passes.runner import StepReport
 
 AttrType = OpSchema.AttrType
 
 
+def _insert_node_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    d = report.details
+    reads, writes = d["reads"], d["writes"]
+    # A graph output keeps its name (Rule 3): the value before the node is the output's old value.
+    value = plan.expr(writes) if _is_output(model, writes) else plan.expr(reads)
+    plan.changed_from[writes] = report.step.label
+    if not d["main_graph"] or value is None:
+        plan.exprs[writes] = None
+        return
+    node = next((n for n in model.graph.nodes if n.name == d["node"]), None)
+    if node is None:
+        plan.exprs[writes] = None
+        return
+    plan.exprs[reads] = value
+    single, variables = _single_node_model(model, node)
+    args = tuple(value if i == 0 else plan.expr(name) for i, name in enumerate(variables))
+    if any(a is None for a in args):
+        plan.exprs[writes] = None
+        return
+    plan.exprs[writes] = Derived(lambda *values: _run_single(single, variables, values),
+                                 tuple(a for a in args if a is not None),
+                                 f"{node.op} run alone in onnxruntime on the original's {args[0].describe()}")
+    plan.extra.setdefault(reads, f"the tensor {report.step.label} reads")
+    plan.extra.setdefault(writes, f"the tensor {report.step.label} writes")
+
+
+def _is_output(model: Model, name: str) -> bool:
+    return any(t.name == name for t in model.graph.outputs)
+
+
+def _single_node_model(model: Model, node: gs.Node) -> tuple[bytes, list[str]]:
+    """A model of ``node`` alone: its variable inputs are graph inputs, its constants initializers."""
+    inputs, variables, args = [], [], []
+    for i, t in enumerate(node.inputs):
+        if isinstance(t, gs.Variable) and t.name:
+            fresh = gs.Variable(f"in{i}", t.dtype, None)
+            inputs.append(fresh)
+            variables.append(t.name)
+            args.append(fresh)
+        else:
+            args.append(t)
+    out = gs.Variable("out", node.outputs[0].dtype, None)
+    copy = gs.Node(node.op, "single", dict(node.attrs), inputs=args, outputs=[out], domain=node.domain)
+    graph = gs.Graph(nodes=[copy], inputs=inputs, outputs=[out], opset=model.opset)
+    proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = min(proto.ir_version, 8)
+    return proto.SerializeToString(), variables
+
+
+def _run_single(single: bytes, variables: list[str], values: tuple) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(single, opts, providers=["CPUExecutionProvider"])
+    return sess.run(["out"], {f"in{i}": v for i, v in enumerate(values)})[0]
+
+
+@verified_by(Contract("the tensor the new node reads equals the original's, and the tensor it writes equals the "
+                      "node run alone in onnxruntime on the original's value; graph outputs downstream of it "
+                      "change on purpose and are not compared", update=lambda *a: _insert_node_contract(*a)))
 def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: dict[str, Any] | None = None,
                 name: str | None = None, consumers: Literal["all"] | list[str] = "all",
                 inputs_after: list[Any] | None = None) -> PassResult:
@@ -164,12 +230,15 @@ def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: d
                             f"{len(chosen)} of {len(readers)} reader(s)")
     owner.nodes.insert(position, gs.Node(op, node_name, node_attrs, inputs=[data_in, *extras],
                                          outputs=[new_out], domain=domain or None))
+    result.details = {"node": node_name, "reads": data_in.name, "writes": new_out.name,
+                      "main_graph": owner is model.graph}
     _import_domain(model, domain, version, result)
     if schema is None and domain == "":
         result.notes.append(_plugin_note(op))
     return result
 
 
+@verified_by(EQUAL)
 def replace_op(model: Model, select: Selector, *, new_op: str | None = None, new_domain: str | None = None,
                new_attrs: dict[str, Any] | None = None, keep_attrs: bool | list[str] = True) -> PassResult:
     """Change the op type, domain or attributes of the selected nodes, keeping their inputs and outputs.
