@@ -110,7 +110,8 @@ def _spec(vi: onnx.ValueInfoProto) -> InputSpec:
     shape: tuple[Dim, ...] | None = None
     if t.tensor_type.HasField("shape"):
         shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
-                      else d.dim_param if d.HasField("dim_param") and d.dim_param else None
+                      else d.dim_param if d.HasField("dim_param") and d.dim_param not in ("", "?", "-1")
+                      else None
                       for d in t.tensor_type.shape.dim)
     return InputSpec(vi.name, dtype, shape, onnx.helper.tensor_dtype_to_string(elem))
 

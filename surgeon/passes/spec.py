@@ -247,7 +247,14 @@ class PassSpec:
             out.append(f"{title}:")
             out += ["  " + line for line in body.splitlines()]
             out.append("")
+        out += ["Verified by (--verify):", "  " + self.verified_by(), ""]
         return "\n".join(out).rstrip() + "\n"
+
+    def verified_by(self) -> str:
+        """How --verify checks this pass: its contract in words."""
+        if self.contract is None:
+            return "outputs equal the original's (the pass declares no verification contract)"
+        return str(self.contract.what) + (" (verified by default)" if self.contract.verify_by_default else "")
 
     def markdown(self) -> str:
         """The pass's reference section for docs/passes.md."""
@@ -268,6 +275,7 @@ class PassSpec:
             out.append("")
             out += (["```yaml", body, "```"] if title == "Example" else [body])
             out.append("")
+        out += ["**Verified by** (`--verify`)", "", self.verified_by(), ""]
         return "\n".join(out)
 
     def example(self) -> str | None:

@@ -155,11 +155,6 @@ def insert_nms(
         the added nodes (by the runner); a note with the new outputs and one
         per raw output removed from the graph outputs; details with the
         backend, the output names, the raw tensors and the NMS settings.
-
-    Verification:
-        the raw head tensors are compared with the original's, and (onnx
-        backend) the four detection outputs with :func:`reference_detections`,
-        a numpy NMS of the original's raw outputs with the same settings.
     """
     names = _output_names(outputs)
     if box_format is None:

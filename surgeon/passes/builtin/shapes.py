@@ -807,7 +807,8 @@ def _set_constant(t: gs.Tensor, values: np.ndarray) -> None:
 
 def _set_dtype_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
     for name, dtype in report.details.get("inputs", {}).items():
-        plan.inputs[name] = plan.feed(name).then(lambda x: x, f"{dtype.lower()} cast to the original's dtype")
+        dtype = dtype.removeprefix("TensorProto.").lower()
+        plan.inputs[name] = plan.feed(name).then(lambda x: x, f"{dtype} cast to the original's dtype")
 
 
 @verified_by(Contract("the original is fed the new inputs cast to its dtypes; outputs equal at the dtype's "
