@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("b", help="second (new) model")
     d.add_argument("--json", action="store_true", help="print JSON")
 
-    c = sub.add_parser("verify", help="compare two models' outputs in onnxruntime (same inputs, same names)")
+    c = sub.add_parser("verify", help="compare two models' outputs in onnxruntime")
     c.add_argument("a", help="the baseline model (e.g. the original)")
     c.add_argument("b", help="the model to check (e.g. the edited one)")
     c.add_argument("--report", metavar="FILE.json", help="write the comparison as JSON")
@@ -150,6 +150,10 @@ def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
     path = getattr(args, "report", None)
     if not path:
         return
+    from surgeon.verify import VerificationError
+
+    if args.command == "verify" and isinstance(exc, VerificationError):
+        return  # `surgeon verify` wrote the comparison itself
     from surgeon.report import build_report, error_report, write_report
 
     result = getattr(exc, "result", None)

@@ -52,14 +52,14 @@ def _insert_node_contract(plan: Correspondence, report: StepReport, model: Model
         return
     plan.exprs[reads] = value
     variables = [t.name for t in node.inputs if isinstance(t, gs.Variable) and t.name]
-    args = tuple(value if i == 0 else plan.expr(name) for i, name in enumerate(variables))
-    if any(a is None for a in args):
+    found = [value if i == 0 else plan.expr(name) for i, name in enumerate(variables)]
+    args = tuple(a for a in found if a is not None)
+    if len(args) != len(found):
         plan.exprs[writes] = None
         return
     spec = (node.op, node.domain, dict(node.attrs), list(node.inputs), model.opset)
-    plan.exprs[writes] = Derived(lambda *values: _run_single(spec, values),
-                                 tuple(a for a in args if a is not None),
-                                 f"{node.op} run alone in onnxruntime on the original's {args[0].describe()}")
+    plan.exprs[writes] = Derived(lambda *values: _run_single(spec, values), args,
+                                 f"{node.op} run alone in onnxruntime on the original's {value.describe()}")
     plan.extra.setdefault(reads, f"the tensor {report.step.label} reads")
     plan.extra.setdefault(writes, f"the tensor {report.step.label} writes")
 
