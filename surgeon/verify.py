@@ -345,7 +345,7 @@ class _Verification:
         used_size = sizes[0]
         for size in sizes:
             used_size = size
-            attempt = self._feeds(edited, base, feeds_via, size, self.seed)
+            attempt = self._feeds(edited, base, feeds_via, set(bound), size, self.seed)
             if attempt is None:
                 return report
             try:
@@ -360,7 +360,7 @@ class _Verification:
         (edited_feeds, base_feeds, _, shapes_note), base_values = first
         second = None
         if self.given is None:  # a second, different random input: do the outputs depend on the inputs at all?
-            again = self._feeds(edited, base, feeds_via, used_size, self.seed + 1)
+            again = self._feeds(edited, base, feeds_via, set(bound), used_size, self.seed + 1)
             if again is not None:
                 try:
                     second = _run(base_sess, again[1], needed)
@@ -438,8 +438,8 @@ class _Verification:
                 if symbols else "the models' inputs have no symbolic dimensions",
             )
 
-    def _feeds(self, edited: _Model, base: _Model, feeds_via: dict[str, InputFeed], image_size: int,
-               seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool, str] | None:
+    def _feeds(self, edited: _Model, base: _Model, feeds_via: dict[str, InputFeed], bound: set[str],
+               image_size: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool, str] | None:
         """(edited feeds, original feeds, whether an image size was defaulted, a note) or None (failed)."""
         given = self.given
         arrays: dict[str, np.ndarray] = {}
@@ -460,6 +460,8 @@ class _Verification:
         rng = np.random.default_rng(seed)
         edited_feeds: dict[str, np.ndarray] = {}
         for spec in edited.specs:
+            if spec.name in bound:
+                continue  # the original computes it
             if spec.name in arrays:
                 edited_feeds[spec.name] = arrays[spec.name]
             elif given is not None and spec.name in feeds_via:
