@@ -509,3 +509,32 @@ def test_preprocessing_is_verified_against_numpy_and_a_wrong_constant_is_caught(
     mean.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(mean)[::-1].copy(), mean.name))
     onnx.save(wrong, tmp_path / "wrong.onnx")
     assert surgeon.verify(path, tmp_path / "wrong.onnx", correspondence=result.correspondence).status == "mismatch"
+
+
+def test_an_image_size_the_model_rejects_is_replaced_by_the_next_common_one(tmp_path):
+    """SpaceToDepth with blocks of 64 rejects 224 x 224 images; 256 x 256 is the next size tried."""
+    path = _save(tmp_path, "s2d.onnx", """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, H, W] x) => (float[N, 12288, A, B] y) { y = SpaceToDepth <blocksize = 64> (x) }""")
+    report = surgeon.verify(path, path)
+    assert report.status == "match"
+    assert report.input_shapes == {"x": "float32[2, 3, 256, 256]"}
+    assert report.notes == [f"{path} rejected images of 224x224; verified at 256x256 (give the size with --dim)"]
+
+
+def test_contracts_compose_a_rename_then_a_dtype_change(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - pass: rename_io\n    with: {inputs: {input: pixels}}\n"
+                      "  - pass: set_dtype\n    with: {inputs: {pixels: float16}}\n")
+    model = surgeon.load(FIXTURES / "model.onnx")
+    result = surgeon.apply(recipe, model)
+    report = surgeon.verify(FIXTURES / "model.onnx", model, correspondence=result.correspondence)
+    assert report.status == "match"
+    assert report.input_shapes == {"pixels": "float16[2, 3, 16, 16]"}
+    assert report.original_inputs == {"input": "float32[2, 3, 16, 16]"}
+    assert report.input_sources == {
+        "pixels": f"'input' of {FIXTURES / 'model.onnx'} fed float16 cast to the original's dtype"}
+    assert report.contracts == [
+        "step 1 (rename_io): each output equals the original's tensor of that name (exposed as an output when it "
+        "is an intermediate one); renamed tensors are followed",
+        "step 2 (set_dtype): the original is fed the new inputs cast to its dtypes; outputs equal at the dtype's "
+        "tolerances"]
