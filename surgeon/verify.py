@@ -311,6 +311,8 @@ class _Verification:
             if why is None and name in downstream and name not in corr.changed_from:
                 why = (f"it is computed from '{downstream[name]}', which "
                        f"{corr.changed_from[downstream[name]]} changed on purpose")
+            if why is None and expr is None and name in corr.changed_from:
+                why = f"{corr.changed_from[name]} changed what computes it on purpose"
             if why is None and expr is None:
                 why = f"it is new: {self.baseline_name} has no tensor it corresponds to"
             if why is None and expr is not None and any(t not in base.tensors for t in tensors_of(expr)):

@@ -538,3 +538,16 @@ def test_contracts_compose_a_rename_then_a_dtype_change(tmp_path):
         "is an intermediate one); renamed tensors are followed",
         "step 2 (set_dtype): the original is fed the new inputs cast to its dtypes; outputs equal at the dtype's "
         "tolerances"]
+
+
+def test_replace_op_compares_what_the_changed_node_reads():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y) { a = Neg(x) \n y = Relu(a) }""")
+    model = surgeon.load(proto)
+    result = surgeon.apply(surgeon.parse_recipe(
+        "version: 1\nsteps:\n  - pass: replace_op\n    with: {op: Relu, new_op: Sigmoid}\n"), model)
+    report = surgeon.verify(proto, model, correspondence=result.correspondence)
+    assert report.status == "match"
+    assert [(o.edited_name, o.intermediate) for o in report.outputs] == [("a", True)]
+    assert report.notes == ["output 'y' is not compared: step 1 (replace_op) (now Sigmoid) changed what computes "
+                            "it on purpose"]
