@@ -120,7 +120,7 @@ VERIFIED_ON = {
     "extract_backbone": ("tiny_yolo_legacy.onnx", []),
     "fix_batch": ("tiny_yolo_dynamo.onnx", []),
     "fixed_input_shape": ("tiny_yolo_legacy.onnx", []),
-    "fold_constants": ("ch_PP-OCRv4_rec_infer.onnx", ["--dim", "p2o.DynamicDimension.1=48"]),
+    "fold_constants": ("ch_PP-OCRv4_rec_infer.onnx", ["--dim", "?=48", "--dim", "p2o.DynamicDimension.1=320"]),
     "fooop_to_plugin": ("model_foo.onnx", []),
     "fuse_for_inference": ("model_keepbn.onnx", []),
     "inline_functions": ("transformer_encoder_dynamo.onnx with local functions", []),
