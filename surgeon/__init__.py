@@ -17,6 +17,7 @@ from surgeon.errors import (
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import save
+from surgeon.passes.contract import Contract, verified_by
 from surgeon.passes.custom_ops import declare_op
 from surgeon.passes.registry import register_pass, registry
 from surgeon.passes.result import PassResult
@@ -29,9 +30,10 @@ from surgeon.verify import VerificationError, VerifyReport, verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "ApplyResult", "ExportError", "Model", "ModelLoadError", "PassError", "PassResult", "Progress", "Recipe",
+    "ApplyResult", "Contract", "ExportError", "Model", "ModelLoadError", "PassError", "PassResult", "Progress",
+    "Recipe",
     "RecipeError", "Selector", "Step", "StepError", "StepReport", "SurgeonError", "__version__", "apply",
     "declare_op",
     "load", "load_recipe", "parse_recipe", "register_pass", "registry", "run_pass", "save",
-    "VerificationError", "VerifyReport", "verify",
+    "VerificationError", "VerifyReport", "verified_by", "verify",
 ]

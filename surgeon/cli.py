@@ -47,16 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--report", metavar="FILE.json", help="write a JSON account of the run (see docs/trust.md)")
     a.add_argument("--no-provenance", action="store_true",
                    help="do not record surgeon version, recipe and input hashes in the output's metadata")
-    v = a.add_argument_group("verification (any of these turns it on; a recipe's verify: does too)")
+    v = a.add_argument_group("verification (any of these turns it on; so do a recipe's verify: and a "
+                             "precision change such as to_fp16)")
     v.add_argument("--verify", action="store_true",
-                   help="run the input (or --reference) and the output in onnxruntime and compare outputs")
+                   help="run the input (or --reference) and the output in onnxruntime and compare outputs "
+                        "as each step's verification contract says")
+    v.add_argument("--no-verify", action="store_true",
+                   help="do not verify, not even a recipe that changes precision")
     v.add_argument("--reference", metavar="MODEL", help="compare against this model instead of the input")
-    v.add_argument("--rtol", type=float, help="relative tolerance for float outputs (default per dtype)")
-    v.add_argument("--atol", type=float, help="absolute tolerance for float outputs (default per dtype)")
-    v.add_argument("--dim", action="append", default=[], metavar="NAME=N",
-                   help="value of a symbolic dimension (repeatable; default 2)")
-    v.add_argument("--inputs", metavar="FILE.npz", help="real inputs (numpy.savez, one array per input name)")
-    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    _comparison_options(v)
 
     i = sub.add_parser("inspect", help="describe a model: IO, opsets, ops, weights, custom domains")
     i.add_argument("model", help="ONNX model file")
@@ -67,11 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("b", help="second (new) model")
     d.add_argument("--json", action="store_true", help="print JSON")
 
+    c = sub.add_parser("verify", help="compare two models' outputs in onnxruntime")
+    c.add_argument("a", help="the baseline model (e.g. the original)")
+    c.add_argument("b", help="the model to check (e.g. the edited one)")
+    c.add_argument("--report", metavar="FILE.json", help="write the comparison as JSON")
+    _comparison_options(c)
+
     sub.add_parser("passes", help="list the available passes")
     e = sub.add_parser("explain", help="show a pass's parameters, rules and recipe example")
     e.add_argument("name", help="pass name")
     sub.add_parser("schema", help="print the JSON schema of recipes (for editors)")
     return p
+
+
+def _comparison_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--rtol", type=float, help="relative tolerance for float outputs (default: per dtype, "
+                                                  "or what the steps' contracts call for)")
+    group.add_argument("--atol", type=float, help="absolute tolerance for float outputs (default as for --rtol)")
+    group.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                       help="size of a symbolic input dimension (repeatable); '?=N' sizes the unnamed '?'/-1 "
+                            "dimensions. Default: the recipe's verify: dims, the --inputs arrays, the model's "
+                            "metadata, then 224 for image height/width, 2 for a batch, 16 otherwise")
+    group.add_argument("--inputs", metavar="FILE.npz",
+                       help="real inputs (numpy.savez, one array per input name; others are random)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -133,6 +151,10 @@ def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
     path = getattr(args, "report", None)
     if not path:
         return
+    from surgeon.verify import VerificationError
+
+    if args.command == "verify" and isinstance(exc, VerificationError):
+        return  # `surgeon verify` wrote the comparison itself
     from surgeon.report import build_report, error_report, write_report
 
     result = getattr(exc, "result", None)
@@ -167,13 +189,15 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--in-place and -o/--output exclude each other")
     if args.report and not Path(args.report).resolve().parent.is_dir():
         raise UsageError(f"--report: folder {Path(args.report).parent} does not exist")
+    if args.no_verify and (args.verify or args.reference):
+        raise UsageError("--no-verify excludes --verify and --reference")
     options = None
     if args.verify or args.reference or args.rtol is not None or args.atol is not None or args.dim or args.inputs:
         options = VerifyOptions(args.reference, args.rtol, args.atol, _dims(args.dim), args.inputs, args.seed)
     with _progress(err, args.quiet) as progress:
         result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
                             verify_with=options, provenance=not args.no_provenance, check=args.check,
-                            progress=progress)
+                            progress=progress, no_verify=args.no_verify)
     if not args.quiet:
         print(f"{args.recipe} on {args.model}:", file=out)
         for report in result.applied.steps:
@@ -199,12 +223,33 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from surgeon.verify import VerificationError, verify
+
+    if args.report and not Path(args.report).resolve().parent.is_dir():
+        raise UsageError(f"--report: folder {Path(args.report).parent} does not exist")
+    for path in (args.a, args.b, args.inputs):
+        if path is not None and not Path(path).is_file():
+            raise SurgeonError(f"not found: {path}", hint="check the path")
+    report = verify(args.a, args.b, rtol=args.rtol, atol=args.atol, dims=_dims(args.dim), inputs=args.inputs,
+                    seed=args.seed)
+    if args.report:
+        import json
+
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if report.status != "match":
+        raise VerificationError(report)
+    print(f"verify: {report.summary()}", file=out)
+    return EXIT_OK
+
+
 def _dims(items: list[str]) -> dict[str, int]:
     dims = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value.isdigit() or int(value) < 1:
-            raise UsageError(f"--dim {item!r}: expected NAME=N with a positive integer N, e.g. --dim N=2")
+            raise UsageError(f"--dim {item!r}: expected NAME=N with a positive integer N, e.g. --dim N=2 "
+                             "(or ?=N for unnamed dimensions)")
         dims[name] = int(value)
     return dims
 
@@ -260,7 +305,7 @@ def _schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"apply": _apply, "passes": _passes, "explain": _explain, "schema": _schema,
+_COMMANDS = {"apply": _apply, "verify": _verify, "passes": _passes, "explain": _explain, "schema": _schema,
              "inspect": _inspect, "diff": _diff}
 
 

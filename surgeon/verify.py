@@ -9,6 +9,7 @@ The baseline is the original model, or a ``reference`` model when one is given
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,10 @@ import numpy as np
 import onnx
 
 from surgeon.errors import SurgeonError
-from surgeon.graph.constants import np_dtype_of_ort
+from surgeon.graph.correspondence import Correspondence, Expr, InputFeed, Tensor, evaluate, tensors_of
+from surgeon.io import samples
+from surgeon.io.samples import input_specs
 from surgeon.progress import Progress, Task, task
-
-DEFAULT_DIM = 2
-"""Value of a symbolic dimension nobody bound: 2, not 1, so batch-mixing bugs show."""
 
 # (rtol, atol) per output dtype. Integers and booleans must match exactly.
 _TOLERANCES = {
@@ -29,9 +29,12 @@ _TOLERANCES = {
     np.dtype(np.float32): (1e-4, 1e-5),
     np.dtype(np.float64): (1e-7, 1e-10),
 }
+# Contract policies (surgeon.graph.correspondence.TOLERANCES): (rtol, atol as a fraction of the output's scale).
+_POLICIES = {"reassociated": (1e-4, 1e-4), "fp16": (1e-2, 1e-2)}
+
 
 class VerificationError(SurgeonError):
-    """The edited model's outputs differ from the baseline's (or it cannot run).
+    """The edited model's outputs differ from the baseline's (or it cannot run, or the comparison proves nothing).
 
     ``report`` holds the full :class:`VerifyReport`; the workflow attaches the
     run's ``FileResult`` as ``result`` so a JSON report can still be written.
@@ -40,24 +43,31 @@ class VerificationError(SurgeonError):
     def __init__(self, report: VerifyReport) -> None:
         self.report = report
         self.result: Any = None
-        hint = ("the edit changed what the model computes; nothing was written.\n"
-                "Check the recipe, or loosen --rtol/--atol if the difference is expected"
-                if report.status == "mismatch" else "nothing was written; see the notes above")
+        if report.status == "mismatch":
+            hint = ("the edit changed what the model computes; nothing was written.\n"
+                    "Check the recipe, or give inputs that represent the model's real data with --inputs")
+        elif report.status == "inconclusive":
+            hint = ("nothing was written: random inputs do not exercise this model. Give real inputs with "
+                    "--inputs FILE.npz (numpy.savez, one array per input name), or input sizes with --dim")
+        else:
+            hint = "nothing was written; see the notes above"
         super().__init__(f"verification failed: {report.summary()}", hint=hint)
 
 
 @dataclass
 class OutputCheck:
-    """The comparison of one output."""
+    """The comparison of one edited tensor (a graph output, or an intermediate one a contract names)."""
 
     name: str
-    """Output name in the baseline."""
+    """What it is compared with, in the baseline (a tensor name, or a reference computation)."""
     edited_name: str
     dtype: str = ""
     shape: list[int] = field(default_factory=list)
     ok: bool = True
     rtol: float = 0.0
     atol: float = 0.0
+    tolerance: str = ""
+    """Where the tolerance comes from ("float32", "fp16: 1e-2 of the output's scale 3.1", "given")."""
     max_abs: float = 0.0
     max_rel: float = 0.0
     worst_index: list[int] | None = None
@@ -65,15 +75,28 @@ class OutputCheck:
     got: float | None = None
     problem: str | None = None
     """Why the output could not be compared element-wise (shape, dtype, missing)."""
+    compared_with: str = ""
+    """The baseline's side in words: "'output'" (its tensor), "det_boxes of the reference NMS of 'output0'"."""
+    intermediate: bool = False
+    """An intermediate tensor of the edited model (exposed for the comparison), not a graph output."""
+    uninformative: str | None = None
+    """Why this comparison proves nothing (constant, all zero, NaN, independent of the inputs), or None."""
 
     def describe(self) -> str:
-        label = self.name if self.name == self.edited_name else f"{self.name} (now {self.edited_name})"
+        label = self.edited_name + (" (intermediate)" if self.intermediate else "")
+        if self.compared_with and self.compared_with != f"'{self.edited_name}'":
+            label += f" vs {self.compared_with}"
         if self.problem:
             return f"{label}: {self.problem}"
+        tol = f"rtol {self.rtol:g}, atol {self.atol:g}"
+        if self.tolerance:
+            tol += f": {self.tolerance}"
         head = f"{label}: {'match' if self.ok else 'MISMATCH'}, max abs error {self.max_abs:.3g}, " \
-               f"max rel error {self.max_rel:.3g} (rtol {self.rtol:g}, atol {self.atol:g})"
+               f"max rel error {self.max_rel:.3g} ({tol})"
         if not self.ok and self.worst_index is not None:
             head += f"; worst element {tuple(self.worst_index)}: expected {self.expected:.9g}, got {self.got:.9g}"
+        if self.uninformative:
+            head += f"; proves little: {self.uninformative}"
         return head
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,16 +106,28 @@ class OutputCheck:
 @dataclass
 class VerifyReport:
     """Result of :func:`verify`. ``status`` is ``match``, ``mismatch``, ``failed``
-    (the edited model cannot run, or no output could be compared) or ``skipped``
-    (no baseline could run; ``notes`` says why)."""
+    (the edited model cannot run, or no output could be compared), ``inconclusive``
+    (every compared output is constant, zero, NaN or independent of the inputs) or
+    ``skipped`` (no baseline could run; ``notes`` says why)."""
 
     status: str
     baseline: str
     outputs: list[OutputCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dims: dict[str, int] = field(default_factory=dict)
+    dim_sources: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     inputs: str = "random"
+    input_shapes: dict[str, str] = field(default_factory=dict)
+    """The edited model's inputs as run: name -> dtype[shape]."""
+    original_inputs: dict[str, str] = field(default_factory=dict)
+    """The baseline's inputs as run: name -> dtype[shape]."""
+    input_sources: dict[str, str] = field(default_factory=dict)
+    """How each edited input reached the baseline (as is, cast, preprocessed, computed by it)."""
+    contracts: list[str] = field(default_factory=list)
+    """Per recipe step, the verification contract it declared."""
+    tolerance: str = "dtype"
+    """The tolerance policy the contracts called for (dtype, reassociated, fp16)."""
 
     @property
     def ok(self) -> bool:
@@ -100,13 +135,24 @@ class VerifyReport:
 
     def summary(self) -> str:
         lines = [f"{self.status} against {self.baseline} ({self.inputs} inputs)"]
+        if self.input_shapes:
+            lines.append("  inputs: " + ", ".join(f"{n} {s}" for n, s in self.input_shapes.items()))
+            for name, how in self.input_sources.items():
+                if "fed the same values" not in how:
+                    lines.append(f"    {name} -> {how}")
+        if self.dims:
+            lines.append("  dims: " + ", ".join(f"{k}={v} ({self.dim_sources.get(k, 'given')})"
+                                                for k, v in self.dims.items()))
         lines += [f"  {o.describe()}" for o in self.outputs]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "baseline": self.baseline, "inputs": self.inputs, "seed": self.seed,
-                "dims": self.dims, "outputs": [o.to_dict() for o in self.outputs], "notes": self.notes}
+                "dims": self.dims, "dim_sources": self.dim_sources, "input_shapes": self.input_shapes,
+                "original_inputs": self.original_inputs, "input_sources": self.input_sources,
+                "tolerance": self.tolerance, "contracts": self.contracts,
+                "outputs": [o.to_dict() for o in self.outputs], "notes": self.notes}
 
 
 def tolerance(dtype: np.dtype, rtol: float | None = None, atol: float | None = None) -> tuple[float, float]:
@@ -118,60 +164,342 @@ def tolerance(dtype: np.dtype, rtol: float | None = None, atol: float | None = N
     return (base_rtol if rtol is None else rtol), (base_atol if atol is None else atol)
 
 
+def _tolerance(want: np.ndarray, policy: str, rtol: float | None, atol: float | None) -> tuple[float, float, str]:
+    """(rtol, atol, where they come from) for one output under a contract's policy."""
+    if not np.issubdtype(want.dtype, np.floating):
+        return 0.0, 0.0, ""
+    r, a = tolerance(want.dtype)
+    source = ""
+    if policy in _POLICIES:
+        finite = np.abs(want[np.isfinite(want)]) if want.size else np.zeros(0)
+        scale = float(finite.max()) if finite.size else 0.0
+        pr, pa = _POLICIES[policy]
+        r, a = max(r, pr), max(a, pa * scale)
+        source = f"{policy}: atol {pa:g} of the output's scale {scale:.3g}"
+    if rtol is not None or atol is not None:
+        r, a = (r if rtol is None else rtol), (a if atol is None else atol)
+        source = "given"
+    return r, a, source
+
+
 def verify(
     original: Any,
     edited: Any,
     *,
     renamed: dict[str, str] | None = None,
+    correspondence: Correspondence | None = None,
     reference: Any = None,
     rtol: float | None = None,
     atol: float | None = None,
     dims: dict[str, int] | None = None,
+    recipe_dims: dict[str, int] | None = None,
     inputs: dict[str, np.ndarray] | str | Path | None = None,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> VerifyReport:
     """Compare ``edited`` with ``original`` (or with ``reference`` when given) in onnxruntime.
 
-    Models are paths, ``ModelProto`` s or :class:`surgeon.Model` s. ``renamed``
-    maps baseline tensor names to edited ones (``ApplyResult.renamed``).
-    ``dims`` binds symbolic dimensions (others get 2); ``inputs`` is a dict of
-    arrays or an ``.npz`` file (otherwise seeded random inputs). ``progress``
-    hears of its four stages: two sessions built, two models run.
+    Models are paths, ``ModelProto`` s or :class:`surgeon.Model` s. What is compared
+    with what comes from ``correspondence`` (``ApplyResult.correspondence``: the
+    recipe's verification contracts composed; :mod:`surgeon.graph.correspondence`);
+    without one, each edited output is compared with the original's tensor of the
+    same name, following ``renamed`` (baseline name -> edited name). Intermediate
+    tensors of the original are exposed as outputs when an edited output names one.
+
+    Symbolic dimensions take their sizes from ``dims``, then ``recipe_dims``, then
+    the shapes of the given ``inputs``, the models, and a default by kind
+    (:mod:`surgeon.io.samples`); ``inputs`` is a dict of arrays or an ``.npz`` file
+    (otherwise seeded random inputs). When every compared output is constant, zero,
+    NaN or the same for two different random inputs the status is ``inconclusive``.
+    ``progress`` hears of its stages.
     """
+    if correspondence is None:
+        correspondence = Correspondence()
+        correspondence.rename(dict(renamed or {}))
     with task(progress, "verifying", total=4, unit="stage") as stages:
-        return _verify(original, edited, renamed, reference, rtol, atol, dims, inputs, seed, stages)
+        return _Verification(original, edited, correspondence, reference, rtol, atol, dict(dims or {}),
+                             dict(recipe_dims or {}), inputs, seed, stages).run()
 
 
-def _verify(original: Any, edited: Any, renamed: dict[str, str] | None, reference: Any, rtol: float | None,
-            atol: float | None, dims: dict[str, int] | None, inputs: dict[str, np.ndarray] | str | Path | None,
-            seed: int, stages: Task) -> VerifyReport:
-    renamed = dict(renamed or {})
-    dims = dict(dims or {})
-    baseline_model, baseline_name = (reference, _name(reference, "the reference")) if reference is not None \
-        else (original, _name(original, "the original"))
-    report = VerifyReport("match", baseline_name, dims=dims, seed=seed,
-                          inputs=str(inputs) if isinstance(inputs, (str, Path)) else
-                          "given" if inputs is not None else "random")
-    # One model's weights in memory at a time: the edited model is opened to learn its
-    # inputs, closed, the baseline runs, and the edited model is opened again to run.
-    # Both at once would hold the weights twice (8 GiB for a 4 GiB model).
-    stages.describe("loading the edited model in onnxruntime")
-    try:
-        edited_inputs = _inputs(_session(edited))
-    except Exception as exc:  # onnxruntime raises its own exception types for every reason
-        report.status = "failed"
-        report.notes.append(f"the edited model cannot run in onnxruntime: {_short(exc)}")
+class _Model:
+    """What verification reads of a model without running it (weights are not read)."""
+
+    def __init__(self, model: Any) -> None:
+        self.source = model
+        self.proto = _proto(model)
+        self.specs = input_specs(self.proto)
+        self.outputs = [o.name for o in self.proto.graph.output]
+        g = self.proto.graph
+        self.tensors = {t for n in g.node for t in n.output if t} | {i.name for i in g.input} | \
+            {i.name for i in g.initializer}
+
+    def session(self, outputs: list[str], prune: bool = False):
+        """A session that can return ``outputs`` (intermediate tensors are exposed;
+        ``prune``: nodes no requested output needs are dropped, e.g. a plugin onnxruntime lacks)."""
+        extra = [n for n in outputs if n not in self.outputs]
+        if not extra and not prune:
+            return _session(self.source)
+        proto = _full_proto(self.source)
+        for name in extra:
+            proto.graph.output.append(onnx.ValueInfoProto(name=name))
+        if prune:
+            keep = _needed_nodes(proto.graph, set(outputs))
+            kept = [n for i, n in enumerate(proto.graph.node) if i in keep]
+            del proto.graph.node[:]
+            proto.graph.node.extend(kept)
+            wanted = [o for o in proto.graph.output if o.name in set(outputs)]
+            del proto.graph.output[:]
+            proto.graph.output.extend(wanted)
+        return _session(proto)
+
+
+class _Verification:
+    def __init__(self, original: Any, edited: Any, corr: Correspondence, reference: Any, rtol: float | None,
+                 atol: float | None, dims: dict[str, int], recipe_dims: dict[str, int],
+                 inputs: dict[str, np.ndarray] | str | Path | None, seed: int, stages: Task) -> None:
+        self.corr, self.rtol, self.atol, self.seed, self.stages = corr, rtol, atol, seed, stages
+        self.dims, self.recipe_dims = dims, recipe_dims
+        self.given = _load_npz(Path(inputs)) if isinstance(inputs, (str, Path)) else inputs
+        self.baseline_source = reference if reference is not None else original
+        self.reference = reference
+        self.baseline_name = _name(reference, "the reference") if reference is not None \
+            else _name(original, "the original")
+        self.edited_source = edited
+        self.report = VerifyReport("match", self.baseline_name, seed=seed,
+                                   inputs=str(inputs) if isinstance(inputs, (str, Path)) else
+                                   "given" if inputs is not None else "random",
+                                   contracts=list(corr.contracts), tolerance=corr.tolerance)
+        self.report.notes += corr.notes
+
+    def fail(self, status: str, note: str) -> VerifyReport:
+        self.report.status = status
+        self.report.notes.append(note)
+        return self.report
+
+    def run(self) -> VerifyReport:
+        report, corr = self.report, self.corr
+        self.stages.describe("reading the models")
+        try:
+            edited = _Model(self.edited_source)
+        except Exception as exc:
+            return self.fail("failed", f"the edited model cannot be read: {_short(exc)}")
+        base = _Model(self.baseline_source)
+        self.stages.advance()
+        base_inputs = {s.name for s in base.specs}
+
+        # How each edited input is fed: through the original's input (maybe transformed),
+        # from a value the original computes (extract cut the graph there), or on its own.
+        feeds_via: dict[str, InputFeed] = {}
+        bound: dict[str, str] = {}
+        for spec in edited.specs:
+            feed = corr.feed(spec.name)
+            if feed.original in base_inputs:
+                feeds_via[spec.name] = feed
+            elif feed.transform is None and feed.original in base.tensors:
+                bound[spec.name] = feed.original
+            else:
+                report.notes.append(f"input '{spec.name}' of the edited model has no counterpart in "
+                                    f"{self.baseline_name}; it gets its own values")
+        self._check_dim_names(edited, base)
+
+        # What is compared: every edited output the contracts can say something about, and extra tensors.
+        downstream = _downstream(edited.proto.graph, set(corr.changed_from))
+        targets: list[tuple[str, Expr]] = []
+        for name in [*edited.outputs, *[t for t in corr.extra if t not in edited.outputs]]:
+            expr = corr.expr(name)
+            why = corr.skipped.get(name)
+            if why is None and name in downstream and name not in corr.changed_from:
+                why = (f"it is computed from '{downstream[name]}', which "
+                       f"{corr.changed_from[downstream[name]]} changed on purpose")
+            if why is None and expr is None and name in corr.changed_from:
+                why = f"{corr.changed_from[name]} changed what computes it on purpose"
+            if why is None and expr is None:
+                why = f"it is new: {self.baseline_name} has no tensor it corresponds to"
+            if why is None and expr is not None and any(t not in base.tensors for t in tensors_of(expr)):
+                missing = next(t for t in tensors_of(expr) if t not in base.tensors)
+                why = f"{self.baseline_name} has no tensor '{missing}' in its main graph"
+            if why is not None:
+                if name in edited.outputs:
+                    report.notes.append(f"output '{name}' is not compared: {why}")
+                continue
+            if name not in edited.tensors:
+                continue
+            assert expr is not None
+            targets.append((name, expr))
+        needed = list(dict.fromkeys([*bound.values(), *(t for _, e in targets for t in tensors_of(e))]))
+
+        self.stages.describe(f"running {self.baseline_name}")
+        try:
+            base_sess = base.session(needed)
+        except Exception as exc:
+            # It may still run the part the comparison needs (a custom op after it is why
+            # the model is being edited): drop the nodes nothing compared depends on.
+            try:
+                base_sess = base.session(needed, prune=True) if self._can_prune(base, needed) else None
+            except Exception:
+                base_sess = None
+            if base_sess is None:
+                return self._baseline_cannot_run(exc)
+            report.notes.append(f"{self.baseline_name} cannot run as a whole ({_short(exc)}); the part of it "
+                                "that computes the compared tensors was run")
+        first = None
+        sizes = samples.IMAGE_SIZES if self.given is None else (samples.IMAGE_SIZE,)
+        used_size = sizes[0]
+        for size in sizes:
+            used_size = size
+            attempt = self._feeds(edited, base, feeds_via, set(bound), size, self.seed)
+            if attempt is None:
+                return report
+            try:
+                first = (attempt, _run(base_sess, attempt[1], needed))
+                break
+            except Exception as exc:
+                error = exc
+                if not attempt[2] or self.given is not None:
+                    break  # nothing defaulted to retry with another size
+        if first is None:
+            return self._baseline_rejected(error)
+        (edited_feeds, base_feeds, _, shapes_note), base_values = first
+        second = None
+        if self.given is None:  # a second, different random input: do the outputs depend on the inputs at all?
+            again = self._feeds(edited, base, feeds_via, set(bound), used_size, self.seed + 1)
+            if again is not None:
+                try:
+                    second = _run(base_sess, again[1], needed)
+                except Exception:
+                    second = None
+        del base_sess  # its weights go before the edited model's are read
+        self.stages.advance()
+        for name, original_name in bound.items():
+            edited_feeds[name] = base_values[original_name]
+        report.input_shapes.update({n: f"{edited_feeds[n].dtype}{list(edited_feeds[n].shape)}" for n in bound})
+        report.input_sources = {n: (f"'{f.original}' of {self.baseline_name} fed {f.what}" if f.what
+                                    else f"'{f.original}' of {self.baseline_name} fed the same values")
+                                for n, f in feeds_via.items()}
+        report.input_sources.update({n: f"the value {self.baseline_name} computes for '{o}'"
+                                     for n, o in bound.items()})
+        if shapes_note:
+            report.notes.append(shapes_note)
+        if self.given is None and _has_control_flow(edited.proto):
+            report.notes.append("the model has If/Loop/Scan nodes: one set of random inputs may not take every "
+                                "branch or run every loop body; give real inputs with --inputs to cover them")
+
+        self.stages.describe("running the edited model")
+        compared = [name for name, _ in targets]
+        try:
+            got = _run(edited.session(compared, prune=bool(corr.skipped or corr.changed_from)), edited_feeds,
+                       compared)
+        except Exception as exc:
+            what = "the given inputs" if self.given is not None else "the generated inputs"
+            return self.fail("failed", f"the edited model failed to run on {what}: {_short(exc)}")
+        self.stages.advance()
+
+        cache: dict[int, Any] = {}
+        cache2: dict[int, Any] = {}
+        for name, expr in targets:
+            try:
+                want = evaluate(expr, base_values, cache)
+            except Exception as exc:
+                report.notes.append(f"output '{name}' is not compared: its expected value "
+                                    f"({expr.describe()}) cannot be computed: {_short(exc)}")
+                continue
+            check = _compare(_label(expr), name, want, got[name], self.rtol, self.atol, corr.tolerance)
+            check.compared_with = _with(expr)
+            check.intermediate = name not in edited.outputs
+            other = None
+            if second is not None:
+                try:
+                    other = evaluate(expr, second, cache2)
+                except Exception:
+                    other = None
+            check.uninformative = _uninformative(want, other)
+            report.outputs.append(check)
+        self.stages.advance()
+        if not report.outputs:
+            return self.fail("failed", "no output could be compared (see the notes above)")
+        if not all(o.ok for o in report.outputs):
+            report.status = "mismatch"
+        elif all(o.uninformative for o in report.outputs):
+            report.status = "inconclusive"
+            report.notes.append("the comparison proves nothing: every compared output is " + "; ".join(
+                f"'{o.edited_name}' {o.uninformative}" for o in report.outputs))
         return report
-    stages.advance()
-    stages.describe(f"loading {baseline_name} in onnxruntime")
-    try:
-        base_sess = _session(baseline_model)
-    except Exception as exc:
+
+    def _can_prune(self, base: _Model, needed: list[str]) -> bool:
+        """Whether comparing needs only part of the baseline (not every node leads to a needed tensor)."""
+        return len(_needed_nodes(base.proto.graph, set(needed))) < len(base.proto.graph.node) \
+            and bool(self.corr.changed_from)
+
+    def _check_dim_names(self, edited: _Model, base: _Model) -> None:
+        symbols = {d for spec in (*edited.specs, *base.specs) for d in (spec.shape or ()) if isinstance(d, str)}
+        unknown = sorted(set(self.dims) - symbols - {samples.UNNAMED})
+        if unknown and self.given is None:
+            raise SurgeonError(
+                f"--dim names {', '.join(repr(u) for u in unknown)}, which no input of the models has",
+                hint=("their symbolic dimensions are " + ", ".join(repr(d) for d in sorted(symbols)))
+                if symbols else "the models' inputs have no symbolic dimensions",
+            )
+
+    def _feeds(self, edited: _Model, base: _Model, feeds_via: dict[str, InputFeed], bound: set[str],
+               image_size: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool, str] | None:
+        """(edited feeds, original feeds, whether an image size was defaulted, a note) or None (failed)."""
+        given = self.given
+        arrays: dict[str, np.ndarray] = {}
+        if given is not None:
+            for spec in edited.specs:
+                feed = feeds_via.get(spec.name)
+                key = spec.name if spec.name in given else \
+                    feed.original if feed is not None and feed.transform is None and feed.original in given else None
+                if key is not None:
+                    arrays[spec.name] = np.asarray(given[key])
+        fed = {f.original for f in feeds_via.values()}
+        twins = [dataclasses.replace(s, name=n) for n, f in feeds_via.items() for s in base.specs
+                 if s.name == f.original and f.transform is None]
+        own = [s for s in base.specs if s.name not in fed]
+        resolved = samples.resolve_dims([*edited.specs, *own], dims=self.dims, recipe_dims=self.recipe_dims,
+                                        arrays=arrays, other=twins, meta=samples.metadata(base.proto),
+                                        image_size=image_size)
+        rng = np.random.default_rng(seed)
+        edited_feeds: dict[str, np.ndarray] = {}
+        for spec in edited.specs:
+            if spec.name in bound:
+                continue  # the original computes it
+            if spec.name in arrays:
+                edited_feeds[spec.name] = arrays[spec.name]
+            elif given is not None and spec.name in feeds_via:
+                raise SurgeonError(f"the verification inputs have no array '{spec.name}'",
+                                   hint="the .npz file must hold every input of the edited model: "
+                                        f"{', '.join(s.name for s in edited.specs)}")
+            else:
+                edited_feeds[spec.name] = samples.sample_array(
+                    spec, samples.concrete_shape(spec, resolved, image_size), rng)
+        base_specs = {s.name: s for s in base.specs}
+        base_feeds: dict[str, np.ndarray] = {}
+        for name, feed in feeds_via.items():
+            value = edited_feeds[name] if feed.transform is None else feed.transform(edited_feeds[name])
+            target = base_specs[feed.original].dtype
+            base_feeds[feed.original] = value.astype(target) if target is not None and value.dtype != target \
+                else value
+        for spec in own:
+            base_feeds[spec.name] = given[spec.name] if given is not None and spec.name in given else \
+                samples.sample_array(spec, samples.concrete_shape(spec, resolved, image_size), rng)
+        if seed == self.seed:  # the inputs of the comparison (not of the second, informative-or-not run)
+            self.report.input_shapes = {n: f"{a.dtype}{list(a.shape)}" for n, a in edited_feeds.items()}
+            self.report.original_inputs = {n: f"{a.dtype}{list(a.shape)}" for n, a in base_feeds.items()}
+        self.report.dims = dict(resolved.sizes)
+        self.report.dim_sources = dict(resolved.sources)
+        note = ""
+        if resolved.image_defaulted and image_size != samples.IMAGE_SIZE:
+            note = (f"{self.baseline_name} rejected images of {samples.IMAGE_SIZE}x{samples.IMAGE_SIZE}; "
+                    f"verified at {image_size}x{image_size} (give the size with --dim)")
+        return edited_feeds, base_feeds, bool(resolved.image_defaulted), note
+
+    def _baseline_cannot_run(self, exc: Exception) -> VerifyReport:
         # An original that cannot run is why many edits exist: skip, and say how to
         # verify anyway. A reference the user chose that cannot run is a failure.
-        report.notes.append(f"{baseline_name} cannot run in onnxruntime ({_short(exc)}); nothing was compared")
-        if reference is None:
+        report = self.report
+        report.notes.append(f"{self.baseline_name} cannot run in onnxruntime ({_short(exc)}); nothing was compared")
+        if self.reference is None:
             report.status = "skipped"
             report.notes.append("give a model that computes the same thing with --reference MODEL "
                                 "(verify: {reference: ...} in the recipe) to compare against")
@@ -179,58 +507,16 @@ def _verify(original: Any, edited: Any, renamed: dict[str, str] | None, referenc
             report.status = "failed"
         return report
 
-    base_inputs = _inputs(base_sess)
-    feeds = _feeds(edited_inputs, base_inputs, renamed, dims, inputs, seed)
-    if inputs is None and _has_control_flow(edited):
-        report.notes.append("the model has If/Loop/Scan nodes: one set of random inputs may not take every "
-                            "branch or run every loop body; give real inputs with --inputs to cover them")
-    inverse = {new: old for old, new in renamed.items()}
-    base_feeds = {i.name: feeds[renamed.get(i.name, i.name)] for i in base_inputs
-                  if renamed.get(i.name, i.name) in feeds}
-    stages.advance()
-    stages.describe(f"running {baseline_name}")
-    try:
-        expected = _run(base_sess, base_feeds)
-    except Exception as exc:
-        if inputs is not None:  # the user's own inputs do not fit: their file is what is wrong
-            report.status = "failed"
-            report.notes.append(f"{baseline_name} rejected the given inputs: {_short(exc)}")
-        else:
-            report.status = "failed" if reference is not None else "skipped"
-            report.notes.append(f"{baseline_name} rejected the inputs built for the edited model "
-                                f"(do the models take the same inputs?): {_short(exc)}")
-        return report
-    del base_sess  # its weights go before the edited model's are read
-    stages.advance()
-    stages.describe("running the edited model")
-    try:
-        got = _run(_session(edited), feeds)
-    except Exception as exc:
-        report.status = "failed"
-        what = "the given inputs" if inputs is not None else "the generated inputs"
-        report.notes.append(f"the edited model failed to run on {what}: {_short(exc)}")
-        return report
-    stages.advance()
-
-    for name, want in expected.items():
-        new_name = renamed.get(name, name)
-        if new_name not in got:
-            report.notes.append(f"output '{name}' of {baseline_name} is not an output of the edited model; "
-                                "not compared")
-            continue
-        report.outputs.append(_compare(name, new_name, want, got[new_name], rtol, atol))
-    for name in got:
-        if inverse.get(name, name) not in expected:
-            report.notes.append(f"output '{name}' of the edited model has no counterpart in {baseline_name}")
-    if not report.outputs:
-        report.status = "failed"
-        report.notes.append("no output could be compared: the models have no output name in common")
-    elif not all(o.ok for o in report.outputs):
-        report.status = "mismatch"
-    return report
+    def _baseline_rejected(self, exc: Exception) -> VerifyReport:
+        if self.given is not None:  # the user's own inputs do not fit: their file is what is wrong
+            return self.fail("failed", f"{self.baseline_name} rejected the given inputs: {_short(exc)}")
+        return self.fail("failed" if self.reference is not None else "skipped",
+                         f"{self.baseline_name} rejected the inputs built for the edited model "
+                         f"(do the models take the same inputs?): {_short(exc)}")
 
 
-def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | None, atol: float | None) -> OutputCheck:
+def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | None, atol: float | None,
+             policy: str = "dtype") -> OutputCheck:
     check = OutputCheck(name, edited_name)
     if not isinstance(want, np.ndarray) or not isinstance(got, np.ndarray):
         check.ok = want == got
@@ -238,7 +524,7 @@ def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | Non
         check.dtype = type(want).__name__
         return check
     check.dtype, check.shape = str(want.dtype), list(want.shape)
-    check.rtol, check.atol = tolerance(want.dtype, rtol, atol)
+    check.rtol, check.atol, check.tolerance = _tolerance(want, policy, rtol, atol)
     if got.shape != want.shape or got.dtype != want.dtype:
         check.ok = False
         check.problem = f"expected {want.dtype}{list(want.shape)}, got {got.dtype}{list(got.shape)}"
@@ -273,73 +559,6 @@ def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | Non
     return check
 
 
-@dataclass(frozen=True)
-class _Input:
-    """What verification needs of a session's input, kept after the session is closed."""
-
-    name: str
-    shape: list
-    type: str
-
-
-def _inputs(sess) -> list[_Input]:
-    return [_Input(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
-
-
-def _feeds(edited_inputs: list[_Input], base_inputs: list[_Input], renamed: dict[str, str], dims: dict[str, int],
-           given: dict[str, np.ndarray] | str | Path | None, seed: int) -> dict[str, np.ndarray]:
-    """Inputs for the edited model; shapes take fixed dims from either model, then ``dims``."""
-    if isinstance(given, (str, Path)):
-        given = _load_npz(Path(given))
-    base_shapes = {renamed.get(i.name, i.name): i.shape for i in base_inputs}
-    inverse = {new: old for old, new in renamed.items()}
-    symbols = {d for inputs in (edited_inputs, base_inputs) for i in inputs for d in i.shape
-               if isinstance(d, str)}
-    unknown = sorted(set(dims) - symbols)
-    if unknown and given is None:
-        raise SurgeonError(
-            f"--dim names {', '.join(repr(u) for u in unknown)}, which no input of the models has",
-            hint=("their symbolic dimensions are " + ", ".join(repr(d) for d in sorted(symbols)))
-            if symbols else "the models' inputs have no symbolic dimensions",
-        )
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in edited_inputs:
-        if given is not None:
-            # Arrays may be named as the edited model or the original names its inputs.
-            key = inp.name if inp.name in given else inverse.get(inp.name)
-            if key not in given:
-                raise SurgeonError(f"the verification inputs have no array '{inp.name}'",
-                                   hint=f"the .npz file must hold every input of the edited model: "
-                                        f"{', '.join(i.name for i in edited_inputs)}")
-            feeds[inp.name] = np.asarray(given[key])
-            continue
-        dtype = np_dtype_of_ort(inp.type)
-        if dtype is None or dtype.kind not in "biuf":  # numpy cannot make bfloat16 and friends
-            raise SurgeonError(f"cannot make random values for input '{inp.name}' of type {inp.type}",
-                               hint="give real inputs with --inputs FILE.npz")
-        other = base_shapes.get(inp.name) or []
-        shape = []
-        for i, d in enumerate(inp.shape):
-            fixed = other[i] if i < len(other) and isinstance(other[i], int) and other[i] > 0 else None
-            if isinstance(d, int) and d > 0:
-                shape.append(d)
-            elif fixed is not None:
-                shape.append(fixed)
-            else:
-                value = dims.get(d, DEFAULT_DIM) if isinstance(d, str) else DEFAULT_DIM
-                if isinstance(d, str):
-                    dims.setdefault(d, value)  # recorded: the report says what was really run
-                shape.append(value)
-        if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
-        else:  # small positive integers: safe as indices, sizes and ids, and a Loop trip count
-            feeds[inp.name] = rng.integers(1, 4, shape).astype(dtype)  # of 0 would run no body at all
-    return feeds
-
-
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -355,7 +574,7 @@ def _session(model: Any):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     # Graph optimizations could hide a difference the edit introduced (or create one).
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source: Any
@@ -378,9 +597,103 @@ def _session(model: Any):
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
-def _run(sess, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))
+def _run(sess, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # the error is raised and reported; onnxruntime must not print it too
+    wanted = {i.name for i in sess.get_inputs()}
+    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}, options)))
+
+
+def _proto(model: Any) -> onnx.ModelProto:
+    """The model's structure (weights held in external files are not read)."""
+    if isinstance(model, (str, Path)):
+        return onnx.load(str(model), load_external_data=False)
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, bytes):
+        return onnx.load_from_string(model)
+    from surgeon.io.model import Model
+
+    if not isinstance(model, Model):
+        raise TypeError(f"verify() takes paths, ModelProtos or surgeon.Models, not {type(model).__name__}")
+    if model.has_external_data:
+        raise ValueError("a model with external data must be saved to a file and verified by path")
+    from surgeon.io.export import to_proto
+
+    return to_proto(model)
+
+
+def _full_proto(model: Any) -> onnx.ModelProto:
+    """A copy of the model with its weights, to change its outputs."""
+    if isinstance(model, (str, Path)):
+        return onnx.load(str(model))  # external data is read: onnxruntime gets the model as bytes
+    proto = onnx.ModelProto()
+    proto.CopyFrom(_proto(model))
+    return proto
+
+
+def _needed_nodes(graph: onnx.GraphProto, outputs: set[str]) -> set[int]:
+    """Indices of the nodes the ``outputs`` depend on (subgraphs' outer reads included)."""
+    producer = {t: i for i, n in enumerate(graph.node) for t in n.output if t}
+    keep: set[int] = set()
+    pending = [producer[o] for o in outputs if o in producer]
+    while pending:
+        i = pending.pop()
+        if i in keep:
+            continue
+        keep.add(i)
+        for t in _reads(graph.node[i]):
+            if t in producer and producer[t] not in keep:
+                pending.append(producer[t])
+    return keep
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    names = [t for t in node.input if t]
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for sub in g.node:
+                names += _reads(sub)
+    return names
+
+
+def _downstream(graph: onnx.GraphProto, changed: set[str]) -> dict[str, str]:
+    """Tensors computed from a ``changed`` tensor (through at least one node) -> that changed tensor."""
+    if not changed:
+        return {}
+    origin: dict[str, str] = {}
+    for node in graph.node:  # nodes are in topological order
+        sources = [origin.get(t) or (t if t in changed else None) for t in _reads(node)]
+        source = next((x for x in sources if x), None)
+        if source is not None:
+            for t in node.output:
+                if t:
+                    origin[t] = source
+    return origin
+
+
+def _label(expr: Expr) -> str:
+    return expr.name if isinstance(expr, Tensor) else expr.describe()
+
+
+def _with(expr: Expr) -> str:
+    return f"'{expr.name}'" if isinstance(expr, Tensor) else expr.describe()
+
+
+def _uninformative(want: Any, other: Any) -> str | None:
+    """Why comparing this output proves nothing, or None."""
+    if not isinstance(want, np.ndarray) or want.size == 0:
+        return "empty" if isinstance(want, np.ndarray) else None
+    if want.dtype.kind in "fc" and np.isnan(want).all():
+        return "all NaN"
+    flat = want.reshape(-1)
+    if (flat == flat[0]).all():
+        return "all zero" if not flat[0] else f"constant ({flat[0].item()!r})"
+    if isinstance(other, np.ndarray) and other.shape == want.shape and np.array_equal(want, other, equal_nan=True):
+        return "the same for two different random inputs"
+    return None
 
 
 def _name(model: Any, default: str) -> str:
@@ -395,14 +708,6 @@ def _short(exc: BaseException) -> str:
     return text if len(text) < 300 else text[:297] + "..."
 
 
-def _has_control_flow(model: Any) -> bool:
-    """Whether the main graph has If/Loop/Scan nodes (weights are not read)."""
-    if isinstance(model, (str, Path)):
-        proto = onnx.load(str(model), load_external_data=False)
-    elif isinstance(model, onnx.ModelProto):
-        proto = model
-    elif isinstance(model, bytes):
-        proto = onnx.load_from_string(model)
-    else:
-        return any(n.op in ("If", "Loop", "Scan") for n in model.graph.nodes)
+def _has_control_flow(proto: onnx.ModelProto) -> bool:
+    """Whether the main graph has If/Loop/Scan nodes."""
     return any(n.op_type in ("If", "Loop", "Scan") for n in proto.graph.node)

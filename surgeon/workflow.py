@@ -39,6 +39,8 @@ class VerifyOptions:
     dims: dict[str, int] = field(default_factory=dict)
     inputs: str | Path | None = None
     seed: int = 0
+    recipe_dims: dict[str, int] = field(default_factory=dict)
+    """The recipe's ``verify: dims`` (``dims`` are the command line's; they come first)."""
 
 
 @dataclass
@@ -72,6 +74,7 @@ def apply_file(
     provenance: bool = True,
     check: str = "full",
     progress: Progress | None = None,
+    no_verify: bool = False,
 ) -> FileResult:
     """Validate ``recipe``, load ``model_path``, run the steps, save the result.
 
@@ -83,11 +86,16 @@ def apply_file(
     ``check`` is how much the written model is checked: "full", "basic" or
     "none" (:mod:`surgeon.io.save`); a property of the run, not of the recipe.
     ``progress`` (:class:`surgeon.progress.Progress`) hears of every stage.
+
+    What is compared with what comes from the steps' verification contracts
+    (``ApplyResult.correspondence``). A recipe with a step whose contract asks for it
+    (a precision change such as ``to_fp16``) is verified even without ``verify_with``,
+    unless ``no_verify``.
     """
     check = check_level(check)  # a wrong value costs nothing either
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)  # before the model is touched: a bad recipe costs nothing
-    options = _verify_options(recipe, verify_with)
+    options = None if no_verify else _verify_options(recipe, verify_with)
     if options is not None:  # before the model is read: a typo costs nothing
         for what, given in (("reference model", options.reference), ("verification inputs", options.inputs)):
             if given is not None and not isinstance(given, dict) and not Path(given).is_file():
@@ -100,14 +108,16 @@ def apply_file(
     warnings = [w for w in [previous_run(model, recipe)] if w]
     with recipe_scope(recipe):  # the recipe's custom ops, for the steps and for checking the output
         return _apply_loaded(recipe, model, model_path, input_sha, warnings, output, in_place, dry_run, options,
-                             provenance, check, progress)
+                             provenance, check, progress, no_verify)
 
 
 def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str, warnings: list[str],
                   output: str | Path | None, in_place: bool, dry_run: bool, options: VerifyOptions | None,
-                  provenance: bool, check: str, progress: Progress | None) -> FileResult:
+                  provenance: bool, check: str, progress: Progress | None, no_verify: bool) -> FileResult:
     applied = apply(recipe, model, progress=progress)
     warnings += applied.warnings
+    if options is None and applied.verify_by_default and not no_verify:
+        options = _verify_options(recipe, VerifyOptions())
     if provenance:
         add_provenance(model, recipe, input_sha)
     target = model_path if in_place else Path(output) if output is not None else default_output_path(model_path)
@@ -121,11 +131,11 @@ def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str
         result.warnings += staged.warnings
         result.check, result.check_seconds = staged.check, staged.check_seconds
         if options is not None:
-            result.verification = verify(model_path, staged.model_path, renamed=applied.renamed,
+            result.verification = verify(model_path, staged.model_path, correspondence=applied.correspondence,
                                          reference=options.reference, rtol=options.rtol, atol=options.atol,
-                                         dims=options.dims, inputs=options.inputs, seed=options.seed,
-                                         progress=progress)
-            if result.verification.status in ("mismatch", "failed"):
+                                         dims=options.dims, recipe_dims=options.recipe_dims,
+                                         inputs=options.inputs, seed=options.seed, progress=progress)
+            if result.verification.status in ("mismatch", "failed", "inconclusive"):
                 error = VerificationError(result.verification)
                 error.result = result
                 raise error
@@ -154,5 +164,5 @@ def _verify_options(recipe: Recipe, given: VerifyOptions | None) -> VerifyOption
     for key in ("rtol", "atol"):
         if getattr(options, key) is None and section.get(key) is not None:
             setattr(options, key, float(section[key]))
-    options.dims = {**section.get("dims", {}), **options.dims}
+    options.recipe_dims = {**section.get("dims", {}), **options.recipe_dims}
     return options

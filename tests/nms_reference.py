@@ -72,10 +72,17 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, scor
 
 
 def reference_nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, score_threshold: float,
-                  max_detections: int, class_agnostic: bool = False) -> list[Detections]:
-    """Per image: detections from corner boxes [N, A, 4] and scores [N, A, C]."""
+                  max_detections: int, class_agnostic: bool = False, multi_label: bool = True) -> list[Detections]:
+    """Per image: detections from corner boxes [N, A, 4] and scores [N, A, C].
+
+    ``multi_label=False``: an anchor is a candidate only under its best class (first on ties),
+    as Ultralytics' non_max_suppression(multi_label=False) does."""
     result = []
     for img_boxes, img_scores in zip(boxes, scores):
+        if not multi_label and not class_agnostic:
+            best = [int(np.argmax(row)) for row in img_scores]
+            img_scores = np.array([[row[c] if c == b else 0.0 for c in range(len(row))]
+                                   for row, b in zip(img_scores, best)], np.float32).reshape(img_scores.shape)
         found = []  # (score, class, anchor)
         if class_agnostic:
             best = img_scores.argmax(axis=1)

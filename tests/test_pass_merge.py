@@ -244,3 +244,42 @@ def test_collisions_inside_if_bodies_and_local_functions_are_renamed(tmp_path):
     got = run(saved, {"x": x})
     assert list(got) == ["z"]
     np.testing.assert_allclose(got["z"], -1 / (1 + np.exp(-np.maximum(x, 0))), rtol=1e-6, atol=1e-6)
+
+
+# -- verification: the contract runs the other model ------------------------------------------------
+
+
+def test_verify_before_feeds_the_original_through_the_other_model(tmp_path):
+    shutil.copy(PRE, tmp_path / "pre.onnx")
+    recipe = _recipe(tmp_path, "      model: pre.onnx\n      position: before\n"
+                               "      connect: {preprocessed: images}\n")
+    result = apply_file(recipe, real_model("tiny_yolo_legacy.onnx"), tmp_path / "merged.onnx",
+                        verify_with=surgeon.workflow.VerifyOptions())
+    summary = result.verification.summary()
+    assert result.verification.status == "match", summary
+    assert (f"image -> 'images' of {real_model('tiny_yolo_legacy.onnx')} fed run through pre.onnx "
+            "(its 'preprocessed')") in summary
+
+
+def test_verify_after_compares_with_the_other_model_run_on_the_original(tmp_path):
+    (tmp_path / "post.onnx").write_bytes(onnx.parser.parse_model(POST).SerializeToString())
+    recipe = _recipe(tmp_path, "      model: post.onnx\n      position: after\n"
+                               "      connect: {features: output}\n")
+    result = apply_file(recipe, real_model("model.onnx"), tmp_path / "merged.onnx",
+                        verify_with=surgeon.workflow.VerifyOptions())
+    summary = result.verification.summary()
+    assert result.verification.status == "match", summary
+    assert "scores vs scores of the post.onnx run on the original's 'output'" in summary
+    assert "best vs best of the post.onnx run on the original's 'output'" in summary
+
+    # A post-processing model that does not compute what it did is caught.
+    (tmp_path / "post.onnx").write_bytes(onnx.parser.parse_model(POST.replace("axis = 1>", "axis = 0>", 1))
+                                         .SerializeToString())
+    wrong = tmp_path / "wrong.onnx"
+    shutil.copy(tmp_path / "post.onnx", wrong)
+    (tmp_path / "post.onnx").write_bytes(onnx.parser.parse_model(POST).SerializeToString())
+    merged = surgeon.load(real_model("model.onnx"))
+    surgeon.run_pass(merged, "merge", model=str(wrong), position="after", connect={"features": "output"})
+    surgeon.save(merged, tmp_path / "m2.onnx")
+    report = surgeon.verify(real_model("model.onnx"), tmp_path / "m2.onnx")
+    assert report.status != "match"

@@ -31,12 +31,13 @@ def proto_bytes(model: surgeon.Model) -> bytes:
 def check_against_reference(proto: onnx.ModelProto, layout: str, feeds: dict[str, np.ndarray], *,
                             raw_names: list[str], box_format: str = "cxcywh", iou_threshold: float,
                             score_threshold: float, max_detections: int = 100,
-                            class_agnostic: bool = False) -> list:
+                            class_agnostic: bool = False, multi_label: bool = True) -> list:
     """Run the original and the NMS model; the NMS outputs must equal the reference on the raw outputs."""
     raw_out = run(proto, feeds)
     boxes, scores = decode(layout, [raw_out[n] for n in raw_names], box_format)
     expected = reference_nms(boxes, scores, iou_threshold=iou_threshold, score_threshold=score_threshold,
-                             max_detections=max_detections, class_agnostic=class_agnostic)
+                             max_detections=max_detections, class_agnostic=class_agnostic,
+                             multi_label=multi_label)
     # The inputs must really produce detections, and NMS must really drop some candidates.
     found = sum(len(d.scores) for d in expected)
     candidate_scores = scores.max(axis=2) if class_agnostic else scores
@@ -46,7 +47,8 @@ def check_against_reference(proto: onnx.ModelProto, layout: str, feeds: dict[str
 
     model = surgeon.load(proto)
     params = dict(layout=layout, box_format=box_format, iou_threshold=iou_threshold,
-                  score_threshold=score_threshold, max_detections=max_detections, class_agnostic=class_agnostic)
+                  score_threshold=score_threshold, max_detections=max_detections, class_agnostic=class_agnostic,
+                  multi_label=multi_label)
     if layout == "boxes_scores":
         params.update(boxes=raw_names[0], scores=raw_names[1])
     else:
@@ -110,6 +112,89 @@ def test_built_detectors_match_reference(layout, symbolic, batch, opset, class_a
                                        iou_threshold=0.45, score_threshold=0.5, class_agnostic=class_agnostic)
     if batch == 3:
         assert len(expected[1].scores) == 0  # the image without objects: all padding
+
+
+@pytest.mark.parametrize("multi_label", [True, False], ids=["multi_label", "best_label"])
+@pytest.mark.parametrize("backend_model", ["tiny_yolo", "built_yolov8", "built_yolov5"])
+def test_multi_label_matches_reference(backend_model, multi_label):
+    """Both settings against the independent reference, on real weights and on built heads."""
+    if backend_model == "tiny_yolo":
+        proto, layout, feeds = real_yolov8(), "yolov8", {"images": tiny_yolo_images(2)}
+        thresholds = dict(iou_threshold=0.45, score_threshold=0.7)
+    else:
+        layout = backend_model.removeprefix("built_")
+        proto, feeds = build_detector(layout), {"images": blob_images(3, seed=1)}
+        thresholds = dict(iou_threshold=0.45, score_threshold=0.3)
+    check_against_reference(proto, layout, feeds, raw_names=["output0"], multi_label=multi_label, **thresholds)
+
+
+@pytest.mark.parametrize("layout", ["yolov8", "yolov5"])
+def test_multi_label_false_detects_an_anchor_only_as_its_best_class(layout):
+    """Two-color rectangles score above the threshold for two classes at the same anchors: with
+    multi_label true some detections are an anchor's second-best class; with false, none is."""
+    proto, images = build_detector(layout), blob_images(1, seed=1)
+    boxes, scores = decode(layout, [run(proto, {"images": images})["output0"]])
+    assert ((scores[0] > 0.3).sum(axis=1) > 1).any()  # anchors above the threshold for two classes
+    not_best = {}
+    for multi_label in (True, False):
+        model = surgeon.load(proto)
+        insert(model, layout=layout, score_threshold=0.3, multi_label=multi_label, max_detections=300)
+        out = run(model, {"images": images})
+        n = int(out["num_dets"][0, 0])
+        count = 0
+        for box, label in zip(out["det_boxes"][0, :n], out["det_classes"][0, :n]):
+            anchor = int(np.argmin(np.abs(boxes[0] - box).sum(axis=1)))
+            count += int(label != scores[0, anchor].argmax())
+        not_best[multi_label] = count
+    assert not_best[True] > 0 and not_best[False] == 0
+
+
+def test_pass_reference_equals_the_independent_reference():
+    """The numpy NMS that --verify compares insert_nms with agrees with the tests' own, in both settings."""
+    from surgeon.passes.builtin.nms import reference_detections
+
+    raw = run(real_yolov8(), {"images": tiny_yolo_images(2)})["output0"]
+    boxes, scores = decode("yolov8", [raw])
+    for multi_label in (True, False):
+        want = reference_nms(boxes, scores, iou_threshold=0.45, score_threshold=0.7, max_detections=100,
+                             multi_label=multi_label)
+        got = reference_detections([raw], layout="yolov8", box_format="cxcywh", iou_threshold=0.45,
+                                   score_threshold=0.7, max_detections=100, class_agnostic=False,
+                                   multi_label=multi_label)
+        assert all(len(d.scores) > 0 for d in want)
+        assert_same_detections(got, want, 100)
+
+
+def test_verify_compares_detections_with_the_reference_and_catches_a_wrong_threshold(tmp_path):
+    """--verify checks the raw head and the detections; an NMS graph that drifted from its declared
+    settings (its IoU constant edited after the pass) is a mismatch."""
+    proto = real_yolov8()
+    onnx.save(proto, tmp_path / "v8.onnx")
+    model = surgeon.load(proto)
+    result = surgeon.apply(surgeon.parse_recipe(
+        "version: 1\nsteps:\n  - pass: insert_nms\n    with: {layout: yolov8, score_threshold: 0.7, "
+        "multi_label: false}\n"), model)
+    surgeon.save(model, tmp_path / "nms.onnx")
+    feeds = tmp_path / "in.npz"
+    np.savez(feeds, images=tiny_yolo_images(2))
+    report = surgeon.verify(tmp_path / "v8.onnx", tmp_path / "nms.onnx", correspondence=result.correspondence,
+                            inputs=feeds)
+    assert report.status == "match"
+    assert [(o.edited_name, o.compared_with) for o in report.outputs] == [
+        ("num_dets", "num_dets of the reference NMS of 'output0'"),
+        ("det_boxes", "det_boxes of the reference NMS of 'output0'"),
+        ("det_scores", "det_scores of the reference NMS of 'output0'"),
+        ("det_classes", "det_classes of the reference NMS of 'output0'"),
+        ("output0", "'output0'")]
+    assert report.outputs[-1].intermediate and all(o.uninformative is None for o in report.outputs)
+    drifted = onnx.load(tmp_path / "nms.onnx")
+    iou = next(i for i in drifted.graph.initializer if i.name.endswith("iou_threshold"))
+    iou.CopyFrom(onnx.numpy_helper.from_array(np.array([0.05], np.float32), iou.name))
+    onnx.save(drifted, tmp_path / "drifted.onnx")
+    report = surgeon.verify(tmp_path / "v8.onnx", tmp_path / "drifted.onnx", correspondence=result.correspondence,
+                            inputs=feeds)
+    assert report.status == "mismatch"
+    assert not next(o for o in report.outputs if o.edited_name == "num_dets").ok
 
 
 def test_class_aware_and_agnostic_differ_on_two_color_objects():
@@ -189,7 +274,10 @@ def test_onnx_backend_structure_and_hand_checked_detections():
         "detection outputs: num_dets [N, 1] int32, det_boxes [N, 4, 4] float32, det_scores [N, 4] float32, "
         "det_classes [N, 4] int32",
         "removed raw graph output(s) 'boxes', 'scores'"]
-    assert report.details == {"backend": "onnx", "outputs": {k: k for k in KEYS}}
+    assert report.details == {"backend": "onnx", "outputs": {k: k for k in KEYS}, "raw": ["boxes", "scores"],
+                              "layout": "boxes_scores", "box_format": "xyxy", "iou_threshold": 0.5,
+                              "score_threshold": 0.5, "max_detections": 4, "class_agnostic": False,
+                              "multi_label": True, "keep_raw": False}
 
     out = run(model, {"box_in": HAND_BOXES, "score_in": HAND_SCORES})
     # class 1 keeps anchors 3 and 2; class 0 keeps anchor 0 (anchor 1 overlaps it).
@@ -546,7 +634,8 @@ def test_recipe_yolov8_nms(source):
     model = surgeon.load(proto)
     surgeon.apply(RECIPES / "yolov8_nms.yaml", model)
     boxes, scores = decode("yolov8", [run(proto, feeds)["output0"]])
-    expected = reference_nms(boxes, scores, iou_threshold=0.45, score_threshold=0.25, max_detections=100)
+    expected = reference_nms(boxes, scores, iou_threshold=0.45, score_threshold=0.25, max_detections=100,
+                             multi_label=False)
     assert sum(len(d.scores) for d in expected) > 0
     assert_same_detections(run(model, feeds), expected, 100)
 
@@ -571,7 +660,8 @@ def test_recipe_yolov8_deploy():
     frames = np.kron(rng.integers(0, 256, (2, 10, 10, 3)), np.ones((32, 32, 1))).astype(np.uint8)
     floats = frames[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) * np.float32(0.00392156862)
     boxes, scores = decode("yolov8", [run(proto, {"images": np.ascontiguousarray(floats)})["output0"]])
-    expected = reference_nms(boxes, scores, iou_threshold=0.45, score_threshold=0.25, max_detections=100)
+    expected = reference_nms(boxes, scores, iou_threshold=0.45, score_threshold=0.25, max_detections=100,
+                             multi_label=False)
     assert all(len(d.scores) > 0 for d in expected)
     assert_same_detections(run(model, {"images": frames}), expected, 100)
 

@@ -95,7 +95,8 @@ def test_structure_and_names():
     assert first_conv.inputs[0] is nodes[5].outputs[0]
     assert first_conv.inputs[0].name == "images_preprocessed"
     assert report.notes == ["input 'images' is now uint8 [N, 320, 320, 3] (NHWC, BGR)"]
-    assert report.details == {"input": "images", "dtype": "uint8", "layout": "NHWC"}
+    assert report.details == {"input": "images", "dtype": "uint8", "layout": "NHWC", "channel_order": "BGR",
+                              "scale": 0.00392156862, "mean": MEAN, "std": STD, "model_dtype": "float32"}
 
 
 def test_saved_model_passes_the_checker(tmp_path):

@@ -141,3 +141,92 @@ def test_opset11_for_legacy_runtimes_on_a_transformer():
     assert [(o.domain, o.version) for o in after.opset_import] == [("", 11)]
     assert "LayerNormalization" not in {n.op_type for n in after.graph.node}
     assert_same_outputs(path, after, random_inputs(path, dims={"batch": 2, "seq": 5}))
+
+
+# -- --verify on every ready recipe, on the real model it is written for ----------------------------
+
+# recipe -> (model, extra arguments). Models are real ones from fixtures/ (or built from them).
+VERIFIED_ON = {
+    "clip_activations": ("model.onnx", []),
+    "convert_opset": ("model_keepbn.onnx", []),
+    "cut_at_features": ("model.onnx", []),
+    "debug_outputs": ("model.onnx", []),
+    "extract_backbone": ("tiny_yolo_legacy.onnx", []),
+    "fix_batch": ("tiny_yolo_dynamo.onnx", []),
+    "fixed_input_shape": ("tiny_yolo_legacy.onnx", []),
+    "fold_constants": ("ch_PP-OCRv4_rec_infer.onnx", ["--dim", "?=48", "--dim", "p2o.DynamicDimension.1=320"]),
+    "fooop_to_plugin": ("model_foo.onnx", []),
+    "fuse_for_inference": ("model_keepbn.onnx", []),
+    "inline_functions": ("transformer_encoder_dynamo.onnx with local functions", []),
+    "make_batch_dynamic": ("tiny_yolo_legacy.onnx at batch 1", []),
+    "merge_preprocess": ("tiny_yolo_legacy.onnx", []),
+    "opset11_for_legacy_runtimes": ("transformer_encoder_dynamo.onnx", []),
+    "rename_io": ("model.onnx", []),
+    "set_metadata": ("model_dynamo.onnx", []),
+    "simplify": ("tiny_yolo_legacy.onnx", []),
+    "strip_export_prefixes": ("tiny_yolo_legacy.onnx", []),
+    "strip_fooop": ("model_foo.onnx", ["--reference", "model.onnx"]),
+    "tidy": ("tiny_yolo_legacy.onnx", []),
+    "to_fp16": ("model_dynamo.onnx", []),
+    "uint8_input": ("tiny_yolo_legacy.onnx", []),
+    "yolov8_deploy": ("yolov8 head on tiny_yolo_legacy.onnx", []),
+    "yolov8_nms": ("yolov8 head on tiny_yolo_legacy.onnx", []),
+    "yolov8_nms_trt": ("yolov8 head on tiny_yolo_legacy.onnx", []),
+}
+
+
+# Recipes whose output keeps an op that no runtime here executes, with the test that checks them instead.
+NOT_RUNNABLE = {
+    "declare_plugin_op": "keeps devtech::FooOp (it declares its shapes); "
+                         "test_declare_plugin_op_gets_shapes_past_fooop checks the shapes",
+}
+
+
+def test_every_ready_recipe_has_a_model_to_verify_on():
+    assert sorted([*VERIFIED_ON, *NOT_RUNNABLE]) == sorted(os.path.basename(p)[:-5] for p in ALL)
+
+
+def _model_for(name: str, tmp_path) -> str:
+    from detectors import with_batch, yolov8_from_tiny_yolo
+
+    if name == "transformer_encoder_dynamo.onnx with local functions":
+        from test_pass_functions import encoder_layers, functionize
+
+        proto = onnx.load(real_model("transformer_encoder_dynamo.onnx"))
+        onnx.save(functionize(proto, encoder_layers(proto)), tmp_path / "encoder_functions.onnx")
+        return str(tmp_path / "encoder_functions.onnx")
+    if name == "tiny_yolo_legacy.onnx at batch 1":
+        model = surgeon.load(with_batch(onnx.load(real_model("tiny_yolo_legacy.onnx")), 1))
+        surgeon.run_pass(model, "fold_constants")
+        return str(surgeon.save(model, tmp_path / "tiny_yolo_b1.onnx").path)
+    if name == "yolov8 head on tiny_yolo_legacy.onnx":
+        onnx.save(yolov8_from_tiny_yolo(onnx.load(real_model("tiny_yolo_legacy.onnx"))), tmp_path / "v8.onnx")
+        return str(tmp_path / "v8.onnx")
+    return str(real_model(name))
+
+
+@pytest.mark.parametrize("recipe", sorted(VERIFIED_ON))
+def test_verify_compares_something_real_on_every_ready_recipe(recipe, tmp_path):
+    """`apply --verify` on every ready recipe: it matches, compares at least one output that depends on the
+    inputs (not constant, zero, NaN or the same for other inputs), and says what it compared with what."""
+    import io
+    import json
+
+    from surgeon.cli import main
+
+    model_name, extra = VERIFIED_ON[recipe]
+    model = _model_for(model_name, tmp_path)
+    extra = [str(real_model(a)) if a.endswith(".onnx") else a for a in extra]
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["apply", str(RECIPES / f"{recipe}.yaml"), model, "-o", str(tmp_path / "out.onnx"), "--verify",
+                 "--report", str(tmp_path / "r.json"), *extra], out=out, err=err)
+    assert (code, err.getvalue()) == (0, ""), out.getvalue()
+    report = json.loads((tmp_path / "r.json").read_text())["verification"]
+    assert report["status"] == "match"
+    informative = [o for o in report["outputs"] if o["uninformative"] is None and o["ok"]]
+    assert informative, report
+    assert all(o["compared_with"] for o in report["outputs"])
+    assert report["input_shapes"] and f"  inputs: {', '.join(f'{n} {s}' for n, s in report['input_shapes'].items())}" \
+        in out.getvalue()
+    for o in informative:
+        assert f"  {o['edited_name']}" in out.getvalue()

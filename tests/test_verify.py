@@ -45,6 +45,8 @@ def test_strip_fooop_matches_exported_reference(tmp_path):
                              "--verify", "--reference", str(reference))
     assert (code, err) == (0, "")
     assert f"verify: match against {reference} (random inputs)\n" \
+           "  inputs: input float32[2, 3, 32, 32]\n" \
+           "  dims: N=2 (default for a batch dimension)\n" \
            "  output: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n" in stdout
     assert out.exists()
 
@@ -55,10 +57,13 @@ def test_wrong_reference_mismatch_writes_nothing(tmp_path, foo):
                              "--reference", str(wrong))
     assert code == 1
     assert err.startswith(f"error: verification failed: mismatch against {wrong} (random inputs)\n"
+                          "  inputs: input float32[2, 3, 16, 16]\n"
+                          "  dims: N=2 (default for a batch dimension)\n"
                           "  output: MISMATCH, max abs error ")
     assert "; worst element (" in err and "expected " in err and ", got " in err
     assert err.endswith("  hint: the edit changed what the model computes; nothing was written.\n"
-                        "        Check the recipe, or loosen --rtol/--atol if the difference is expected\n")
+                        "        Check the recipe, or give inputs that represent the model's real data with "
+                        "--inputs\n")
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_foo.onnx", "wrong.onnx"]
 
@@ -70,6 +75,8 @@ def test_exported_model_with_wrong_reference_of_other_shapes_fails(tmp_path):
                         "-o", str(out), "--verify", "--reference", str(FIXTURES / "model.onnx"))
     assert code == 1
     assert err.startswith(f"error: verification failed: failed against {FIXTURES / 'model.onnx'} (random inputs)\n"
+                          "  inputs: input float32[2, 3, 32, 32]\n"
+                          "  dims: N=2 (default for a batch dimension)\n"
                           f"  note: {FIXTURES / 'model.onnx'} rejected the inputs built for the edited model "
                           "(do the models take the same inputs?): ")
     assert not out.exists()
@@ -93,7 +100,8 @@ def test_python_api_follows_renames_and_tolerances():
     assert report.ok and report.outputs[0].edited_name == "z" and report.outputs[0].shape == [3, 4]
     unmatched = surgeon.verify(a, b)
     assert unmatched.status == "failed"
-    assert "no output could be compared: the models have no output name in common" in unmatched.notes
+    assert unmatched.notes == ["output 'z' is not compared: the original has no tensor 'z' in its main graph",
+                               "no output could be compared (see the notes above)"]
 
 
 def test_mismatch_names_worst_element():
@@ -248,3 +256,298 @@ def test_random_inputs_run_loop_bodies_and_control_flow_is_flagged():
     report = surgeon.verify(path, model)
     assert report.status == "mismatch"
     assert any("If/Loop/Scan" in note for note in report.notes)
+
+
+# -- verification inputs that mean something -------------------------------------------------------
+
+
+def _save(tmp_path, name, text):
+    path = tmp_path / name
+    onnx.save(onnx.parser.parse_model(text), path)
+    return path
+
+
+IMAGE_MODEL = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, H, W] x) => (float[N, 3, H, W] y) { y = Relu(x) }"""
+
+
+def test_image_inputs_get_224_and_the_summary_says_which_shapes_were_run(tmp_path):
+    path = _save(tmp_path, "img.onnx", IMAGE_MODEL)
+    code, out, err = _cli("verify", str(path), str(path))
+    assert (code, err) == (0, "")
+    assert out == (f"verify: match against {path} (random inputs)\n"
+                   "  inputs: x float32[2, 3, 224, 224]\n"
+                   "  dims: N=2 (default for a batch dimension), H=224 (default for image height and width), "
+                   "W=224 (default for image height and width)\n"
+                   "  y: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n")
+
+
+def test_dim_sources_in_order(tmp_path):
+    """--dim, then the recipe's verify: dims, then the given arrays, then metadata, then defaults."""
+    proto = onnx.parser.parse_model(IMAGE_MODEL)
+    onnx.helper.set_model_props(proto, {"imgsz": "[96, 128]"})
+    onnx.save(proto, tmp_path / "meta.onnx")
+    path = tmp_path / "meta.onnx"
+    report = surgeon.verify(path, path)
+    assert (report.dims, report.dim_sources) == (
+        {"N": 2, "H": 96, "W": 128}, {"N": "default for a batch dimension", "H": "the model's metadata (imgsz)",
+                                      "W": "the model's metadata (imgsz)"})
+    report = surgeon.verify(path, path, dims={"H": 8}, recipe_dims={"H": 16, "W": 24})
+    assert report.dim_sources == {"H": "--dim", "W": "the recipe's verify: dims", "N": "default for a batch dimension"}
+    assert report.input_shapes == {"x": "float32[2, 3, 8, 24]"}
+    report = surgeon.verify(path, path, recipe_dims={"H": 16}, inputs={"x": np.ones((1, 3, 4, 5), np.float32)})
+    assert (report.dims, report.dim_sources["W"]) == ({"H": 16, "N": 1, "W": 5}, "the given inputs")
+
+
+def test_unnamed_dims_take_dim_question_mark(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 7] x) => (float[N, 7] y) { y = Relu(x) }""")
+    proto.graph.input[0].type.tensor_type.shape.dim[0].Clear()  # '?': no name, no value
+    onnx.save(proto, tmp_path / "q.onnx")
+    code, out, err = _cli("verify", str(tmp_path / "q.onnx"), str(tmp_path / "q.onnx"), "--dim", "?=5")
+    assert (code, err) == (0, "")
+    assert "  inputs: x float32[5, 7]\n" in out
+
+
+CONSTANT_OUTPUT = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    zero = Constant <value = float {0.0}> ()
+    y = Mul(x, zero)
+}"""
+
+IGNORES_INPUT_VALUES = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    zero = Constant <value = float {0.0}> ()
+    ramp = Constant <value = float[4] {1.0, 2.0, 3.0, 4.0}> ()
+    z = Mul(x, zero)
+    y = Add(z, ramp)
+}"""
+
+
+@pytest.mark.parametrize("text, why", [
+    (CONSTANT_OUTPUT, "all zero"),
+    (IGNORES_INPUT_VALUES, "the same for two different random inputs"),
+])
+def test_a_comparison_that_proves_nothing_fails_and_says_how_to_fix_it(tmp_path, text, why):
+    path = _save(tmp_path, "m.onnx", text)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - pass: cleanup\n")
+    code, out, err = _cli("apply", str(recipe), str(path), "-o", str(tmp_path / "o.onnx"), "--verify")
+    assert code == 1
+    assert err == (f"error: verification failed: inconclusive against {path} (random inputs)\n"
+                   "  inputs: x float32[2, 4]\n"
+                   "  dims: N=2 (default for a batch dimension)\n"
+                   "  y: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05); proves little: "
+                   f"{why}\n"
+                   f"  note: the comparison proves nothing: every compared output is 'y' {why}\n"
+                   "  hint: nothing was written: random inputs do not exercise this model. Give real inputs with "
+                   "--inputs FILE.npz (numpy.savez, one array per input name), or input sizes with --dim\n")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+# -- surgeon verify A B ------------------------------------------------------------------------------
+
+
+def test_surgeon_verify_compares_two_models(tmp_path):
+    wrong = _perturbed(FIXTURES / "model.onnx", tmp_path / "wrong.onnx")
+    code, out, err = _cli("verify", str(FIXTURES / "model.onnx"), str(FIXTURES / "model.onnx"), "--dim", "N=3")
+    assert (code, err) == (0, "")
+    assert out == (f"verify: match against {FIXTURES / 'model.onnx'} (random inputs)\n"
+                   "  inputs: input float32[3, 3, 16, 16]\n"
+                   "  dims: N=3 (--dim)\n"
+                   "  output: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n")
+    code, out, err = _cli("verify", str(FIXTURES / "model.onnx"), str(wrong), "--report", str(tmp_path / "r.json"))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: verification failed: mismatch against {FIXTURES / 'model.onnx'} (random inputs)\n")
+    import json
+
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "mismatch"
+    code, out, err = _cli("verify", str(FIXTURES / "model.onnx"), str(tmp_path / "nope.onnx"))
+    assert (code, err) == (1, f"error: not found: {tmp_path / 'nope.onnx'}\n  hint: check the path\n")
+    from surgeon.cli import build_parser
+
+    assert "    verify    compare two models' outputs in onnxruntime\n" in build_parser().format_help()
+
+
+# -- contracts --------------------------------------------------------------------------------------
+
+
+def test_plugin_pass_without_contract_is_verified_as_equal_with_a_note(tmp_path):
+    @surgeon.register_pass("v10_double_relu")
+    def double_relu(graph):
+        for node in graph.nodes:
+            if node.op == "Relu":
+                node.op = "Relu"
+
+    try:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("version: 1\nsteps:\n  - pass: v10_double_relu\n")
+        code, out, err = _cli("apply", str(recipe), str(FIXTURES / "model.onnx"), "-o", str(tmp_path / "o.onnx"),
+                              "--verify")
+        assert (code, err) == (0, "")
+        assert ("  note: step 1 (v10_double_relu): pass 'v10_double_relu' declares no verification contract; "
+                "its outputs are expected to equal the original's\n") in out
+    finally:
+        surgeon.registry.unregister("v10_double_relu")
+
+
+def test_plugin_pass_may_declare_a_contract(tmp_path):
+    """A pass that doubles the output declares it; verify compares with twice the original's output."""
+    import onnx_graphsurgeon as gs
+
+    from surgeon.graph.correspondence import Derived
+    from surgeon.passes.contract import Contract, verified_by
+
+    def doubled(plan, report, model):
+        plan.exprs["output"] = Derived(lambda y: y * np.float32(2), (plan.expr("output"),), "2 x 'output'")
+
+    @surgeon.register_pass("v10_double")
+    @verified_by(Contract("the output is twice the original's", update=doubled))
+    def double(graph):
+        out = graph.outputs[0]
+        old = gs.Variable("before_double", out.dtype, out.shape)
+        producer = out.inputs[0]
+        producer.outputs[0] = old
+        graph.nodes.append(gs.Node("Add", "double", inputs=[old, old], outputs=[out]))
+
+    try:
+        model = surgeon.load(FIXTURES / "model.onnx")
+        result = surgeon.apply(surgeon.parse_recipe("version: 1\nsteps:\n  - pass: v10_double\n"), model)
+        report = surgeon.verify(FIXTURES / "model.onnx", model, correspondence=result.correspondence)
+        assert report.status == "match"
+        assert report.contracts == ["step 1 (v10_double): the output is twice the original's"]
+        assert report.outputs[0].compared_with == "2 x 'output'"
+        report = surgeon.verify(FIXTURES / "model.onnx", model)  # without the contract: a mismatch
+        assert report.status == "mismatch"
+    finally:
+        surgeon.registry.unregister("v10_double")
+
+
+def test_every_builtin_pass_declares_a_contract():
+    assert [s.name for s in surgeon.registry if s.source == "builtin" and s.contract is None] == []
+
+
+def test_extract_at_an_intermediate_input_feeds_it_the_original_value(tmp_path):
+    path = real_model("model.onnx")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - pass: extract\n    with: {inputs: [/block1/block1.2/Relu_output_0], "
+                      "outputs: [output]}\n")
+    code, out, err = _cli("apply", str(recipe), str(path), "-o", str(tmp_path / "o.onnx"), "--verify")
+    assert (code, err) == (0, "")
+    assert ("  inputs: /block1/block1.2/Relu_output_0 float32[2, 16, 32, 32]\n"
+            f"    /block1/block1.2/Relu_output_0 -> the value {path} computes for '/block1/block1.2/Relu_output_0'\n"
+            "  dims: N=2 (default for a batch dimension)\n"
+            "  output: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n") in out
+
+
+def test_precision_changes_are_verified_by_default_and_a_broken_model_is_never_written(tmp_path):
+    """A pass whose contract changes precision (FP16, as to_fp16's) is verified without --verify; a result
+    beyond float16 tolerances of the output's scale (here a pass that spoils a weight) is not written;
+    --no-verify writes it anyway."""
+    from surgeon.passes.contract import FP16, verified_by
+
+    @surgeon.register_pass("v10_spoil")
+    @verified_by(FP16)
+    def spoil(graph):
+        weight = next(t for t in graph.tensors().values() if isinstance(t, onnx_gs().Constant) and t.values.ndim)
+        weight.values = (weight.values * 1.5).astype(weight.values.dtype)
+
+    try:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("version: 1\nsteps:\n  - pass: v10_spoil\n")
+        path = FIXTURES / "model.onnx"
+        code, out, err = _cli("apply", str(recipe), str(path), "-o", str(tmp_path / "o.onnx"))
+        assert code == 1
+        assert err.startswith(f"error: verification failed: mismatch against {path} (random inputs)\n"
+                              "  inputs: input float32[2, 3, 16, 16]\n"
+                              "  dims: N=2 (default for a batch dimension)\n"
+                              "  output: MISMATCH, max abs error ")
+        assert ": fp16: atol 0.01 of the output's scale " in err
+        assert not (tmp_path / "o.onnx").exists()
+        code, out, err = _cli("apply", str(recipe), str(path), "-o", str(tmp_path / "o.onnx"), "--no-verify")
+        assert (code, err) == (0, "") and "verify:" not in out and (tmp_path / "o.onnx").exists()
+    finally:
+        surgeon.registry.unregister("v10_spoil")
+
+
+def onnx_gs():
+    import onnx_graphsurgeon as gs
+
+    return gs
+
+
+def test_to_fp16_is_verified_by_default_at_float16_tolerances(tmp_path):
+    fine = real_model("model_dynamo.onnx")
+    code, out, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(fine), "-o", str(tmp_path / "fine.onnx"))
+    assert (code, err) == (0, "")
+    assert f"verify: match against {fine} (random inputs)\n" in out
+    assert ": fp16: atol 0.01 of the output's scale " in out
+
+
+def test_no_verify_excludes_verify():
+    code, out, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), "m.onnx", "--no-verify", "--verify")
+    assert code == 2
+    assert err.startswith("surgeon: error: --no-verify excludes --verify and --reference\n")
+
+
+def test_preprocessing_is_verified_against_numpy_and_a_wrong_constant_is_caught(tmp_path):
+    path = real_model("tiny_yolo_legacy.onnx")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - pass: add_preprocess\n    with: {channel_order: BGR, "
+                      "scale: 0.00392156862, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}\n")
+    model = surgeon.load(path)
+    result = surgeon.apply(recipe, model)
+    surgeon.save(model, tmp_path / "pre.onnx")
+    report = surgeon.verify(path, tmp_path / "pre.onnx", correspondence=result.correspondence)
+    assert report.status == "match"
+    assert report.input_shapes == {"images": "uint8[2, 320, 320, 3]"}
+    assert report.original_inputs == {"images": "float32[2, 3, 320, 320]"}
+    assert report.input_sources == {"images": f"'images' of {path} fed uint8 NHWC BGR -> NCHW RGB float32 x "
+                                              "0.00392157 - mean [0.485, 0.456, 0.406] / std [0.229, 0.224, 0.225]"}
+    wrong = onnx.load(tmp_path / "pre.onnx")
+    mean = next(i for i in wrong.graph.initializer if i.name.endswith("mean"))
+    mean.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(mean)[::-1].copy(), mean.name))
+    onnx.save(wrong, tmp_path / "wrong.onnx")
+    assert surgeon.verify(path, tmp_path / "wrong.onnx", correspondence=result.correspondence).status == "mismatch"
+
+
+def test_an_image_size_the_model_rejects_is_replaced_by_the_next_common_one(tmp_path):
+    """SpaceToDepth with blocks of 64 rejects 224 x 224 images; 256 x 256 is the next size tried."""
+    path = _save(tmp_path, "s2d.onnx", """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, H, W] x) => (float[N, 12288, A, B] y) { y = SpaceToDepth <blocksize = 64> (x) }""")
+    report = surgeon.verify(path, path)
+    assert report.status == "match"
+    assert report.input_shapes == {"x": "float32[2, 3, 256, 256]"}
+    assert report.notes == [f"{path} rejected images of 224x224; verified at 256x256 (give the size with --dim)"]
+
+
+def test_contracts_compose_a_rename_then_a_dtype_change(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - pass: rename_io\n    with: {inputs: {input: pixels}}\n"
+                      "  - pass: set_dtype\n    with: {inputs: {pixels: float16}}\n")
+    model = surgeon.load(FIXTURES / "model.onnx")
+    result = surgeon.apply(recipe, model)
+    report = surgeon.verify(FIXTURES / "model.onnx", model, correspondence=result.correspondence)
+    assert report.status == "match"
+    assert report.input_shapes == {"pixels": "float16[2, 3, 16, 16]"}
+    assert report.original_inputs == {"input": "float32[2, 3, 16, 16]"}
+    assert report.input_sources == {
+        "pixels": f"'input' of {FIXTURES / 'model.onnx'} fed float16 cast to the original's dtype"}
+    assert report.contracts == [
+        "step 1 (rename_io): each output equals the original's tensor of that name (exposed as an output when it "
+        "is an intermediate one); renamed tensors are followed",
+        "step 2 (set_dtype): the original is fed the new inputs cast to its dtypes; outputs equal at the dtype's "
+        "tolerances"]
+
+
+def test_replace_op_compares_what_the_changed_node_reads():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y) { a = Neg(x) \n y = Relu(a) }""")
+    model = surgeon.load(proto)
+    result = surgeon.apply(surgeon.parse_recipe(
+        "version: 1\nsteps:\n  - pass: replace_op\n    with: {op: Relu, new_op: Sigmoid}\n"), model)
+    report = surgeon.verify(proto, model, correspondence=result.correspondence)
+    assert report.status == "match"
+    assert [(o.edited_name, o.intermediate) for o in report.outputs] == [("a", True)]
+    assert report.notes == ["output 'y' is not compared: step 1 (replace_op) (now Sigmoid) changed what computes "
+                            "it on purpose"]

@@ -24,10 +24,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
+from surgeon.graph.correspondence import Correspondence
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
 from surgeon.passes.context import in_recipe_folder
+from surgeon.passes.contract import record
 from surgeon.passes.custom_ops import recipe_scope, undeclared_warnings
 from surgeon.passes.expect import check_expect
 from surgeon.passes.registry import PassRegistry
@@ -162,6 +164,10 @@ class ApplyResult:
     steps: list[StepReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """What the run noticed but did not refuse (a declared custom op the model does not run)."""
+    correspondence: Correspondence = field(default_factory=Correspondence)
+    """What verification compares: the steps' contracts composed (:mod:`surgeon.passes.contract`)."""
+    verify_by_default: bool = False
+    """A step's contract asks for verification even without --verify (a precision change)."""
 
     @property
     def renamed(self) -> dict[str, str]:
@@ -497,6 +503,9 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
                 steps.describe(step.label)
                 report, snapshot = _run_step(model, step, registry, True, snapshot)
                 result.steps.append(report)
+                contract = registry.get(step.pass_name).contract
+                record(result.correspondence, contract, report, model)
+                result.verify_by_default |= bool(contract is not None and contract.verify_by_default)
                 if step.expect:
                     check_expect(model, report)
                 steps.advance()

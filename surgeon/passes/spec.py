@@ -125,6 +125,9 @@ class PassSpec:
     receives: str = "model"  # or "graph"
     selector_param: str | None = None  # the function's Selector-typed parameter, if any
     source: str = "builtin"
+    contract: Any = None
+    """How the pass is verified (:class:`surgeon.passes.contract.Contract`, declared with
+    ``@verified_by``); None: not declared (verified as "outputs equal", with a note)."""
 
     @classmethod
     def from_function(cls, name: str, func: Callable[..., Any], source: str = "builtin") -> PassSpec:
@@ -163,7 +166,9 @@ class PassSpec:
                 continue
             default = REQUIRED if p.default is inspect.Parameter.empty else p.default
             params[p.name] = ParamSpec(p.name, ann, default, docs.get(p.name, ""))
-        return cls(name, func, params, summary, sections, receives, selector_param, source)
+        from surgeon.passes.contract import contract_of
+
+        return cls(name, func, params, summary, sections, receives, selector_param, source, contract_of(func))
 
     # -- using the declaration -------------------------------------------------
 
@@ -242,7 +247,14 @@ class PassSpec:
             out.append(f"{title}:")
             out += ["  " + line for line in body.splitlines()]
             out.append("")
+        out += ["Verified by (--verify):", "  " + self.verified_by(), ""]
         return "\n".join(out).rstrip() + "\n"
+
+    def verified_by(self) -> str:
+        """How --verify checks this pass: its contract in words."""
+        if self.contract is None:
+            return "outputs equal the original's (the pass declares no verification contract)"
+        return str(self.contract.what) + (" (verified by default)" if self.contract.verify_by_default else "")
 
     def markdown(self) -> str:
         """The pass's reference section for docs/passes.md."""
@@ -263,6 +275,7 @@ class PassSpec:
             out.append("")
             out += (["```yaml", body, "```"] if title == "Example" else [body])
             out.append("")
+        out += ["**Verified by** (`--verify`)", "", self.verified_by(), ""]
         return "\n".join(out)
 
     def example(self) -> str | None:

@@ -7,9 +7,11 @@ from surgeon.graph import prune
 from surgeon.graph.toposort import CycleError, is_sorted, sorted_nodes
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
+from surgeon.passes.contract import EQUAL, verified_by
 from surgeon.passes.result import PassResult
 
 
+@verified_by(EQUAL)
 def cleanup(model: Model, *, remove_unused_inputs: bool = False) -> PassResult:
     """Remove nodes, tensors and initializers that no graph output depends on.
 
@@ -57,6 +59,7 @@ def cleanup(model: Model, *, remove_unused_inputs: bool = False) -> PassResult:
     return result
 
 
+@verified_by(EQUAL)
 def toposort(model: Model) -> PassResult:
     """Sort nodes so that every node comes after the producers of its inputs.
 

@@ -12,10 +12,12 @@ from surgeon.graph.constants import const_bytes, const_nbytes
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
+from surgeon.passes.contract import EQUAL, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
 
 
+@verified_by(EQUAL)
 def dedupe_initializers(model: Model, *, min_size: Annotated[int, Min(0)] = 0) -> PassResult:
     """Merge constants with the same dtype, shape and bytes into one initializer.
 

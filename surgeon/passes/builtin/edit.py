@@ -9,7 +9,7 @@ for other ops (plugins, custom domains) the type follows the YAML value.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx
@@ -20,18 +20,85 @@ from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.constants import elem_type
+from surgeon.graph.correspondence import Correspondence, Derived
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import fresh_name, quoted
 from surgeon.graph.shapes import infer_value_infos
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.model import Model
 from surgeon.io.tensor_names import tensor_groups, where_is
+from surgeon.passes.contract import Contract, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
+
+if TYPE_CHECKING:
+    from surgeon.passes.runner import StepReport
 
 AttrType = OpSchema.AttrType
 
 
+def _insert_node_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    d = report.details
+    reads, writes = d["reads"], d["writes"]
+    # A graph output keeps its name (Rule 3): the value before the node is the output's old value.
+    value = plan.expr(writes) if _is_output(model, writes) else plan.expr(reads)
+    plan.changed_from[writes] = report.step.label
+    if not d["main_graph"] or value is None:
+        plan.exprs[writes] = None
+        return
+    node = next((n for n in model.graph.nodes if n.name == d["node"]), None)
+    if node is None:
+        plan.exprs[writes] = None
+        return
+    plan.exprs[reads] = value
+    variables = [t.name for t in node.inputs if isinstance(t, gs.Variable) and t.name]
+    found = [value if i == 0 else plan.expr(name) for i, name in enumerate(variables)]
+    args = tuple(a for a in found if a is not None)
+    if len(args) != len(found):
+        plan.exprs[writes] = None
+        return
+    spec = (node.op, node.domain, dict(node.attrs), list(node.inputs), model.opset)
+    plan.exprs[writes] = Derived(lambda *values: _run_single(spec, values), args,
+                                 f"{node.op} run alone in onnxruntime on the original's {value.describe()}")
+    plan.extra.setdefault(reads, f"the tensor {report.step.label} reads")
+    plan.extra.setdefault(writes, f"the tensor {report.step.label} writes")
+
+
+def _is_output(model: Model, name: str) -> bool:
+    return any(t.name == name for t in model.graph.outputs)
+
+
+def _run_single(spec: tuple, values: tuple) -> np.ndarray:
+    """Run one node alone in onnxruntime: its variable inputs take ``values``, its constants stay."""
+    import onnxruntime as ort
+
+    op, domain, attrs, node_inputs, opset = spec
+    inputs, args = [], []
+    feeds = {}
+    it = iter(values)
+    for i, t in enumerate(node_inputs):
+        if isinstance(t, gs.Variable) and t.name:
+            value = np.asarray(next(it))
+            fresh = gs.Variable(f"in{i}", value.dtype, value.shape)
+            inputs.append(fresh)
+            feeds[fresh.name] = value
+            args.append(fresh)
+        else:
+            args.append(t)
+    out = gs.Variable("out", None, None)
+    graph = gs.Graph(nodes=[gs.Node(op, "single", attrs, inputs=args, outputs=[out], domain=domain)],
+                     inputs=inputs, outputs=[out], opset=opset)
+    proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = min(proto.ir_version, 8)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(["out"], feeds)[0]
+
+
+@verified_by(Contract("the tensor the new node reads equals the original's, and the tensor it writes equals the "
+                      "node run alone in onnxruntime on the original's value; graph outputs downstream of it "
+                      "change on purpose and are not compared", update=lambda *a: _insert_node_contract(*a)))
 def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: dict[str, Any] | None = None,
                 name: str | None = None, consumers: Literal["all"] | list[str] = "all",
                 inputs_after: list[Any] | None = None) -> PassResult:
@@ -164,12 +231,17 @@ def insert_node(model: Model, *, op: str, after: str, domain: str = "", attrs: d
                             f"{len(chosen)} of {len(readers)} reader(s)")
     owner.nodes.insert(position, gs.Node(op, node_name, node_attrs, inputs=[data_in, *extras],
                                          outputs=[new_out], domain=domain or None))
+    result.details = {"node": node_name, "reads": data_in.name, "writes": new_out.name,
+                      "main_graph": owner is model.graph}
     _import_domain(model, domain, version, result)
     if schema is None and domain == "":
         result.notes.append(_plugin_note(op))
     return result
 
 
+@verified_by(Contract("the tensors the changed nodes read equal the original's; what the nodes compute changed "
+                      "on purpose, so the outputs downstream of them are not compared",
+                      update=lambda *a: _replace_op_contract(*a)))
 def replace_op(model: Model, select: Selector, *, new_op: str | None = None, new_domain: str | None = None,
                new_attrs: dict[str, Any] | None = None, keep_attrs: bool | list[str] = True) -> PassResult:
     """Change the op type, domain or attributes of the selected nodes, keeping their inputs and outputs.
@@ -248,7 +320,24 @@ def replace_op(model: Model, select: Selector, *, new_op: str | None = None, new
         _import_domain(model, domain, version, result)
     plugins = sorted({op for _, op, domain, _, schema, _ in plans if schema is None and domain == ""})
     result.notes += [_plugin_note(op) for op in plugins]
+    main = {id(n) for n in model.graph.nodes}
+    result.details["changed"] = [{"node": node.name, "op": op, "reads": [t.name for t in node.inputs if t.name],
+                                  "writes": [t.name for t in node.outputs if t.name], "main_graph": id(node) in main}
+                                 for node, op, *_ in plans]
     return result
+
+
+def _replace_op_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    for changed in report.details.get("changed", []):
+        if not changed["main_graph"]:
+            plan.notes.append(f"{report.step.label}: node '{changed['node']}' is inside a subgraph: the outputs "
+                              "that depend on it are compared as if it computed what it did before")
+            continue
+        for name in changed["writes"]:
+            plan.changed_from[name] = f"{report.step.label} (now {changed['op']})"
+            plan.exprs[name] = None
+        for name in changed["reads"]:
+            plan.extra.setdefault(name, f"read by '{changed['node']}', which {report.step.label} changed")
 
 
 def _plugin_note(op: str) -> str:

@@ -42,6 +42,7 @@ from surgeon.graph.shape_values import VALUE_OPS, ShapeInfo, reshape_target
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.external import Spill
 from surgeon.io.model import Model
+from surgeon.passes.contract import EQUAL, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
 
@@ -51,6 +52,7 @@ _RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifo
 _FEEDABLE_KINDS = "biufO"
 
 
+@verified_by(EQUAL)
 def fold_constants(model: Model, *, fold_shapes: bool = True,
                    size_threshold: Annotated[int, Min(0, hint="set it to null to fold constants of any size")]
                    | None = None,

@@ -21,9 +21,11 @@ from surgeon.graph.walk import walk_graphs
 from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
 from surgeon.io.export import to_proto
 from surgeon.io.model import Model
+from surgeon.passes.contract import EQUAL, verified_by
 from surgeon.passes.result import PassResult
 
 
+@verified_by(EQUAL)
 def inline_functions(model: Model, *, functions: list[str] | None = None,
                      allow_missing: bool = False) -> PassResult:
     """Inline calls of model-local functions, then drop the functions nothing calls any more.

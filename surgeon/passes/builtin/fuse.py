@@ -16,9 +16,11 @@ from surgeon.graph.names import Namer
 from surgeon.graph.shape_values import ShapeInfo
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
+from surgeon.passes.contract import REASSOCIATED, verified_by
 from surgeon.passes.result import PassResult
 
 
+@verified_by(REASSOCIATED)
 def fuse(model: Model, *, patterns: list[str] | None = None, allow_missing: bool = False) -> PassResult:
     """Fuse node pairs into one node: BatchNormalization into Conv, MatMul+Add into Gemm, ...
 

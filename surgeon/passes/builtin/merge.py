@@ -10,22 +10,36 @@ external weights of both models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, SurgeonError
+from surgeon.graph.correspondence import Correspondence, Derived, Pick, Tensor
 from surgeon.graph.names import Namer, quoted
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.external import ExternalValues, external_location, external_ref
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.passes.context import recipe_folder
+from surgeon.passes.contract import Contract, verified_by
 from surgeon.passes.registry import registry
 from surgeon.passes.result import PassResult
 
+if TYPE_CHECKING:
+    from surgeon.passes.runner import StepReport
 
+
+def _merge_contract_hook(plan: Correspondence, report: StepReport, model: Model) -> None:
+    _merge_contract(plan, report, model)  # defined below the pass, where its helpers are
+
+
+@verified_by(Contract("before: the original is fed the new input run through the other model (in onnxruntime); "
+                      "after: the other model's outputs equal it run on the original's connected tensors",
+                      update=_merge_contract_hook))
 def merge(ours: Model, *, model: str, position: Literal["before", "after"], connect: dict[str, str],
           prefix: str | None = None) -> PassResult:
     """Merge another ONNX model in front of this one (its outputs feed our inputs) or behind it.
@@ -100,6 +114,8 @@ def merge(ours: Model, *, model: str, position: Literal["before", "after"], conn
     if their_opset > ours_opset:  # last fallible step: a failed conversion leaves our model unchanged
         _convert(ours, their_opset, "our model", result)
 
+    # Its graph inputs and outputs by their names in its file, for verification (the contract runs its file).
+    their_io = [(t.name, t) for t in [*other.graph.inputs, *other.graph.outputs]]
     renamed = _rename_collisions(ours, other, prefix, {id(t) for t, _ in pairs})
     _wire(ours, other, pairs, position)
     _adopt_weights(ours, other)
@@ -108,9 +124,73 @@ def merge(ours: Model, *, model: str, position: Literal["before", "after"], conn
         result.notes.append(f"renamed {len(renamed)} name(s) of {label} that collide with ours, with prefix "
                             f"'{prefix}'")
     result.notes.insert(0, f"merged {label} {position} the model ({len(list(other.graph.nodes))} nodes)")
-    result.details.update({"opset": ours.opset, "renamed": renamed})
+    result.details.update({"opset": ours.opset, "renamed": renamed, "path": str(path), "position": position,
+                           "connect": dict(connect),
+                           "inputs": {old: t.name for old, t in their_io[:len(other.graph.inputs)]},
+                           "outputs": {old: t.name for old, t in their_io[len(other.graph.inputs):]}})
     result.changed = True
     return result
+
+
+def _run_file(path: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Run the model file at ``path`` in onnxruntime (one session, opened on first use)."""
+    session: list[Any] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not session:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # onnxruntime's own warnings stay off the terminal
+            session.append(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]))
+        sess = session[0]
+        typed: dict[str, np.ndarray] = {i.name: feeds[i.name].astype(_NP_OF_ORT.get(i.type, np.float32), copy=False)
+                 for i in sess.get_inputs()}
+        return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, typed)))
+
+    return run
+
+
+_NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
+
+
+def _merge_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    """Before: the original is fed what the other model makes of the new input. After: the other
+    model's outputs are compared with that model run on the original's tensors."""
+    d = report.details
+    label = Path(d["path"]).name
+    run = _run_file(d["path"])
+    inputs, outputs, connect = d["inputs"], d["outputs"], d["connect"]
+    if d["position"] == "before":
+        joined = {their: ours for their, ours in connect.items()}
+        for their, new in outputs.items():
+            if their not in joined:
+                plan.skipped[new] = f"an output of {label} alone (merged before the model)"
+        if len(inputs) != 1 or len(joined) != 1:
+            for t in model.graph.outputs:
+                plan.skipped.setdefault(t.name, f"{label} has {len(inputs)} inputs and {len(joined)} connections; "
+                                                "verification feeds the original through one of each only")
+            return
+        [(their_input, new_input)] = inputs.items()
+        [(their_output, our_input)] = joined.items()
+        previous = plan.feed(our_input)
+        plan.inputs.pop(our_input, None)
+        plan.inputs[new_input] = previous.then(lambda x: run({their_input: x})[their_output],
+                                               f"run through {label} (its '{their_output}')")
+        return
+    unconnected = [their for their in inputs if their not in connect]
+    if unconnected:
+        for new in outputs.values():
+            plan.skipped[new] = (f"{label} also reads its input(s) {', '.join(unconnected)}, which the original "
+                                 "does not have")
+        return
+    order = list(connect)
+    derived = Derived(lambda *arrays: run(dict(zip(order, arrays))), tuple(Tensor(connect[t]) for t in order),
+                      f"{label} run on the original's {', '.join(repr(connect[t]) for t in order)}")
+    for their, new in outputs.items():
+        plan.exprs[new] = Pick(derived, their)
 
 
 def _pairs(ours: Model, other: Model, position: str, connect: dict[str, str],

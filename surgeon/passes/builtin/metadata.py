@@ -6,12 +6,14 @@ from typing import Annotated
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.io.model import Model
+from surgeon.passes.contract import EQUAL, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Max, Min
 
 INT64_MAX = 2**63 - 1
 
 
+@verified_by(EQUAL)
 def set_metadata(model: Model, *, producer_name: str | None = None, producer_version: str | None = None,
                  doc_string: str | None = None,
                  model_version: Annotated[int, Min(0), Max(INT64_MAX)] | None = None, domain: str | None = None,

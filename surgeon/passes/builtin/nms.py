@@ -23,18 +23,23 @@ flat index gives class (``index // anchors``) and anchor (``index % anchors``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.builder import GraphBuilder
+from surgeon.graph.correspondence import Correspondence, Derived, Pick
 from surgeon.graph.shapes import infer_value_infos
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
+from surgeon.passes.contract import Contract, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Max, Min
+
+if TYPE_CHECKING:
+    from surgeon.passes.runner import StepReport
 
 OUTPUT_KEYS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 MIN_OPSET = 11  # NonMaxSuppression, TopK, ScatterND and Pad in their input-driven forms
@@ -50,6 +55,8 @@ LAYOUT_SHAPES = {
 }
 
 
+@verified_by(Contract("the raw head outputs equal the original's, and the detections equal a numpy reference NMS "
+                      "(reference_detections) of the original's raw outputs", update=lambda *a: _nms_contract(*a)))
 def insert_nms(
     model: Model,
     *,
@@ -63,6 +70,7 @@ def insert_nms(
     score_threshold: _Threshold = 0.25,
     max_detections: Annotated[int, Min(1, hint="it is the number of detections kept per image (e.g. 100)")] = 100,
     class_agnostic: bool = False,
+    multi_label: bool = True,
     outputs: dict[str, str] | None = None,
     keep_raw: bool = False,
 ) -> PassResult:
@@ -89,6 +97,12 @@ def insert_nms(
         score_threshold: candidates need a score above this; 0 to 1.
         max_detections: K, detections kept per image (the outputs' second dimension).
         class_agnostic: suppress across classes (each box takes its best class).
+        multi_label: true: an anchor is a candidate under every class whose
+            score passes score_threshold (ONNX NonMaxSuppression's and
+            TensorRT EfficientNMS's own semantics); false: only under its best
+            class (Ultralytics' default, multi_label=False in its
+            non_max_suppression), so one object gives at most one detection per
+            anchor. Ignored when class_agnostic (which takes the best class).
         outputs: new names of the outputs, by key: num_dets, det_boxes,
             det_scores, det_classes.
         keep_raw: keep the raw tensors as graph outputs too.
@@ -111,7 +125,14 @@ def insert_nms(
            box_coding 0 for xyxy and 1 for cxcywh) on boxes [N, anchors, 4]
            and scores [N, anchors, classes]. onnxruntime cannot run it;
            TensorRT's ONNX parser loads it as a plugin.
-        5. Both backends produce the same outputs: num_dets [N, 1] int32,
+        5. ``multi_label`` (default true, so recipes written before it keep
+           their detections, and the backends' own per-class semantics apply):
+           with false, every anchor's scores are zeroed except at its best
+           class (the first one on ties, as ArgMax and Ultralytics' ``max``
+           pick) before NMS, so an anchor can only be detected as its best
+           class; NMS then runs per class as in 3 and 4. Set it to false to
+           get the detections of Ultralytics' ``predict``.
+        6. Both backends produce the same outputs: num_dets [N, 1] int32,
            det_boxes [N, K, 4] float32 (x1, y1, x2, y2), det_scores [N, K]
            float32 and det_classes [N, K] int32, sorted by score, zero after
            num_dets. They are appended to the graph outputs; the raw tensors
@@ -133,7 +154,7 @@ def insert_nms(
     Reports:
         the added nodes (by the runner); a note with the new outputs and one
         per raw output removed from the graph outputs; details with the
-        backend and the output names.
+        backend, the output names, the raw tensors and the NMS settings.
     """
     names = _output_names(outputs)
     if box_format is None:
@@ -157,6 +178,8 @@ def insert_nms(
             gs.Variable(names["det_boxes"], np.float32, [batch, k, 4]),
             gs.Variable(names["det_scores"], np.float32, [batch, k]),
             gs.Variable(names["det_classes"], np.int32, [batch, k])]
+    if not multi_label and not class_agnostic:
+        scores_t = _best_class_only(b, scores_t, axis=1 if backend == "onnx" else 2)
     if backend == "onnx":
         _onnx_nms(b, boxes_t, scores_t, outs, box_format=box_format, iou=iou_threshold,
                   score=score_threshold, k=k, agnostic=class_agnostic)
@@ -172,7 +195,10 @@ def insert_nms(
     model.graph.outputs.extend(outs)
     result.notes.insert(0, "detection outputs: " + ", ".join(
         f"{t.name} {_shape_text(t.shape)} {np.dtype(t.dtype).name}" for t in outs))
-    result.details = {"backend": backend, "outputs": dict(names)}
+    result.details = {"backend": backend, "outputs": dict(names), "raw": [t.name for t in raw], "layout": layout,
+                      "box_format": box_format, "iou_threshold": iou_threshold, "score_threshold": score_threshold,
+                      "max_detections": k, "class_agnostic": class_agnostic, "multi_label": multi_label,
+                      "keep_raw": keep_raw}
     return result
 
 
@@ -360,6 +386,15 @@ def _decode(b: GraphBuilder, layout: str, raw: list[gs.Tensor], scores_nca: bool
     return boxes, scores
 
 
+def _best_class_only(b: GraphBuilder, scores: gs.Tensor, axis: int) -> gs.Tensor:
+    """Scores with every class but each anchor's best one (first on ties) set to zero."""
+    best = b.op("ArgMax", [scores], {"axis": axis, "keepdims": 1}, name="best_label")
+    best_score = b.op("GatherElements", [scores, best], {"axis": axis}, name="best_label_score")
+    zeros = b.op("ConstantOfShape", [b.op("Shape", [scores], name="label_scores_shape")],
+                 {"value": gs.Constant("", np.zeros([1], np.float32))}, name="label_zeros")
+    return b.op("ScatterElements", [zeros, best, best_score], {"axis": axis}, name="best_label_only")
+
+
 def _onnx_nms(b: GraphBuilder, boxes: gs.Tensor, scores: gs.Tensor, outs: list[gs.Variable], *,
               box_format: str, iou: float, score: float, k: int, agnostic: bool) -> None:
     num_dets, det_boxes, det_scores, det_classes = outs
@@ -424,4 +459,112 @@ def _trt_nms(b: GraphBuilder, boxes: gs.Tensor, scores: gs.Tensor, outs: list[gs
     b.op("EfficientNMS_TRT", [boxes, scores], attrs, outs)
 
 
-__all__ = ["insert_nms", "OUTPUT_KEYS"]
+# -- the reference, for verification ----------------------------------------------------------
+
+
+def reference_detections(raw: list[np.ndarray], *, layout: str, box_format: str, iou_threshold: float,
+                         score_threshold: float, max_detections: int, class_agnostic: bool,
+                         multi_label: bool) -> dict[str, np.ndarray]:
+    """The four outputs insert_nms computes, in numpy, from the raw head arrays (the contract's reference).
+
+    Follows onnxruntime's NonMaxSuppression: a candidate needs score > score_threshold;
+    per class, candidates by descending score (ties: lower anchor) are kept unless their
+    IoU with a kept box is > iou_threshold (float32 arithmetic, corners normalized for
+    xyxy, boxes of non-positive area never suppress), at most K per class; then the K
+    best of all classes (ties: lower class, then lower anchor), padded with zeros.
+    """
+    arrays = [np.asarray(r).astype(np.float32) for r in raw]
+    if layout == "yolov8":
+        boxes, scores = arrays[0][:, :4, :].transpose(0, 2, 1), arrays[0][:, 4:, :].transpose(0, 2, 1)
+    elif layout == "yolov5":
+        boxes, scores = arrays[0][:, :, :4], arrays[0][:, :, 4:5] * arrays[0][:, :, 5:]
+    else:
+        boxes, scores = arrays[0], arrays[1]
+    n, k = boxes.shape[0], max_detections
+    num = np.zeros((n, 1), np.int32)
+    det_boxes = np.zeros((n, k, 4), np.float32)
+    det_scores = np.zeros((n, k), np.float32)
+    det_classes = np.zeros((n, k), np.int32)
+    for i in range(n):
+        img_scores = scores[i]  # [A, C]
+        best = img_scores.argmax(axis=1)
+        if class_agnostic:
+            per_class = [(best, img_scores.max(axis=1))]
+        else:
+            if not multi_label:
+                only = np.zeros_like(img_scores)
+                rows = np.arange(len(best))
+                only[rows, best] = img_scores[rows, best]
+                img_scores = only
+            per_class = [(np.full(len(best), c), img_scores[:, c]) for c in range(img_scores.shape[1])]
+        found = []  # (score, class, anchor)
+        for labels, class_scores in per_class:
+            for a in _greedy(boxes[i], class_scores, box_format, iou_threshold, score_threshold, k):
+                found.append((class_scores[a], int(labels[a]), a))
+        found.sort(key=lambda f: (-f[0], f[1], f[2]))
+        found = found[:k]
+        num[i, 0] = len(found)
+        for j, (score, label, a) in enumerate(found):
+            box = boxes[i, a]
+            if box_format == "cxcywh":
+                half = box[2:] * np.float32(0.5)
+                box = np.concatenate([box[:2] - half, box[:2] + half])
+            det_boxes[i, j], det_scores[i, j], det_classes[i, j] = box, score, label
+    return {"num_dets": num, "det_boxes": det_boxes, "det_scores": det_scores, "det_classes": det_classes}
+
+
+def _greedy(boxes: np.ndarray, scores: np.ndarray, box_format: str, iou: float, threshold: float,
+            keep: int) -> list[int]:
+    """Greedy NMS of one class as onnxruntime runs it; indices kept, best first."""
+    candidates = np.flatnonzero(scores > np.float32(threshold))
+    order = candidates[np.lexsort((candidates, -scores[candidates]))]
+    if box_format == "cxcywh":
+        half = boxes[:, 2:] / np.float32(2)
+        lo, hi = boxes[:, :2] - half, boxes[:, :2] + half
+    else:
+        lo = np.minimum(boxes[:, :2], boxes[:, 2:])
+        hi = np.maximum(boxes[:, :2], boxes[:, 2:])
+    area = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
+    kept: list[int] = []
+    for a in order:
+        if len(kept) == keep:
+            break
+        if kept:
+            ks = np.asarray(kept)
+            inter_lo, inter_hi = np.maximum(lo[ks], lo[a]), np.minimum(hi[ks], hi[a])
+            size = np.maximum(inter_hi - inter_lo, np.float32(0))
+            inter = size[:, 0] * size[:, 1]
+            union = area[ks] + area[a] - inter
+            with np.errstate(divide="ignore", invalid="ignore"):
+                suppress = (inter > 0) & (area[ks] > 0) & (area[a] > 0) & (union > 0) & (inter / union > iou)
+            if suppress.any():
+                continue
+        kept.append(int(a))
+    return kept
+
+
+def _nms_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    d = report.details
+    raw_exprs = [plan.expr(name) for name in d["raw"]]
+    names = d["outputs"]
+    if any(e is None for e in raw_exprs):
+        for key in OUTPUT_KEYS:
+            plan.exprs[names[key]] = None
+        return
+    for name in d["raw"]:
+        plan.extra.setdefault(name, "the raw head output insert_nms reads")
+    if d["backend"] != "onnx":
+        for key in OUTPUT_KEYS:
+            plan.skipped[names[key]] = "computed by the TensorRT plugin EfficientNMS_TRT, which onnxruntime " \
+                                       "cannot run (the raw head outputs it reads are compared)"
+        return
+    options = {k: d[k] for k in ("layout", "box_format", "iou_threshold", "score_threshold", "max_detections",
+                                 "class_agnostic", "multi_label")}
+    reference = Derived(lambda *raw: reference_detections(list(raw), **options),
+                        tuple(e for e in raw_exprs if e is not None),
+                        "reference NMS of " + ", ".join(e.describe() for e in raw_exprs if e is not None))
+    for key in OUTPUT_KEYS:
+        plan.exprs[names[key]] = Pick(reference, key)
+
+
+__all__ = ["insert_nms", "OUTPUT_KEYS", "reference_detections"]

@@ -14,12 +14,14 @@ from surgeon.graph.edit import bypass, needs_identity, remove_nodes
 from surgeon.graph.shape_values import ShapeInfo
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.model import Model
+from surgeon.passes.contract import EQUAL, verified_by
 from surgeon.passes.result import PassResult
 
 # An index end at least this large means "to the end" whatever the dim (INT32_MAX and up).
 _TO_THE_END = 2**31 - 1
 
 
+@verified_by(EQUAL)
 def eliminate_noops(model: Model) -> PassResult:
     """Remove nodes whose output is provably their input, keeping graph output names.
 

@@ -28,6 +28,7 @@ from surgeon.graph.walk import node_domain, proto_graphs, walk_graphs
 from surgeon.io.adopt import adopt_rewrite, converter_failed_op, converter_message
 from surgeon.io.export import to_proto
 from surgeon.io.model import Model
+from surgeon.passes.contract import REASSOCIATED, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
 
@@ -37,6 +38,7 @@ _PASSTHROUGH_DOMAIN = "surgeon.passthrough"
 _TARGET_HINT = f"choose a target between 1 and {onnx.defs.onnx_opset_version()}"
 
 
+@verified_by(REASSOCIATED)
 def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HINT)]) -> PassResult:
     """Convert the model to another version of the default (ai.onnx) opset, up or down.
 

@@ -24,9 +24,11 @@ from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
 from surgeon.io.tensor_names import tensor_groups, where_is
 from surgeon.passes.compose import call_pass
+from surgeon.passes.contract import INTERFACE, verified_by
 from surgeon.passes.result import PassResult
 
 
+@verified_by(INTERFACE)
 def set_outputs(model: Model, *, outputs: list[str], cleanup: bool = True) -> PassResult:
     """Make these tensors the graph outputs, dropping the others.
 
@@ -73,6 +75,7 @@ def set_outputs(model: Model, *, outputs: list[str], cleanup: bool = True) -> Pa
     return result
 
 
+@verified_by(INTERFACE)
 def add_outputs(model: Model, *, outputs: list[str]) -> PassResult:
     """Make these tensors graph outputs too, keeping the existing outputs.
 
@@ -110,6 +113,7 @@ def add_outputs(model: Model, *, outputs: list[str]) -> PassResult:
     return result
 
 
+@verified_by(INTERFACE)
 def extract(model: Model, *, inputs: list[str], outputs: list[str]) -> PassResult:
     """Cut out the subgraph between these tensors (like ``onnx.utils.extract_model``).
 

@@ -28,6 +28,7 @@ from surgeon.graph.names import Namer
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.external import Spill
 from surgeon.io.model import Model
+from surgeon.passes.contract import FP16, verified_by
 from surgeon.passes.result import PassResult
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
@@ -65,6 +66,7 @@ _PIECE = 4 << 20  # elements converted at a time (16 MiB of float32)
 _RESULTS_OF_ATTRIBUTE = ("Constant", "ConstantOfShape", "Cast")
 
 
+@verified_by(FP16)
 def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str] | None = None,
             node_block_list: list[str] | None = None) -> PassResult:
     """Convert float32 weights and computation to float16, with Casts where float32 stays.

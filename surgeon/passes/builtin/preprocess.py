@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -11,10 +11,48 @@ import onnx_graphsurgeon as gs
 from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.builder import GraphBuilder
 from surgeon.graph.constants import DTYPES
+from surgeon.graph.correspondence import Correspondence
 from surgeon.io.model import Model
+from surgeon.passes.contract import Contract, verified_by
 from surgeon.passes.result import PassResult
 
+if TYPE_CHECKING:
+    from surgeon.passes.runner import StepReport
 
+
+def preprocess_reference(x: np.ndarray, *, layout: str, channel_order: str, scale: float,
+                         mean: list[float] | None, std: list[float] | None, model_dtype: str) -> np.ndarray:
+    """What the inserted nodes compute, in numpy: the model's old input from the new one (Rule 1)."""
+    dtype = np.dtype(model_dtype)
+    y = np.asarray(x).astype(dtype)
+    if layout == "NHWC":
+        y = y.transpose(0, 3, 1, 2)
+    if channel_order == "BGR":
+        y = y[:, ::-1]
+    if scale != 1.0:
+        y = y * np.asarray(scale, dtype)
+    if mean is not None:
+        y = y - np.asarray(_per_channel(mean), dtype)
+    if std is not None:
+        y = y / np.asarray(_per_channel(std), dtype)
+    return np.ascontiguousarray(y, dtype)
+
+
+def _preprocess_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    d = report.details
+    options = {k: d[k] for k in ("layout", "channel_order", "scale", "mean", "std", "model_dtype")}
+    what = (f"{d['dtype']} {d['layout']} {d['channel_order']} -> NCHW RGB {d['model_dtype']}"
+            + (f" x {d['scale']:g}" if d["scale"] != 1.0 else "")
+            + (f" - mean {d['mean']}" if d["mean"] is not None else "")
+            + (f" / std {d['std']}" if d["std"] is not None else ""))
+    # The old input now lives on as '<input>_preprocessed' (the runner followed that rename).
+    previous = plan.feed(report.tensors_renamed.get(d["input"], d["input"]))
+    plan.inputs[d["input"]] = previous.then(lambda x: preprocess_reference(x, **options), what)
+
+
+@verified_by(Contract("the original is fed the new input preprocessed in numpy exactly as the inserted nodes "
+                      "do (preprocess_reference); outputs equal at the dtype's tolerances",
+                      update=_preprocess_contract))
 def add_preprocess(
     model: Model,
     *,
@@ -102,7 +140,8 @@ def add_preprocess(
     model.graph.inputs = [new if t is old else t for t in model.graph.inputs]
     shape_text = "[" + ", ".join("?" if d is None else str(d) for d in new_shape) + "]" if new_shape else "[?]"
     return PassResult(notes=[f"input '{name}' is now {dtype} {shape_text} ({layout}, {channel_order})"],
-                      details={"input": name, "dtype": dtype, "layout": layout})
+                      details={"input": name, "dtype": dtype, "layout": layout, "channel_order": channel_order,
+                               "scale": scale, "mean": mean, "std": std, "model_dtype": model_dtype.name})
 
 
 def _find_input(model: Model, name: str | None) -> gs.Variable:

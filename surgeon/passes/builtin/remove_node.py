@@ -12,11 +12,13 @@ from surgeon.graph.edit import detach as _detach
 from surgeon.graph.edit import remove_nodes, used_outputs
 from surgeon.graph.names import node_label
 from surgeon.io.model import Model
+from surgeon.passes.contract import REMOVED, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.select import Selector
 from surgeon.passes.spec import Min
 
 
+@verified_by(REMOVED)
 def remove_node(model: Model, select: Selector, *,
                 input: Annotated[int, Min(0, hint="input is the index of the node input that takes the node's "
                                                   "place (0: the first)")] = 0,

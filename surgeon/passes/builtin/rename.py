@@ -16,9 +16,11 @@ from surgeon.errors import PassError, suggestion_hint
 from surgeon.graph.names import quoted
 from surgeon.io.model import Model
 from surgeon.io.tensor_names import apply_renames, check_renames, tensor_groups
+from surgeon.passes.contract import INTERFACE, verified_by
 from surgeon.passes.result import PassResult
 
 
+@verified_by(INTERFACE)
 def rename_io(model: Model, *, inputs: dict[str, str] | None = None,
               outputs: dict[str, str] | None = None) -> PassResult:
     """Rename graph inputs and outputs, everywhere they are used.
@@ -84,6 +86,7 @@ def rename_io(model: Model, *, inputs: dict[str, str] | None = None,
     return PassResult(renamed=renames)
 
 
+@verified_by(INTERFACE)
 def rename_tensors(model: Model, *, map: dict[str, str] | None = None, prefix: str | None = None,
                    strip_prefix: str | None = None, include_io: bool = False,
                    allow_missing: bool = False) -> PassResult:

@@ -7,6 +7,7 @@ All four end with ONNX's own shape inference (``_shape_infer``), so the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -16,6 +17,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
 from surgeon.errors import PassError, did_you_mean, suggestion_hint
 from surgeon.graph.constants import DTYPES, constant_values, dtype_name
+from surgeon.graph.correspondence import Correspondence
 from surgeon.graph.edit import remove_nodes, replace_uses
 from surgeon.graph.names import Namer, node_label
 from surgeon.graph.shapes import (
@@ -30,7 +32,11 @@ from surgeon.graph.shapes import (
 )
 from surgeon.graph.walk import all_tensor_names, proto_graphs, walk_graphs, walk_nodes
 from surgeon.io.model import Model
+from surgeon.passes.contract import EQUAL, Contract, verified_by
 from surgeon.passes.result import PassResult
+
+if TYPE_CHECKING:
+    from surgeon.passes.runner import StepReport
 
 Dim = int | str | None
 
@@ -39,6 +45,7 @@ Dim = int | str | None
 # -- infer_shapes -------------------------------------------------------------------
 
 
+@verified_by(EQUAL)
 def infer_shapes(model: Model, *, strict: bool = False) -> PassResult:
     """Run ONNX shape inference and keep its results in the model's value_info.
 
@@ -84,6 +91,7 @@ def infer_shapes(model: Model, *, strict: bool = False) -> PassResult:
 # -- set_shapes ---------------------------------------------------------------------
 
 
+@verified_by(EQUAL)
 def set_shapes(model: Model, *, inputs: dict[str, list[Dim]] | None = None,
                outputs: dict[str, list[Dim]] | None = None,
                allow_rank_change: bool = False) -> PassResult:
@@ -155,6 +163,7 @@ def set_shapes(model: Model, *, inputs: dict[str, list[Dim]] | None = None,
 # -- set_batch ----------------------------------------------------------------------
 
 
+@verified_by(EQUAL)
 def set_batch(model: Model, *, size: int | str, inputs: list[str] | None = None,
               outputs: list[str] | None = None) -> PassResult:
     """Set the batch (leading) dimension of the graph's inputs and outputs, and of what hard-codes it inside.
@@ -796,6 +805,14 @@ def _set_constant(t: gs.Tensor, values: np.ndarray) -> None:
 # -- set_dtype ----------------------------------------------------------------------
 
 
+def _set_dtype_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    for name, dtype in report.details.get("inputs", {}).items():
+        dtype = dtype.removeprefix("TensorProto.").lower()
+        plan.inputs[name] = plan.feed(name).then(lambda x: x, f"{dtype} cast to the original's dtype")
+
+
+@verified_by(Contract("the original is fed the new inputs cast to its dtypes; outputs equal at the dtype's "
+                      "tolerances", update=_set_dtype_contract))
 def set_dtype(model: Model, *, inputs: dict[str, str]) -> PassResult:
     """Change the dtype of graph inputs, casting back to the old dtype inside the graph.
 

@@ -9,10 +9,12 @@ from surgeon.graph.shape_values import shared_shapes
 from surgeon.graph.walk import walk_graphs
 from surgeon.io.model import Model
 from surgeon.passes.compose import call_pass
+from surgeon.passes.contract import REASSOCIATED, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
 
 
+@verified_by(REASSOCIATED)
 def simplify(model: Model, *, max_iterations: Annotated[int, Min(1)] = 10,
              size_threshold: Annotated[int, Min(0, hint="set it to null to fold constants of any size")]
              | None = None) -> PassResult:
