@@ -191,8 +191,9 @@ set_default_catalogue(registry)  # recipes name passes of this registry unless g
 def register_pass(name: str | None = None, *, registry: PassRegistry = registry):
     """Decorator: make a function usable from recipes under ``name``.
 
-    The function takes the model (first parameter named ``model``) or the bare
-    onnx-graphsurgeon graph (first parameter named ``graph``), then keyword
+    The function takes the model (first parameter annotated ``surgeon.Model``) or
+    the bare onnx-graphsurgeon graph (annotated ``gs.Graph``; unannotated, the
+    name ``graph`` means the graph and any other name the model), then keyword
     parameters with type annotations; those become the pass's recipe
     parameters::
 
