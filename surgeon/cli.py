@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("a", help="first (old) model")
     d.add_argument("b", help="second (new) model")
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--exit-code", action="store_true",
+                   help="exit with 1 when the models differ, 0 when they are identical (like git diff --exit-code)")
 
     sub.add_parser("passes", help="list the available passes")
     e = sub.add_parser("explain", help="show a pass's parameters, rules and recipe example")
@@ -221,11 +223,11 @@ def _inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
-    from surgeon.views.diff import diff_models, render_diff
+    from surgeon.views.diff import diff_models, differs, render_diff
 
     delta = diff_models(args.a, args.b)
     out.write(json.dumps(delta, indent=2) + "\n" if args.json else render_diff(delta))
-    return EXIT_OK
+    return EXIT_USER if args.exit_code and differs(delta) else EXIT_OK
 
 
 def _passes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

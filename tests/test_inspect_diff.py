@@ -59,8 +59,14 @@ def test_diff_after_strip(tmp_path):
     assert (code, err) == (0, "")
     assert text == (f"--- {FIXTURES / 'model_foo.onnx'}\n+++ {out}\n"
                     "nodes: 5 -> 4 (1 removed, 0 added)\n  - /FooOp (devtech::FooOp)\n"
+                    "nodes changed: 1 (inputs, outputs or attributes)\n"
+                    "  ~ /block2/block2.0/Conv (Conv): inputs\n"
                     "ops: devtech::FooOp -1\n"
                     "opset devtech: 1 -> None\n"
+                    "metadata: + surgeon.input_sha256\n"
+                    "metadata: + surgeon.recipe_sha256\n"
+                    "metadata: + surgeon.recipe_steps\n"
+                    "metadata: + surgeon.version\n"
                     "initializers: 4 -> 4 (3232 -> 3232 bytes)\n")
 
 
@@ -137,3 +143,42 @@ def test_inspect_shows_what_local_functions_run(tmp_path):
     assert info["custom_domains"] == ["devtech", "local"]
     assert info["function_op_histogram"] == {"Relu": 1, "Sigmoid": 1, "devtech::FooOp": 1}
     assert "ops in local functions: Relu x1, Sigmoid x1, devtech::FooOp x1\n" in render_inspection(info)
+
+
+def test_diff_of_a_model_with_itself_says_identical_and_exit_code_is_0():
+    path = real_model("tiny_yolo_legacy.onnx")
+    proto = onnx.load(path)
+    size = sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+    for argv in (("diff", path, path), ("diff", path, path, "--exit-code")):
+        code, text, err = _cli(*argv)
+        assert (code, err) == (0, "")
+        assert text == (f"--- {path}\n+++ {path}\n"
+                        f"identical: {len(proto.graph.node)} nodes, {len(proto.graph.initializer)} initializers "
+                        f"({size} bytes); inputs, outputs, opsets and metadata the same\n")
+
+
+def test_diff_exit_code_is_1_when_models_differ(tmp_path):
+    out = tmp_path / "clean.onnx"
+    assert main(["apply", str(FIXTURES.parent / "recipes" / "strip_fooop.yaml"), str(FIXTURES / "model_foo.onnx"),
+                 "-o", str(out)], out=io.StringIO()) == 0
+    code, text, err = _cli("diff", FIXTURES / "model_foo.onnx", out, "--exit-code")
+    assert (code, err) == (1, "")
+    assert "nodes: 5 -> 4 (1 removed, 0 added)\n" in text
+    assert "metadata: + surgeon.recipe_steps\n" in text
+    assert _cli("diff", FIXTURES / "model_foo.onnx", out)[0] == 0  # without --exit-code a difference is no failure
+
+
+def test_diff_sees_changed_attributes_and_metadata(tmp_path):
+    proto = onnx.load(FIXTURES / "model.onnx")
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    next(a for a in conv.attribute if a.name == "pads").ints[:] = [0, 0, 0, 0]
+    onnx.helper.set_model_props(proto, {"author": "me"})
+    onnx.save(proto, tmp_path / "b.onnx")
+    code, text, _ = _cli("diff", FIXTURES / "model.onnx", tmp_path / "b.onnx", "--exit-code")
+    assert code == 1
+    assert text == (f"--- {FIXTURES / 'model.onnx'}\n+++ {tmp_path / 'b.onnx'}\n"
+                    "nodes: 4 -> 4 (0 removed, 0 added)\n"
+                    "nodes changed: 1 (inputs, outputs or attributes)\n"
+                    f"  ~ {conv.name} (Conv): attribute pads\n"
+                    "metadata: + author\n"
+                    "initializers: 4 -> 4 (3232 -> 3232 bytes)\n")
