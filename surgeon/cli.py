@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="describe a model: IO, opsets, ops, weights, custom domains")
     i.add_argument("model", help="ONNX model file")
     i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--nodes", action="store_true", help="list the nodes: name, op, inputs -> outputs")
+    i.add_argument("--tensors", action="store_true", help="list the tensors: name, type, where it comes from")
+    i.add_argument("--op", help="with --nodes/--tensors: only nodes of this op type (tensors they read or write)")
+    i.add_argument("--name", help="with --nodes/--tensors: only names containing this text (case-insensitive; "
+                                   "* and ? are wildcards)")
     d = sub.add_parser("diff", help="structural difference between two models")
     d.add_argument("a", help="first (old) model")
     d.add_argument("b", help="second (new) model")
@@ -213,10 +218,22 @@ def _dims(items: list[str]) -> dict[str, int]:
 def _inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
-    from surgeon.views.inspect import inspect_model, render_inspection
+    from surgeon.views import inspect as view
 
-    info = inspect_model(args.model)
-    out.write(json.dumps(info, indent=2) + "\n" if args.json else render_inspection(info))
+    if (args.op or args.name) and not (args.nodes or args.tensors):
+        raise UsageError("--op and --name filter the listings: add --nodes or --tensors")
+    shown = []
+    if args.nodes:
+        shown.append((view.list_nodes(args.model, op=args.op, name=args.name), view.render_nodes))
+    if args.tensors:
+        shown.append((view.list_tensors(args.model, op=args.op, name=args.name), view.render_tensors))
+    if not shown:
+        shown.append((view.inspect_model(args.model), view.render_inspection))
+    if args.json:
+        data = shown[0][0] if len(shown) == 1 else {**shown[0][0], **shown[1][0]}
+        out.write(json.dumps(data, indent=2) + "\n")
+    else:
+        out.write("".join(render(info) for info, render in shown))
     return EXIT_OK
 
 
