@@ -1050,3 +1050,20 @@ def test_the_recipe_layer_imports_only_errors_and_itself():
             for module in modules:
                 if module == "surgeon" or module.startswith("surgeon."):
                     assert module == "surgeon.errors" or module.startswith("surgeon.recipe"), (path.name, module)
+
+
+def test_quoted_numbers_and_booleans_get_remove_the_quotes():
+    text = ("version: 1\nsteps:\n"
+            "  - pass: insert_nms\n"
+            "    with: {layout: yolov8, score_threshold: \"0.3\", max_detections: '100'}\n"
+            "  - pass: fold_constants\n"
+            "    with: {fold_shapes: \"true\"}\n")
+    with pytest.raises(RecipeError) as excinfo:
+        parse_recipe(text, filename="recipe.yaml")
+    assert str(excinfo.value) == (
+        "recipe.yaml:4:45: error: parameter 'score_threshold': expected a number, got '0.3'\n"
+        "  hint: remove the quotes: a quoted value is a string in YAML\n"
+        "recipe.yaml:4:68: error: parameter 'max_detections': expected an integer, got '100'\n"
+        "  hint: remove the quotes: a quoted value is a string in YAML\n"
+        "recipe.yaml:6:25: error: parameter 'fold_shapes': expected a boolean (true or false), got 'true'\n"
+        "  hint: remove the quotes: a quoted value is a string in YAML")
