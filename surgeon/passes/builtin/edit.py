@@ -18,7 +18,7 @@ from onnx.defs import OpSchema
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
 
-from surgeon.errors import PassError, suggestion_hint
+from surgeon.errors import PassError, name_hint, suggestion_hint
 from surgeon.graph.constants import elem_type
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import fresh_name, quoted
@@ -368,7 +368,7 @@ def _find_tensor(model: Model, name: str) -> tuple[gs.Tensor, gs.Graph]:
     found = tensor_groups(model).get(name)
     if not found:
         raise PassError(f"no tensor named '{name}' in the model",
-                        hint=suggestion_hint(name, tensor_groups(model)) or "check the tensor name")
+                        hint=name_hint(name, tensor_groups(model), "tensor"))
     if len(found) > 1:
         raise PassError(f"{len(found)} different tensors are named '{name}' (in sibling subgraphs)",
                         hint="rename one of them first with rename_tensors")
