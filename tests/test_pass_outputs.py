@@ -298,3 +298,10 @@ def test_a_node_name_with_no_close_match_says_how_to_list_them():
         "error: selector (name='zzz') matched no node\n"
         "  hint: list the node names with 'surgeon inspect MODEL --nodes --name TEXT'\n"
         "        set allow_missing: true if the step may legitimately match nothing")
+
+
+def test_add_outputs_summary_names_the_outputs():
+    model = surgeon.load(real_model("model.onnx"))
+    report = surgeon.run_pass(model, "add_outputs", outputs=["/block1/block1.2/Relu_output_0"])
+    assert report.summary() == ("step 1 (add_outputs): changed the type or shape of 1 tensor; "
+                                "changed graph outputs (+ '/block1/block1.2/Relu_output_0')")

@@ -206,7 +206,7 @@ def replace_op(model: Model, select: Selector, *, new_op: str | None = None, new
             with: {op: FooOp, domain: devtech, new_op: FooPlugin, new_domain: ""}
 
     Reports:
-        the changed nodes (as rewired, by the runner) and a note per op that
+        the nodes whose op changed ("changed op of N nodes (A -> B)", by the runner) and a note per op that
         has no ONNX schema.
     """
     if new_op is None and new_domain is None and new_attrs is None and keep_attrs is True:
