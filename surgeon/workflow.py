@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import StepError, SurgeonError
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import SaveResult, check_level, default_output_path, stage
@@ -24,7 +24,7 @@ from surgeon.passes.runner import ApplyResult, apply
 from surgeon.progress import Progress, task
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
-from surgeon.report import add_provenance, file_sha256, previous_run
+from surgeon.report import add_provenance, file_sha256, previous_run, rerun_note
 from surgeon.verify import VerificationError, VerifyReport, verify
 
 
@@ -97,7 +97,14 @@ def apply_file(
         model = load(model_path)
         input_sha = file_sha256(model_path)
     warnings = [w for w in [previous_run(model, recipe)] if w]
-    applied = apply(recipe, model, progress=progress)
+    try:
+        applied = apply(recipe, model, progress=progress)
+    except StepError as exc:
+        failed = next((s for s in recipe.steps if exc.message.startswith(f"{s.label}:")), None)
+        note = rerun_note(model, recipe, failed)
+        if note is None:
+            raise
+        raise StepError(diagnostics=[*exc.diagnostics, note]) from exc
     if provenance:
         add_provenance(model, recipe, input_sha)
     target = model_path if in_place else Path(output) if output is not None else default_output_path(model_path)
