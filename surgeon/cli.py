@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return EXIT_USAGE
     except SurgeonError as exc:
         print(str(exc), file=err)
-        _report_failure(argv, exc)
+        _report_failure(argv, exc, err)
         return EXIT_USER
     except SystemExit as exc:  # --version / --help
         return int(exc.code or 0)
@@ -130,7 +130,7 @@ def versions() -> str:
             f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}")
 
 
-def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
+def _report_failure(argv: Sequence[str] | None, exc: SurgeonError, err: TextIO) -> None:
     """With --report, a failed run still leaves a report (CI reads it to see why)."""
     try:
         args = build_parser().parse_args(argv)
@@ -146,7 +146,7 @@ def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
     try:
         write_report(report, path)
     except OSError as os_exc:
-        print(f"warning: cannot write the report {path}: {os_exc.strerror}", file=sys.stderr)
+        print(f"warning: cannot write the report {path}: {os_exc.strerror}", file=err)
 
 
 @contextmanager
@@ -191,7 +191,7 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if result.verification is not None:
             print(f"verify: {result.verification.summary()}", file=out)
         for warning in result.warnings:
-            print(f"warning: {warning}", file=out)
+            print(f"warning: {warning}", file=err)
     if args.report:
         write_report(build_report(result), args.report)
     if result.dry_run:
