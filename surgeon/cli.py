@@ -230,7 +230,7 @@ def _inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not shown:
         shown.append((view.inspect_model(args.model), view.render_inspection))
     if args.json:
-        data = shown[0][0] if len(shown) == 1 else {**shown[0][0], **shown[1][0]}
+        data = shown[0][0] if len(shown) == 1 else {"nodes": shown[0][0], "tensors": shown[1][0]}
         out.write(json.dumps(data, indent=2) + "\n")
     else:
         out.write("".join(render(info) for info, render in shown))

@@ -257,3 +257,14 @@ def test_inspect_shortens_long_dims_and_metadata_in_text_not_in_json(tmp_path):
     info = json.loads(_cli("inspect", tmp_path / "m.onnx", "--json")[1])
     assert info["inputs"][0]["type"] == f"float32[N,3,{expr},16]"
     assert info["metadata_props"]["character"] == "\n".join("abcdefghijklmnopqrstuvwxyz")
+
+
+def test_inspect_nodes_and_tensors_together():
+    path = FIXTURES / "model_foo.onnx"
+    code, out, _ = _cli("inspect", path, "--nodes", "--tensors", "--name", "foo")
+    assert code == 0
+    assert out == ("1 of 5 nodes with name matching 'foo':\n"
+                   "  /FooOp (devtech::FooOp): /block1/block1.2/Relu_output_0 -> /FooOp_output_0\n"
+                   "1 of 10 tensors with name matching 'foo':\n  /FooOp_output_0: ?, from /FooOp\n")
+    info = json.loads(_cli("inspect", path, "--nodes", "--tensors", "--json")[1])
+    assert (info["nodes"]["total"], info["tensors"]["total"]) == (5, 10)
