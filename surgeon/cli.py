@@ -61,10 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="ONNX model file")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--recipe", metavar="RECIPE", help="also use this recipe's custom_ops: declarations")
+    i.add_argument("--nodes", action="store_true", help="list the nodes: name, op, inputs -> outputs")
+    i.add_argument("--tensors", action="store_true", help="list the tensors: name, type, where it comes from")
+    i.add_argument("--op", help="with --nodes/--tensors: only nodes of this op type (tensors they read or write)")
+    i.add_argument("--name", help="with --nodes/--tensors: only names containing this text (case-insensitive; "
+                                   "* and ? are wildcards)")
     d = sub.add_parser("diff", help="structural difference between two models")
     d.add_argument("a", help="first (old) model")
     d.add_argument("b", help="second (new) model")
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--exit-code", action="store_true",
+                   help="exit with 1 when the models differ, 0 when they are identical (like git diff --exit-code)")
 
     c = sub.add_parser("verify", help="compare two models' outputs in onnxruntime")
     c.add_argument("a", help="the baseline model (e.g. the original)")
@@ -106,7 +113,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return EXIT_USAGE
     except SurgeonError as exc:
         print(str(exc), file=err)
-        _report_failure(argv, exc)
+        _report_failure(argv, exc, err)
         return EXIT_USER
     except SystemExit as exc:  # --version / --help
         return int(exc.code or 0)
@@ -142,7 +149,7 @@ def versions() -> str:
             f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}")
 
 
-def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
+def _report_failure(argv: Sequence[str] | None, exc: SurgeonError, err: TextIO) -> None:
     """With --report, a failed run still leaves a report (CI reads it to see why)."""
     try:
         args = build_parser().parse_args(argv)
@@ -162,7 +169,7 @@ def _report_failure(argv: Sequence[str] | None, exc: SurgeonError) -> None:
     try:
         write_report(report, path)
     except OSError as os_exc:
-        print(f"warning: cannot write the report {path}: {os_exc.strerror}", file=sys.stderr)
+        print(f"warning: cannot write the report {path}: {os_exc.strerror}", file=err)
 
 
 @contextmanager
@@ -209,7 +216,7 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if result.verification is not None:
             print(f"verify: {result.verification.summary()}", file=out)
         for warning in result.warnings:
-            print(f"warning: {warning}", file=out)
+            print(f"warning: {warning}", file=err)
     if args.report:
         write_report(build_report(result), args.report)
     if result.dry_run:
@@ -259,23 +266,35 @@ def _inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from surgeon.passes.custom_ops import recipe_scope
     from surgeon.recipe import Recipe, load_recipe
-    from surgeon.views.inspect import inspect_model, render_inspection
+    from surgeon.views import inspect as view
 
+    if (args.op or args.name) and not (args.nodes or args.tensors):
+        raise UsageError("--op and --name filter the listings: add --nodes or --tensors")
     recipe = load_recipe(args.recipe) if args.recipe else Recipe(())
+    shown = []
     with recipe_scope(recipe):
-        info = inspect_model(args.model)
-    out.write(json.dumps(info, indent=2) + "\n" if args.json else render_inspection(info))
+        if args.nodes:
+            shown.append((view.list_nodes(args.model, op=args.op, name=args.name), view.render_nodes))
+        if args.tensors:
+            shown.append((view.list_tensors(args.model, op=args.op, name=args.name), view.render_tensors))
+        if not shown:
+            shown.append((view.inspect_model(args.model), view.render_inspection))
+    if args.json:
+        data = shown[0][0] if len(shown) == 1 else {"nodes": shown[0][0], "tensors": shown[1][0]}
+        out.write(json.dumps(data, indent=2) + "\n")
+    else:
+        out.write("".join(render(info) for info, render in shown))
     return EXIT_OK
 
 
 def _diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
-    from surgeon.views.diff import diff_models, render_diff
+    from surgeon.views.diff import diff_models, differs, render_diff
 
     delta = diff_models(args.a, args.b)
     out.write(json.dumps(delta, indent=2) + "\n" if args.json else render_diff(delta))
-    return EXIT_OK
+    return EXIT_USER if args.exit_code and differs(delta) else EXIT_OK
 
 
 def _passes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -139,6 +139,29 @@ def suggestion_hint(word: str, candidates: Iterable[str], what: str = "") -> str
     return f"did you mean {quoted}?" if not what else f"did you mean {what} {quoted}?"
 
 
+LISTING = {
+    "tensor": "surgeon inspect MODEL --tensors --name TEXT",
+    "node": "surgeon inspect MODEL --nodes --name TEXT",
+    "pass": "surgeon passes",
+}
+"""The command that lists the real names of each kind (for hints when no name is close)."""
+
+
+def name_hint(word: str, candidates: Iterable[str], kind: str, *, listed: int = 8) -> str:
+    """A hint for a ``kind`` name ("tensor", "node"...) that does not exist: ``did you mean``
+    the close ones; else every real name when there are at most ``listed``; else the command
+    that lists them."""
+    close = suggestion_hint(word, candidates)
+    if close:
+        return close
+    names = sorted({str(c) for c in candidates if c is not None and str(c)})
+    if names and len(names) <= listed:
+        return f"no {kind} name is close; the {kind}s are: " + ", ".join(f"'{n}'" for n in names)
+    how = LISTING.get(kind)
+    return (f"no {kind} name is close to '{word}'" + (f"; list them with '{how}'" if how else "")
+            + " (names are case-sensitive)")
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of a library's exception text (onnx and onnxruntime write pages), or its type name."""
     text = str(exc).strip()

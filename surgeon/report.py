@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from surgeon.errors import Diagnostic
 from surgeon.io.model import Model
 from surgeon.recipe.model import Recipe
 
@@ -47,6 +48,31 @@ def previous_run(model: Model, recipe: Recipe) -> str | None:
     if props.get("surgeon.recipe_sha256") == recipe_sha256(recipe):
         return (f"this model was already made by this recipe (from an input with sha256 "
                 f"{props.get('surgeon.input_sha256', '?')[:16]}...); applying it again is probably a mistake")
+    return None
+
+
+def rerun_note(model: Model, recipe: Recipe, failed: Any) -> Diagnostic | None:
+    """A note for a step that failed on a model whose provenance shows this recipe (or this very
+    step) already ran on it: the usual reason is a recipe applied to its own output."""
+    props = model.metadata_props
+    if "surgeon.recipe_sha256" not in props:
+        return None
+    source = props.get("surgeon.input_sha256", "?")[:16]
+    hint = f"run the recipe on the original model (sha256 {source}...), not on a model it already made"
+    if props["surgeon.recipe_sha256"] == recipe_sha256(recipe):
+        return Diagnostic(f"this model was already made by this recipe (its metadata records the recipe's "
+                          f"sha256 {props['surgeon.recipe_sha256'][:16]}...): the step has nothing left to do",
+                          hint=hint, severity="note")
+    try:
+        done = json.loads(props.get("surgeon.recipe_steps", "[]"))
+    except ValueError:
+        return None
+    if failed is None or not isinstance(done, list):
+        return None
+    if any(isinstance(d, dict) and d.get("pass") == failed.pass_name and d.get("with") == failed.params
+           for d in done):
+        return Diagnostic(f"this model's provenance (surgeon.recipe_steps) shows that a recipe already ran "
+                          f"'{failed.pass_name}' with the same parameters on it", hint=hint, severity="note")
     return None
 
 

@@ -574,7 +574,7 @@ def _session(model: Any):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 4
+    opts.log_severity_level = 4  # onnxruntime logs failures to the terminal itself; verify reports them
     # Graph optimizations could hide a difference the edit introduced (or create one).
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source: Any

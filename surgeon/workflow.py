@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import StepError, SurgeonError
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import SaveResult, check_level, default_output_path, stage
@@ -25,7 +25,7 @@ from surgeon.passes.runner import ApplyResult, apply
 from surgeon.progress import Progress, task
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
-from surgeon.report import add_provenance, file_sha256, previous_run
+from surgeon.report import add_provenance, file_sha256, previous_run, rerun_note
 from surgeon.verify import VerificationError, VerifyReport, verify
 
 
@@ -114,7 +114,14 @@ def apply_file(
 def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str, warnings: list[str],
                   output: str | Path | None, in_place: bool, dry_run: bool, options: VerifyOptions | None,
                   provenance: bool, check: str, progress: Progress | None, no_verify: bool) -> FileResult:
-    applied = apply(recipe, model, progress=progress)
+    try:
+        applied = apply(recipe, model, progress=progress)
+    except StepError as exc:
+        failed = next((s for s in recipe.steps if exc.message.startswith(f"{s.label}:")), None)
+        note = rerun_note(model, recipe, failed)
+        if note is None:
+            raise
+        raise StepError(diagnostics=[*exc.diagnostics, note]) from exc
     warnings += applied.warnings
     if options is None and applied.verify_by_default and not no_verify:
         options = _verify_options(recipe, VerifyOptions())

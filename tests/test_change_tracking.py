@@ -84,6 +84,26 @@ def do_nothing(graph):
         n.attrs.get("alpha")
 
 
+@_pass
+def build_a_new_graph(graph):
+    """Returns a fresh graph instead of editing the one it got (outputs: only y, and a)."""
+    a = next(n for n in graph.nodes if n.op == "LeakyRelu").outputs[0]
+    return gs.Graph(nodes=graph.nodes, inputs=graph.inputs, outputs=[graph.outputs[0], a], opset=graph.opset)
+
+
+@_pass
+def replace_the_model_graph(model: surgeon.Model):
+    g = model.graph
+    model.graph = gs.Graph(nodes=g.nodes, inputs=g.inputs, outputs=g.outputs[1:], opset=g.opset)
+
+
+@_pass
+def swap_op(graph):
+    for n in graph.nodes:
+        if n.op in ("Relu", "LeakyRelu"):
+            n.op = "Sigmoid"
+
+
 @pytest.fixture(autouse=True)
 def user_passes():
     for name, fn in PASSES.items():
@@ -158,7 +178,7 @@ def test_large_constants_are_compared_by_identity_and_samples():
 def test_swapping_graph_outputs_is_a_change():
     model = _model()
     report = surgeon.run_pass(model, "swap_outputs")
-    assert report.summary() == "step 1 (swap_outputs): changed graph outputs"
+    assert report.summary() == "step 1 (swap_outputs): changed graph outputs (reordered)"
     assert report.io_changed == ["outputs"] and report.changed
 
 
@@ -252,3 +272,27 @@ def test_lazy_external_weights_are_never_loaded(tmp_path):
     assert isinstance(big._values, LazyValues)  # surgeon's ExternalValues: read from disk on demand
     assert surgeon.run_pass(model, "do_nothing").summary() == "step 1 (do_nothing): no change"
     assert isinstance(big._values, LazyValues)
+
+
+def test_a_plugin_pass_that_returns_a_new_graph_is_used_and_reported():
+    model = _model()
+    report = surgeon.run_pass(model, "build_a_new_graph")
+    assert report.summary() == "step 1 (build_a_new_graph): changed graph outputs (+ 'a', - 'z')"
+    assert [t.name for t in model.graph.outputs] == ["y", "a"]
+    assert report.to_dict()["io_delta"] == {"outputs": {"joined": ["a"], "left": ["z"]}}
+
+
+def test_a_plugin_pass_that_replaces_the_model_graph_is_a_change():
+    model = _model()
+    report = surgeon.run_pass(model, "replace_the_model_graph")
+    assert report.changed
+    assert report.summary() == "step 1 (replace_the_model_graph): changed graph outputs (- 'y')"
+
+
+def test_an_op_change_is_reported_as_such_not_as_rewiring():
+    model = _model()
+    report = surgeon.run_pass(model, "swap_op")
+    assert report.summary() == "step 1 (swap_op): changed op of 2 nodes (LeakyRelu -> Sigmoid, Relu -> Sigmoid)"
+    assert report.rewired == []
+    assert [(str(a), str(b)) for a, b in report.ops_changed] == [("<unnamed> (LeakyRelu)", "<unnamed> (Sigmoid)"),
+                                                               ("<unnamed> (Relu)", "<unnamed> (Sigmoid)")]

@@ -61,8 +61,14 @@ def test_diff_after_strip(tmp_path):
     assert (code, err) == (0, "")
     assert text == (f"--- {FIXTURES / 'model_foo.onnx'}\n+++ {out}\n"
                     "nodes: 5 -> 4 (1 removed, 0 added)\n  - /FooOp (devtech::FooOp)\n"
+                    "nodes changed: 1 (inputs, outputs or attributes)\n"
+                    "  ~ /block2/block2.0/Conv (Conv): inputs\n"
                     "ops: devtech::FooOp -1\n"
                     "opset devtech: 1 -> None\n"
+                    "metadata: + surgeon.input_sha256\n"
+                    "metadata: + surgeon.recipe_sha256\n"
+                    "metadata: + surgeon.recipe_steps\n"
+                    "metadata: + surgeon.version\n"
                     "initializers: 4 -> 4 (3232 -> 3232 bytes)\n")
 
 
@@ -139,3 +145,128 @@ def test_inspect_shows_what_local_functions_run(tmp_path):
     assert info["custom_domains"] == ["devtech", "local"]
     assert info["function_op_histogram"] == {"Relu": 1, "Sigmoid": 1, "devtech::FooOp": 1}
     assert "ops in local functions: Relu x1, Sigmoid x1, devtech::FooOp x1\n" in render_inspection(info)
+
+
+def test_diff_of_a_model_with_itself_says_identical_and_exit_code_is_0():
+    path = real_model("tiny_yolo_legacy.onnx")
+    proto = onnx.load(path)
+    size = sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+    for argv in (("diff", path, path), ("diff", path, path, "--exit-code")):
+        code, text, err = _cli(*argv)
+        assert (code, err) == (0, "")
+        assert text == (f"--- {path}\n+++ {path}\n"
+                        f"identical: {len(proto.graph.node)} nodes, {len(proto.graph.initializer)} initializers "
+                        f"({size} bytes); inputs, outputs, opsets and metadata the same\n")
+
+
+def test_diff_exit_code_is_1_when_models_differ(tmp_path):
+    out = tmp_path / "clean.onnx"
+    assert main(["apply", str(FIXTURES.parent / "recipes" / "strip_fooop.yaml"), str(FIXTURES / "model_foo.onnx"),
+                 "-o", str(out)], out=io.StringIO()) == 0
+    code, text, err = _cli("diff", FIXTURES / "model_foo.onnx", out, "--exit-code")
+    assert (code, err) == (1, "")
+    assert "nodes: 5 -> 4 (1 removed, 0 added)\n" in text
+    assert "metadata: + surgeon.recipe_steps\n" in text
+    assert _cli("diff", FIXTURES / "model_foo.onnx", out)[0] == 0  # without --exit-code a difference is no failure
+
+
+def test_diff_sees_changed_attributes_and_metadata(tmp_path):
+    proto = onnx.load(FIXTURES / "model.onnx")
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    next(a for a in conv.attribute if a.name == "pads").ints[:] = [0, 0, 0, 0]
+    onnx.helper.set_model_props(proto, {"author": "me"})
+    onnx.save(proto, tmp_path / "b.onnx")
+    code, text, _ = _cli("diff", FIXTURES / "model.onnx", tmp_path / "b.onnx", "--exit-code")
+    assert code == 1
+    assert text == (f"--- {FIXTURES / 'model.onnx'}\n+++ {tmp_path / 'b.onnx'}\n"
+                    "nodes: 4 -> 4 (0 removed, 0 added)\n"
+                    "nodes changed: 1 (inputs, outputs or attributes)\n"
+                    f"  ~ {conv.name} (Conv): attribute pads\n"
+                    "metadata: + author\n"
+                    "initializers: 4 -> 4 (3232 -> 3232 bytes)\n")
+
+
+def test_inspect_nodes_lists_the_names_a_recipe_needs():
+    path = FIXTURES / "model_foo.onnx"
+    code, out, err = _cli("inspect", path, "--nodes", "--op", "conv")
+    assert (code, err) == (0, "")
+    assert out == ("2 of 5 nodes with op conv:\n"
+                   "  /block1/block1.0/Conv (Conv): input, onnx::Conv_21, onnx::Conv_22 -> "
+                   "/block1/block1.0/Conv_output_0\n"
+                   "  /block2/block2.0/Conv (Conv): /FooOp_output_0, onnx::Conv_24, onnx::Conv_25 -> "
+                   "/block2/block2.0/Conv_output_0\n")
+    code, out, _ = _cli("inspect", path, "--nodes", "--op", "devtech::FooOp", "--json")
+    assert json.loads(out)["nodes"] == [{"name": "/FooOp", "op": "devtech::FooOp", "graph": "main",
+                                         "inputs": ["/block1/block1.2/Relu_output_0"],
+                                         "outputs": ["/FooOp_output_0"]}]
+
+
+def test_inspect_nodes_reach_into_subgraphs_with_a_glob():
+    path = real_model("silero_vad.onnx")
+    proto = onnx.load(path)
+    from surgeon.graph.walk import proto_graphs
+    want = [(n.name, g.name) for g in proto_graphs(proto.graph) for n in g.node
+            if n.op_type == "LSTM" and n.name.lower().endswith("lstm")]
+    assert want  # the model's LSTMs sit inside If branches
+    code, out, _ = _cli("inspect", path, "--nodes", "--op", "LSTM", "--name", "*/lstm", "--json")
+    info = json.loads(out)
+    assert [(r["name"], r["graph"]) for r in info["nodes"]] == [(n, f"graph '{g}'") for n, g in want]
+    assert info["total"] == sum(len(g.node) for g in proto_graphs(proto.graph))
+    text = _cli("inspect", path, "--nodes", "--op", "LSTM", "--name", "*/lstm")[1]
+    assert text.splitlines()[0] == f"{len(want)} of {info['total']} nodes with op LSTM and name matching '*/lstm':"
+    assert text.splitlines()[1].endswith(f"  [graph '{want[0][1]}']")
+
+
+def test_inspect_tensors_with_types_and_origins():
+    path = FIXTURES / "model_foo.onnx"
+    code, out, err = _cli("inspect", path, "--tensors", "--name", "FOO")
+    assert (code, err) == (0, "")
+    assert out == "1 of 10 tensors with name matching 'FOO':\n  /FooOp_output_0: ?, from /FooOp\n"
+    code, out, _ = _cli("inspect", path, "--tensors", "--op", "Relu")
+    assert out == ("4 of 10 tensors with op Relu:\n"
+                   "  /block1/block1.0/Conv_output_0: ?, from /block1/block1.0/Conv\n"
+                   "  /block1/block1.2/Relu_output_0: ?, from /block1/block1.2/Relu\n"
+                   "  /block2/block2.0/Conv_output_0: ?, from /block2/block2.0/Conv\n"
+                   "  output: float32[N,8,16,16], output from /block2/block2.2/Relu\n")
+
+
+def test_inspect_filters_need_a_listing():
+    code, _, err = _cli("inspect", FIXTURES / "model_foo.onnx", "--op", "Conv")
+    assert (code, err) == (2, "surgeon: error: --op and --name filter the listings: add --nodes or --tensors\n")
+
+
+def test_inspect_counts_weights_in_constant_nodes():
+    path = real_model("silero_vad.onnx")
+    from surgeon.graph.walk import proto_graphs
+    constants = [n for g in proto_graphs(onnx.load(path).graph) for n in g.node if n.op_type == "Constant"]
+    size = sum(numpy_helper.to_array(n.attribute[0].t).nbytes for n in constants)
+    info = json.loads(_cli("inspect", path, "--json")[1])
+    assert info["constant_nodes"] == {"count": len(constants), "bytes": size}
+    assert info["initializers"] == {"count": 0, "bytes": 0}
+    from surgeon.graph.names import byte_size
+    assert f"\nweights in Constant nodes: {len(constants)} ({byte_size(size)})\n" in _cli("inspect", path)[1]
+
+
+def test_inspect_shortens_long_dims_and_metadata_in_text_not_in_json(tmp_path):
+    proto = onnx.load(FIXTURES / "model.onnx")
+    expr = "floor((floor((height - 1)/2) + 1 - 1)/2) + 1"
+    proto.graph.input[0].type.tensor_type.shape.dim[2].dim_param = expr
+    onnx.helper.set_model_props(proto, {"character": "\n".join("abcdefghijklmnopqrstuvwxyz")})
+    onnx.save(proto, tmp_path / "m.onnx")
+    code, out, _ = _cli("inspect", tmp_path / "m.onnx")
+    assert "inputs:\n  input: float32[N,3,floor((flo...- 1)/2) + 1,16]\n" in out
+    assert out.endswith("metadata: character=a b c d e f g h i j k l m n o p q r s... (51 chars)\n")
+    info = json.loads(_cli("inspect", tmp_path / "m.onnx", "--json")[1])
+    assert info["inputs"][0]["type"] == f"float32[N,3,{expr},16]"
+    assert info["metadata_props"]["character"] == "\n".join("abcdefghijklmnopqrstuvwxyz")
+
+
+def test_inspect_nodes_and_tensors_together():
+    path = FIXTURES / "model_foo.onnx"
+    code, out, _ = _cli("inspect", path, "--nodes", "--tensors", "--name", "foo")
+    assert code == 0
+    assert out == ("1 of 5 nodes with name matching 'foo':\n"
+                   "  /FooOp (devtech::FooOp): /block1/block1.2/Relu_output_0 -> /FooOp_output_0\n"
+                   "1 of 10 tensors with name matching 'foo':\n  /FooOp_output_0: ?, from /FooOp\n")
+    info = json.loads(_cli("inspect", path, "--nodes", "--tensors", "--json")[1])
+    assert (info["nodes"]["total"], info["tensors"]["total"]) == (5, 10)

@@ -305,7 +305,7 @@ def test_ready_recipe_fooop_to_plugin(name, tmp_path):
     path = real_model(name)
     model = surgeon.load(path)
     result = surgeon.apply(RECIPES / "fooop_to_plugin.yaml", model)
-    assert result.summary().startswith("step 1 (replace_op): rewired 1 node")
+    assert result.summary().startswith("step 1 (replace_op): changed op of 1 node (devtech::FooOp -> FooPlugin)")
     out = saved(model, tmp_path)  # surgeon.save accepts the default-domain plugin op
     original = onnx.load(path)
     foo = next(i for i, n in enumerate(original.graph.node) if n.op_type == "FooOp")

@@ -276,3 +276,32 @@ def test_ready_recipe_extract_backbone():
     want = reference(path, list(result.renamed), feeds)
     got = run(out, feeds)
     assert all(np.array_equal(got[result.renamed[name]], value) for name, value in want.items())
+
+
+def test_a_tensor_name_with_no_close_match_lists_the_names_or_says_how():
+    big = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
+    assert error_of(big, "add_outputs", outputs=["zzz"]) == (
+        "error: no tensor named 'zzz' in the main graph\n"
+        "  hint: no tensor name is close to 'zzz'; list them with 'surgeon inspect MODEL --tensors --name TEXT' "
+        "(names are case-sensitive)")
+    small = surgeon.load(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) { t = Relu (x)  y = Neg (t) }"""))
+    assert error_of(small, "add_outputs", outputs=["zzz"]) == (
+        "error: no tensor named 'zzz' in the main graph\n"
+        "  hint: no tensor name is close; the tensors are: 't', 'x', 'y'")
+
+
+def test_a_node_name_with_no_close_match_says_how_to_list_them():
+    model = surgeon.load(real_model("tiny_yolo_legacy.onnx"))
+    assert error_of(model, "remove_node", name="zzz") == (
+        "error: selector (name='zzz') matched no node\n"
+        "  hint: list the node names with 'surgeon inspect MODEL --nodes --name TEXT'\n"
+        "        set allow_missing: true if the step may legitimately match nothing")
+
+
+def test_add_outputs_summary_names_the_outputs():
+    model = surgeon.load(real_model("model.onnx"))
+    report = surgeon.run_pass(model, "add_outputs", outputs=["/block1/block1.2/Relu_output_0"])
+    assert report.summary() == ("step 1 (add_outputs): changed the type or shape of 1 tensor; "
+                                "changed graph outputs (+ '/block1/block1.2/Relu_output_0')")

@@ -303,7 +303,8 @@ def test_rename_tensors_errors():
         "'/block2/block2.0/Conv_output_0'?")
     assert error_of(model, "rename_tensors", map={"nope": "a"}) == (
         "error: no tensor named 'nope' in the model\n"
-        "  hint: set allow_missing: true if the name may legitimately be absent")
+        "  hint: no tensor name is close to 'nope'; list them with 'surgeon inspect MODEL --tensors --name TEXT' "
+        "(names are case-sensitive); set allow_missing: true if the name may legitimately be absent")
     assert error_of(model, "rename_tensors", map={"input": "a"}, prefix="p.") == (
         "error: give either map or prefix/strip_prefix, not both\n"
         "  hint: use two rename_tensors steps")

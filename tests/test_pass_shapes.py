@@ -505,7 +505,7 @@ def test_set_batch_refuses_a_transformer_folded_at_batch_1():
     assert error_of(model, "set_batch", size="N") == (
         "error: cannot make the batch dynamic: Reshape 'node_Reshape_70' gives 'val_68' (shape [?, 32, seq]) "
         "a target built by Concat 'node_Concat_69' from the constant [1, 8], whose first entry is the old "
-        "batch 1, but the batch is not the first dimension of that tensor (shape inference cannot trace it)\n"
+        "batch 1, and shape inference cannot tell whether the first dimension of that tensor is the batch\n"
         "  hint: this constant cannot be rewritten safely; re-export the model with a dynamic batch axis "
         "(torch.onnx.export(..., dynamic_axes=...) or dynamic_shapes=...), or keep the batch fixed")
 
@@ -517,6 +517,22 @@ def test_set_batch_paddle_model_folded_at_batch_1():
     assert report.notes[0] == "Reshape 'p2o.Reshape.64': target [1, 120, -1] -> [0, 120, -1]"
     assert io_dims(model)["x"] == ["N", 3, "?", "p2o.DynamicDimension.1"]
     assert_batch_separable(model, {"?": 48, "p2o.DynamicDimension.1": 64}, batch=2)
+
+
+def test_set_batch_refusal_on_a_paddle_model_is_consistent_and_names_paddle2onnx():
+    """A Reshape whose data has the batch second: the message says where the batch is (not "not the first
+    dimension ... cannot trace it"), and the hint speaks of paddle2onnx, the exporter of this model (it
+    leaves producer_name empty; its p2o.DynamicDimension names give it away)."""
+    model = fold_at_batch_1(surgeon.load(real_model("ch_PP-OCRv4_rec_infer.onnx")))
+    call(model, "insert_node", op="Transpose", after="swish_12.tmp_0", attrs={"perm": [1, 0, 2, 3]},
+         consumers=["p2o.Reshape.64"])
+    assert error_of(model, "set_batch", size="N") == (
+        "error: cannot make the batch dynamic: Reshape 'p2o.Reshape.64' gives 'swish_12.tmp_0_Transpose_output_0' "
+        "(shape [120, batch, ?, ?]) the constant target [1, 120, -1], whose first entry is the old batch 1, but "
+        "the batch is dimension 1 of that tensor, not its first\n"
+        "  hint: this constant cannot be rewritten safely; re-export the model with a dynamic batch axis "
+        "(paddle2onnx from a Paddle model saved with a batch of None in its InputSpec, e.g. "
+        "paddle.static.InputSpec(shape=[None, 3, 48, -1])), or keep the batch fixed")
 
 
 def test_set_batch_allowzero_cleared_when_no_other_zero():
@@ -644,10 +660,10 @@ def test_set_batch_refuses_batch_mixed_with_other_dims():
         }""")
     assert error_of(model, "set_batch", size="N") == (
         "error: cannot make the batch dynamic: Reshape 'y' gives 't' (shape [2, batch, 3]) the constant target "
-        "[1, 6], whose first entry is the old batch 1, but the batch is not the first dimension of that tensor "
-        "(it is mixed with other dimensions)\n"
+        "[1, 6], whose first entry is the old batch 1, but the batch is dimension 1 of that tensor, not its "
+        "first\n"
         "  hint: this constant cannot be rewritten safely; re-export the model with a dynamic batch axis "
-        "(torch.onnx.export(..., dynamic_axes=...) or dynamic_shapes=...), or keep the batch fixed")
+        "from the framework that made it, or keep the batch fixed")  # a model of unknown producer
 
 
 def test_set_batch_refuses_a_reshape_that_folds_the_batch_away():
@@ -659,8 +675,8 @@ def test_set_batch_refuses_a_reshape_that_folds_the_batch_away():
     assert error_of(model, "set_batch", size="N", outputs=[]) == (
         "error: cannot make the batch dynamic: Reshape 'y' folds the batch of 'x' (shape [batch, 6]) into a "
         "fixed shape [2, 3]\n"
-        "  hint: the model mixes samples of the batch there; re-export it with a dynamic batch axis, or keep "
-        "the batch fixed")
+        "  hint: the model mixes samples of the batch there; re-export the model with a dynamic batch axis "
+        "from the framework that made it, or keep the batch fixed")
 
 
 def test_set_batch_refuses_an_output_that_keeps_a_fixed_batch():
@@ -673,8 +689,8 @@ def test_set_batch_refuses_an_output_that_keeps_a_fixed_batch():
         "error: cannot make the batch dynamic: graph output 'z' (written by node 'z' (Gather)) keeps the "
         "fixed first dimension 1 however large the batch is: something before it hard-codes the batch 1 in a "
         "way set_batch does not rewrite (e.g. a Slice or Gather along the batch)\n"
-        "  hint: re-export the model with a dynamic batch axis, or leave this output out of 'outputs' if its "
-        "first dimension is not the batch")
+        "  hint: re-export the model with a dynamic batch axis from the framework that made it, or leave this "
+        "output out of 'outputs' if its first dimension is not the batch")
 
 
 def spread_model(old: int, body: str, **inits: np.ndarray) -> tuple[onnx.ModelProto, surgeon.Model]:

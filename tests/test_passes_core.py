@@ -11,6 +11,7 @@ import surgeon
 from surgeon.errors import PassError, StepError
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import PassRegistry
+from surgeon.passes.runner import run_step
 
 
 def _model(text: str) -> surgeon.Model:
@@ -309,3 +310,53 @@ def test_remove_node_reaches_into_local_functions():
     onnx.checker.check_model(proto, full_check=True)
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(run(proto, {"x": x})["y"], 1 / (1 + np.exp(-np.maximum(x, 0))), rtol=1e-6)
+
+
+def test_first_parameter_is_chosen_by_its_annotation_not_its_name():
+    """A user pass whose graph parameter was called `g` used to receive the Model silently."""
+    seen = {}
+
+    def by_type(g: gs.Graph, *, op: str = "FooOp"):
+        seen["g"] = type(g).__name__
+        g.nodes = [n for n in g.nodes if n.op != op]
+
+    def model_named_graph(graph: surgeon.Model):
+        seen["graph"] = type(graph).__name__
+
+    def optional_graph(g: gs.Graph | None):
+        seen["optional"] = type(g).__name__
+
+    def unannotated(g):
+        seen["unannotated"] = type(g).__name__
+
+    reg = PassRegistry()
+    for func in (by_type, model_named_graph, optional_graph, unannotated):
+        reg.register(func.__name__, func, source="test")
+    model = _model(CHAIN)
+    for func in (by_type, model_named_graph, optional_graph, unannotated):
+        run_step(model, surgeon.Step(func.__name__, {}, index=0, location=None), reg, in_recipe=False)
+    assert seen == {"g": "Graph", "graph": "Model", "optional": "Graph", "unannotated": "Model"}
+    assert _ops(model) == ["Relu", "Sigmoid"]
+
+
+def test_first_parameter_that_is_neither_graph_nor_model_is_refused():
+    def takes_proto(m: onnx.ModelProto):
+        pass
+
+    def takes_both(m: gs.Graph | surgeon.Model):
+        pass
+
+    reg = PassRegistry()
+    with pytest.raises(PassError) as exc:
+        reg.register("takes_proto", takes_proto, source="test")
+    assert str(exc.value) == (
+        "error: pass 'takes_proto': the first parameter of test_first_parameter_that_is_neither_graph_nor_model_"
+        "is_refused.<locals>.takes_proto (m: ModelProto) must be the graph or the model\n"
+        "  hint: annotate it as gs.Graph (onnx_graphsurgeon) for the bare graph, e.g. def takes_proto(m: gs.Graph, "
+        "...), or as surgeon.Model for the model")
+    with pytest.raises(PassError) as exc:
+        reg.register("takes_both", takes_both, source="test")
+    assert str(exc.value).splitlines()[0] == (
+        "error: pass 'takes_both': the first parameter of test_first_parameter_that_is_neither_graph_nor_model_"
+        "is_refused.<locals>.takes_both (m: onnx_graphsurgeon.ir.graph.Graph | surgeon.io.model.Model) must be "
+        "either the graph or the model, not both")

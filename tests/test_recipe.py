@@ -656,12 +656,63 @@ def test_missing_plugin_module(tmp_path, reg):
     )
 
 
-def test_plugin_given_as_a_file_path(reg):
-    assert error_of("version: 1\nplugins: [my_passes.py, 3]\nsteps: [{pass: cleanup}]\n", reg) == (
-        "recipe.yaml:2:11: error: plugin 'my_passes.py' is a file path, not a module name\n"
-        "  hint: write the module's import name: 'my_passes'\n"
-        "recipe.yaml:2:25: error: a plugin must be a module name, got 3\n"
-        "  hint: write the module's import name, e.g. 'my_passes'"
+def test_plugin_file_that_does_not_exist(reg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "recipe.yaml" is in the working directory
+    folder = tmp_path
+    assert error_of("version: 1\nplugins: [no_such_passes_xyz.py, 3]\nsteps: [{pass: cleanup}]\n", reg) == (
+        f"recipe.yaml:2:11: error: plugin file 'no_such_passes_xyz.py' not found: "
+        f"{folder / 'no_such_passes_xyz.py'} does not exist\n"
+        f"  hint: a plugin path is relative to the recipe's folder ({folder}); write the path of the .py "
+        "file from there, or an importable module name\n"
+        "recipe.yaml:2:34: error: a plugin must be a module name or a .py file, got 3\n"
+        "  hint: write the module's import name, e.g. 'my_passes', or the file's path relative to the recipe, "
+        "e.g. 'passes/my_passes.py'"
+    )
+
+
+def test_plugin_file_path_that_names_an_importable_module(reg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path
+    assert error_of("version: 1\nplugins: [lib/json.py]\nsteps: [{pass: cleanup}]\n", reg) == (
+        f"recipe.yaml:2:11: error: plugin file 'lib/json.py' not found: {folder / 'lib' / 'json.py'} does not exist\n"
+        "  hint: write the module's import name: 'json'"
+    )
+
+
+@pytest.fixture
+def plugin_file(tmp_path):
+    """A plugin file in a subfolder of the recipe's folder; forgotten again afterwards."""
+    (tmp_path / "passes").mkdir()
+    (tmp_path / "passes" / "recipe_test_file_plugin.py").write_text(
+        PLUGIN.replace("recipe_test_plugin_pass", "recipe_test_file_plugin_pass"))
+    yield "passes/recipe_test_file_plugin.py"
+    sys.modules.pop("recipe_test_file_plugin", None)
+    global_registry.unregister("recipe_test_file_plugin_pass")
+
+
+def test_plugin_given_as_a_py_file_relative_to_the_recipe(tmp_path, plugin_file, monkeypatch):
+    monkeypatch.chdir("/")  # relative to the recipe, not to the working directory
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"version: 1\nplugins: [{plugin_file}]\nsteps:\n  - pass: recipe_test_file_plugin_pass\n")
+    path_before = list(sys.path)
+    for _ in range(2):  # a recipe read twice imports its plugin once (no name clash)
+        recipe = load_recipe(path)
+        assert recipe.plugins == (plugin_file,)
+        assert recipe.steps[0].pass_name == "recipe_test_file_plugin_pass"
+    assert sys.path == path_before
+    assert global_registry.get("recipe_test_file_plugin_pass").source == \
+        "recipe_test_file_plugin.plugin_pass"
+
+
+def test_plugin_module_name_for_a_file_in_a_subfolder_gets_the_path_that_works(tmp_path, plugin_file):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("version: 1\nplugins: [recipe_test_file_plugin]\nsteps:\n  - pass: cleanup\n")
+    with pytest.raises(RecipeError) as excinfo:
+        load_recipe(path)
+    assert str(excinfo.value) == (
+        f"{path}:2:11: error: cannot import plugin module 'recipe_test_file_plugin': "
+        "No module named 'recipe_test_file_plugin'\n"
+        "  hint: write the file's path relative to the recipe: 'passes/recipe_test_file_plugin.py'"
     )
 
 
@@ -1002,3 +1053,20 @@ def test_the_recipe_layer_imports_only_errors_and_itself():
             for module in modules:
                 if module == "surgeon" or module.startswith("surgeon."):
                     assert module == "surgeon.errors" or module.startswith("surgeon.recipe"), (path.name, module)
+
+
+def test_quoted_numbers_and_booleans_get_remove_the_quotes():
+    text = ("version: 1\nsteps:\n"
+            "  - pass: insert_nms\n"
+            "    with: {layout: yolov8, score_threshold: \"0.3\", max_detections: '100'}\n"
+            "  - pass: fold_constants\n"
+            "    with: {fold_shapes: \"true\"}\n")
+    with pytest.raises(RecipeError) as excinfo:
+        parse_recipe(text, filename="recipe.yaml")
+    assert str(excinfo.value) == (
+        "recipe.yaml:4:45: error: parameter 'score_threshold': expected a number, got '0.3'\n"
+        "  hint: remove the quotes: a quoted value is a string in YAML\n"
+        "recipe.yaml:4:68: error: parameter 'max_detections': expected an integer, got '100'\n"
+        "  hint: remove the quotes: a quoted value is a string in YAML\n"
+        "recipe.yaml:6:25: error: parameter 'fold_shapes': expected a boolean (true or false), got 'true'\n"
+        "  hint: remove the quotes: a quoted value is a string in YAML")

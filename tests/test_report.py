@@ -104,9 +104,47 @@ def test_reapplying_a_recipe_is_reported(tmp_path, foo):
     recipe = tmp_path / "tidy.yaml"
     recipe.write_text("version: 1\nsteps:\n  - pass: cleanup\n")
     first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
-    code, out, _ = _cli("apply", recipe, foo, "-o", first)
+    code, out, err = _cli("apply", recipe, foo, "-o", first)
+    assert code == 0 and "warning:" not in out + err
+    code, out, err = _cli("apply", recipe, first, "-o", second)
     assert code == 0 and "warning:" not in out
-    code, out, _ = _cli("apply", recipe, first, "-o", second)
-    assert code == 0
-    assert ("warning: this model was already made by this recipe (from an input with sha256 "
-            f"{_sha(foo)[:16]}...); applying it again is probably a mistake\n") in out
+    assert err == ("warning: this model was already made by this recipe (from an input with sha256 "
+                   f"{_sha(foo)[:16]}...); applying it again is probably a mistake\n")
+
+
+def test_a_step_failing_on_the_recipes_own_output_says_so(tmp_path, foo):
+    recipe = RECIPES / "strip_fooop.yaml"
+    first = tmp_path / "first.onnx"
+    assert _cli("apply", recipe, foo, "-o", first)[0] == 0
+    code, out, err = _cli("apply", recipe, first, "-o", tmp_path / "second.onnx")
+    recipe_sha = _sha(recipe)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"{recipe}:7:5: error: step 1 'drop-fooop' (remove_node): selector (op='FooOp', domain='devtech') "
+        "matched no node\n"
+        "  hint: op types in the model: Conv, Relu\n"
+        "        set allow_missing: true if the step may legitimately match nothing\n"
+        f"note: this model was already made by this recipe (its metadata records the recipe's sha256 "
+        f"{recipe_sha[:16]}...): the step has nothing left to do\n"
+        f"  hint: run the recipe on the original model (sha256 {_sha(foo)[:16]}...), not on a model it already made\n")
+
+
+def test_a_step_another_recipe_already_ran_says_so(tmp_path, foo):
+    first = tmp_path / "first.onnx"
+    assert _cli("apply", RECIPES / "strip_fooop.yaml", foo, "-o", first)[0] == 0
+    other = tmp_path / "other.yaml"
+    other.write_text("version: 1\nsteps:\n  - pass: toposort\n  - pass: remove_node\n"
+                     "    with: {op: FooOp, domain: devtech}\n")
+    code, _, err = _cli("apply", other, first, "-o", tmp_path / "second.onnx")
+    assert code == 1
+    assert err.endswith(
+        "note: this model's provenance (surgeon.recipe_steps) shows that a recipe already ran 'remove_node' "
+        "with the same parameters on it\n"
+        f"  hint: run the recipe on the original model (sha256 {_sha(foo)[:16]}...), not on a model it already made\n")
+
+
+def test_a_failing_step_on_a_fresh_model_gets_no_provenance_note(tmp_path, foo):
+    other = tmp_path / "other.yaml"
+    other.write_text("version: 1\nsteps:\n  - pass: remove_node\n    with: {op: Nope}\n")
+    code, _, err = _cli("apply", other, foo, "-o", tmp_path / "out.onnx")
+    assert code == 1 and "note:" not in err

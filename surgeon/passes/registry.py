@@ -73,6 +73,7 @@ class PassRegistry:
         self._builtin_paths = dict(BUILTIN_PASSES if builtins is None else builtins)
         self._specs: dict[str, PassSpec] = {}
         self._entry_points_loaded = False
+        self._plugin_files: dict[Path, str] = {}  # a plugin file imported by path -> its module name
 
     # -- registration -------------------------------------------------------------
 
@@ -116,13 +117,17 @@ class PassRegistry:
             self.register(ep.name, func, source=f"entry point {ep.value}")
 
     def import_plugin(self, module: str, beside: str | Path | None = None) -> None:
-        """Import a module so that its ``@register_pass`` decorators run.
+        """Import a module so that its ``@register_pass`` decorators run; a name ending in
+        ``.py`` is a file, relative to ``beside``, imported by its path.
 
         ``beside``: the recipe's folder; a ``<module>.py`` there must be the
         module that gets imported, not another one of the same name that was
         imported earlier (``json``, ``utils``...), which would silently
         register nothing.
         """
+        if module.endswith(".py"):
+            self._import_file(Path(beside or ".") / module)
+            return
         local = Path(beside) / f"{module}.py" if beside is not None else None
         loaded = sys.modules.get(module)
         if loaded is not None:
@@ -150,6 +155,45 @@ class PassRegistry:
                 f"plugin module '{module}' failed while importing: {type(exc).__name__}: {exc}",
                 hint=f"fix {frame.filename}:{frame.lineno}",
             ) from exc
+
+    def _import_file(self, path: Path) -> None:
+        """Import a plugin ``.py`` file by its path (once per file), whatever modules of the same
+        name exist; its folder is importable while it runs, for the helpers beside it."""
+        import importlib.util
+
+        path = path.resolve()
+        if path in self._plugin_files:
+            return
+        if not path.is_file():
+            raise SurgeonError(f"plugin file {path} does not exist",
+                               hint="a plugin path is relative to the recipe's folder")
+        name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else \
+            f"surgeon_plugin_{len(self._plugin_files)}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise SurgeonError(f"plugin file {path} cannot be imported as Python", hint="give a .py file")
+        module = importlib.util.module_from_spec(spec)
+        folder = str(path.parent)
+        added = folder not in sys.path
+        if added:
+            sys.path.insert(0, folder)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except SurgeonError:
+            del sys.modules[name]
+            raise
+        except Exception as exc:
+            del sys.modules[name]
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise SurgeonError(
+                f"plugin file {path} failed while importing: {type(exc).__name__}: {exc}",
+                hint=f"fix {frame.filename}:{frame.lineno}",
+            ) from exc
+        finally:
+            if added:
+                sys.path.remove(folder)
+        self._plugin_files[path] = name
 
     # -- lookup -----------------------------------------------------------------------
 
@@ -192,8 +236,9 @@ set_default_catalogue(registry)  # recipes name passes of this registry unless g
 def register_pass(name: str | None = None, *, registry: PassRegistry = registry):
     """Decorator: make a function usable from recipes under ``name``.
 
-    The function takes the model (first parameter named ``model``) or the bare
-    onnx-graphsurgeon graph (first parameter named ``graph``), then keyword
+    The function takes the model (first parameter annotated ``surgeon.Model``) or
+    the bare onnx-graphsurgeon graph (annotated ``gs.Graph``; unannotated, the
+    name ``graph`` means the graph and any other name the model), then keyword
     parameters with type annotations; those become the pass's recipe
     parameters::
 

@@ -58,7 +58,9 @@ class StepReport:
     removed: list[NodeRef] = field(default_factory=list)
     added: list[NodeRef] = field(default_factory=list)
     rewired: list[NodeRef] = field(default_factory=list)
-    """Nodes that stayed but whose op, inputs or outputs changed."""
+    """Nodes that stayed but whose inputs or outputs changed."""
+    ops_changed: list[tuple[NodeRef, NodeRef]] = field(default_factory=list)
+    """Nodes that stayed, wired as before, whose op (or domain) changed: (before, after)."""
     attrs_changed: list[NodeRef] = field(default_factory=list)
     """Nodes that stayed but whose attributes changed (set, replaced or removed)."""
     values_changed: list[str] = field(default_factory=list)
@@ -67,6 +69,8 @@ class StepReport:
     """Tensors that stayed but whose dtype or shape changed."""
     io_changed: list[str] = field(default_factory=list)
     """Which graph interfaces changed: "inputs", "outputs", "outputs of graph 'body'"..."""
+    io_delta: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    """Per entry of ``io_changed``: the names of the tensors that joined and that left it."""
     reordered: bool = False
     """Nodes that stayed changed their order."""
     renamed: dict[str, str] = field(default_factory=dict)
@@ -86,8 +90,8 @@ class StepReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.removed or self.added or self.rewired or self.attrs_changed or self.values_changed
-                    or self.types_changed or self.io_changed or self.reordered or self.renamed
+        return bool(self.removed or self.added or self.rewired or self.ops_changed or self.attrs_changed
+                    or self.values_changed or self.types_changed or self.io_changed or self.reordered or self.renamed
                     or self.tensors_renamed or self.pass_changed)
 
     def changes(self) -> str:
@@ -97,6 +101,13 @@ class StepReport:
             parts.append(f"removed {_count(len(self.removed), 'node')} ({_ops(self.removed)})")
         if self.added:
             parts.append(f"added {_count(len(self.added), 'node')} ({_ops(self.added)})")
+        if self.ops_changed:
+            pairs: dict[str, int] = {}
+            for old, new in self.ops_changed:
+                key = f"{_ops([old])} -> {_ops([new])}"
+                pairs[key] = pairs.get(key, 0) + 1
+            parts.append(f"changed op of {_count(len(self.ops_changed), 'node')} ("
+                         + ", ".join(k if v == 1 or len(pairs) == 1 else f"{k} x{v}" for k, v in pairs.items()) + ")")
         if self.rewired:
             parts.append(f"rewired {_count(len(self.rewired), 'node')}")
         if self.attrs_changed:
@@ -106,7 +117,8 @@ class StepReport:
         if self.types_changed:
             parts.append(f"changed the type or shape of {_count(len(self.types_changed), 'tensor')}")
         if self.io_changed:
-            parts.append("changed graph " + ", ".join(self.io_changed))
+            parts.append("changed graph " + ", ".join(self.io_changed[:1]) + _delta(self.io_delta, self.io_changed[0])
+                         + "".join(f", {k}{_delta(self.io_delta, k)}" for k in self.io_changed[1:]))
         if self.reordered:
             parts.append("reordered nodes")
         renamed = {**self.tensors_renamed, **self.renamed}
@@ -132,10 +144,12 @@ class StepReport:
             "removed": [vars(n) for n in self.removed],
             "added": [vars(n) for n in self.added],
             "rewired": [vars(n) for n in self.rewired],
+            "ops_changed": [{**vars(new), "was": vars(old)} for old, new in self.ops_changed],
             "attrs_changed": [vars(n) for n in self.attrs_changed],
             "values_changed": self.values_changed,
             "types_changed": self.types_changed,
             "io_changed": self.io_changed,
+            "io_delta": {k: {"joined": v[0], "left": v[1]} for k, v in self.io_delta.items()},
             "reordered": self.reordered,
             "renamed": self.renamed,
             "tensors_renamed": self.tensors_renamed,
@@ -144,6 +158,16 @@ class StepReport:
             "details": self.details,
             "seconds": round(self.seconds, 6),
         }
+
+
+def _delta(deltas: dict[str, tuple[list[str], list[str]]], key: str) -> str:
+    """`` (+ 'a', - 'b')``: the tensors that joined and left a graph's inputs or outputs."""
+    joined, left = deltas.get(key, ([], []))
+    names = [f"+ '{n}'" for n in joined[:4]] + [f"- '{n}'" for n in left[:4]]
+    more = len(joined) + len(left) - len(names)
+    if not names:
+        return " (reordered)" if key in deltas else ""
+    return " (" + ", ".join(names) + (f" and {more} more" if more > 0 else "") + ")"
 
 
 def _count(n: int, word: str) -> str:
@@ -352,7 +376,10 @@ def _diff(before: _Snapshot, after: _Snapshot, d: StepReport) -> None:
                 continue
             if e[1] != a[1]:  # names, ops, ids, dtypes, shapes of str/int/None: plain comparisons
                 if e[1][:5] != a[1][:5]:
-                    d.rewired.append(_ref(a[1]))
+                    if (e[1][0], e[1][3], e[1][4]) == (a[1][0], a[1][3], a[1][4]):  # only op or domain
+                        d.ops_changed.append((_ref(e[1]), _ref(a[1])))
+                    else:
+                        d.rewired.append(_ref(a[1]))
                 moved_before.update(zip(e[1][4], e[1][5]))
                 moved_after.update(zip(a[1][4], a[1][5]))
             if (e[3] is not None or a[3] is not None) and not _same(e[3], a[3]):
@@ -363,6 +390,7 @@ def _diff(before: _Snapshot, after: _Snapshot, d: StepReport) -> None:
                     d.added.append(_ref(a[1]))
                 moved_after.update(zip(a[1][4], a[1][5]))
         d.rewired.sort(key=lambda r: (r.name, r.op))
+        d.ops_changed.sort(key=lambda r: (r[1].name, r[1].op))
         d.attrs_changed.sort(key=lambda r: (r.name, r.op))
         for key, e in moved_before.items():  # node outputs that kept their object
             a = moved_after.get(key)
@@ -388,13 +416,18 @@ def _diff(before: _Snapshot, after: _Snapshot, d: StepReport) -> None:
         ag = after.graphs
         for key, (g, ins, outs, order) in before.graphs.items():
             a = ag.get(key)
+            if a is None and key == before.main:  # the pass put a new graph in the model's place
+                a = ag[after.main]
             if a is None:
                 continue
             where = "" if key == before.main else f" of graph '{g.name}'"
-            if ins != a[1]:
-                d.io_changed.append("inputs" + where)
-            if outs != a[2]:
-                d.io_changed.append("outputs" + where)
+            for kind, was, now in (("inputs", ins, a[1]), ("outputs", outs, a[2])):
+                if was != now:
+                    d.io_changed.append(kind + where)
+                    kept_ids = set(was) & set(now)
+                    d.io_delta[kind + where] = ([at[t][1] for t in now if t not in kept_ids and t in at],
+                                                [before.tensors[t][1] for t in was
+                                                 if t not in kept_ids and t in before.tensors])
             if not d.reordered and order != a[3]:
                 kept = [k for k in order if k in an]
                 d.reordered = kept != [k for k in a[3] if k in bn]
@@ -452,6 +485,10 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
             hint=f"raised at {frame.filename}:{frame.lineno} ({spec.source}); the model was not saved",
         ) from exc
     seconds = time.perf_counter() - start
+    if isinstance(returned, gs.Graph) and not any(g is returned for g in model.graphs()):
+        # A gs script that builds and returns a new graph (rather than editing the one it got)
+        # means that graph: it takes the model's place instead of being dropped silently.
+        model.graph = returned
     after = _snapshot(model.graph)
     report = StepReport(step, seconds=seconds)
     _diff(before, after, report)
@@ -461,7 +498,7 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
         report.pass_changed = bool(returned.changed)
         report.notes = list(returned.notes)
         report.details = dict(returned.details)
-    elif returned is not None and not isinstance(returned, (gs.Graph, Model)):
+    elif returned is not None and not (returned is model or isinstance(returned, gs.Graph)):
         raise StepError(
             f"{step.label}: the pass returned {type(returned).__name__}; a pass returns a PassResult or None",
             location=step.location,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from surgeon.errors import PassError, did_you_mean
+from surgeon.errors import LISTING, PassError, did_you_mean
 from surgeon.graph.names import listed, node_label, qualified_op
 from surgeon.graph.walk import node_domain, walk_graphs
 
@@ -128,15 +128,20 @@ class Selector:
     def _suggest(self, graphs: list[gs.Graph]) -> str:
         nodes = [n for g in graphs for n in g.nodes]
         hints = []
+        missing_names = False
         if self.name is not None:
             close = did_you_mean(self.name, [n.name for n in nodes if n.name])
             if close:
                 hints.append("closest node names: " + ", ".join(repr(c) for c in close))
+            missing_names = not close and not any(n.name == self.name for n in nodes)
         for value in self.names or []:
             if not any(n.name == value for n in nodes):
                 close = did_you_mean(value, [n.name for n in nodes if n.name])
                 hints.append(f"no node named {value!r}"
                              + (f" (closest: {', '.join(repr(c) for c in close)})" if close else ""))
+                missing_names = missing_names or not close
+        if missing_names:
+            hints.append(f"list the node names with '{LISTING['node']}'")
         ops = sorted({(n.op, node_domain(n)) for n in nodes})
         if self.op is not None:
             close = did_you_mean(self.op, [o for o, _ in ops])

@@ -30,9 +30,10 @@ A parameter typed :class:`~surgeon.passes.select.Selector` is flattened: its fie
 (``op``, ``name``, ``count``...) become parameters of the pass, so every pass
 that selects nodes validates selectors the same way.
 
-The first parameter says what the pass receives: named ``graph`` it gets the
-bare ``gs.Graph`` (so an existing onnx-graphsurgeon script works unchanged),
-otherwise the :class:`~surgeon.io.model.Model`.
+The first parameter says what the pass receives, by its type annotation:
+``gs.Graph`` gets the bare graph (so an existing onnx-graphsurgeon script works
+unchanged), :class:`~surgeon.io.model.Model` the model. Without an annotation
+the name decides: ``graph`` gets the graph, anything else the model.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import dataclasses
 import functools
 import inspect
 import re
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,7 +152,7 @@ class PassSpec:
                 f"pass '{name}': {func.__qualname__} must take the model (or graph) as its first parameter",
                 hint="define it as def my_pass(graph, *, param: type = default) or def my_pass(model, ...)",
             )
-        receives = "graph" if plist[0].name == "graph" else "model"
+        receives = _receives(name, func, plist[0], hints.get(plist[0].name))
         params: dict[str, ParamSpec] = {}
         selector_param = None
         for p in plist[1:]:
@@ -294,6 +296,29 @@ class PassSpec:
             "required": [p.name for p in self.params.values() if p.required],
             "additionalProperties": False,
         }
+
+
+def _receives(name: str, func: Callable[..., Any], first: inspect.Parameter, annotation: Any) -> str:
+    """"graph" or "model": what the first parameter takes, by its annotation (else by its name)."""
+    import onnx_graphsurgeon as gs
+
+    from surgeon.io.model import Model
+
+    if annotation is None or annotation is Any:
+        return "graph" if first.name == "graph" else "model"
+    options = [a for a in (typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType)
+                           else (annotation,)) if a is not type(None)]
+    graph = any(isinstance(a, type) and issubclass(a, gs.Graph) for a in options)
+    model = any(isinstance(a, type) and issubclass(a, Model) for a in options)
+    if graph != model:
+        return "graph" if graph else "model"
+    shown = getattr(annotation, "__name__", None) or str(annotation)
+    raise PassError(
+        f"pass '{name}': the first parameter of {func.__qualname__} ({first.name}: {shown}) must be "
+        + ("either the graph or the model, not both" if graph else "the graph or the model"),
+        hint=f"annotate it as gs.Graph (onnx_graphsurgeon) for the bare graph, e.g. def {func.__name__}"
+             f"({first.name}: gs.Graph, ...), or as surgeon.Model for the model",
+    )
 
 
 @functools.cache

@@ -59,8 +59,8 @@ class PassCatalogue(Protocol):
         """Every pass name, sorted (for did-you-mean hints and the JSON schema)."""
 
     def import_plugin(self, module: str, beside: str | Path | None = None) -> None:
-        """Import a recipe's ``plugins:`` module so that the passes it registers are known;
-        raises a :class:`~surgeon.errors.SurgeonError` saying why it cannot."""
+        """Import a recipe's ``plugins:`` module (or ``.py`` file, relative to ``beside``) so that
+        the passes it registers are known; raises a :class:`~surgeon.errors.SurgeonError` saying why it cannot."""
 
 
 _default: PassCatalogue | None = None

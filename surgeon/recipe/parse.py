@@ -4,7 +4,7 @@ Format (version 1)::
 
     version: 1                      # required
     description: Strip FooOp        # optional
-    plugins: [my_passes]            # optional modules that register passes
+    plugins: [my_passes]            # optional modules (or .py files beside the recipe) that register passes
     verify: {rtol: 1.0e-4, atol: 1.0e-5, dims: {N: 2}, inputs: x.npz, reference: ref.onnx}
     custom_ops:                     # optional: what plugin ops do to dtypes and shapes
       - {op: FooOp, domain: devtech, outputs: [{dtype: input0, shape: input0}]}
@@ -233,18 +233,25 @@ class _Parser:
 
     def plugin(self, name: Any, path: tuple[Any, ...]) -> bool:
         if not isinstance(name, str):
-            self.error(self.at(path), f"a plugin must be a module name, got {kind_of(name)}",
-                       "write the module's import name, e.g. 'my_passes'")
+            self.error(self.at(path), f"a plugin must be a module name or a .py file, got {kind_of(name)}",
+                       "write the module's import name, e.g. 'my_passes', or the file's path relative to "
+                       "the recipe, e.g. 'passes/my_passes.py'")
             return False
-        if name.endswith(".py") or "/" in name:
-            module = Path(name).stem
-            self.error(self.at(path), f"plugin '{name}' is a file path, not a module name",
-                       f"write the module's import name: '{module}'")
-            return False
+        folder = Path(self.filename).parent
+        if name.endswith(".py") or "/" in name or "\\" in name:
+            file = folder / name
+            if not name.endswith(".py") or not file.is_file():
+                self.error(self.at(path), f"plugin file '{name}' not found: {file.resolve()} "
+                           + ("does not exist" if name.endswith(".py") else "is not a .py file"),
+                           _plugin_hint(name, folder))
+                return False
         try:
-            self.catalogue.import_plugin(name, beside=Path(self.filename).parent)
+            self.catalogue.import_plugin(name, beside=folder)
         except SurgeonError as exc:  # not importable, or it registers a clashing pass
-            self.error(self.at(path), exc.message, exc.hint)
+            hint = exc.hint
+            if exc.message.startswith("cannot import plugin module"):
+                hint = _plugin_hint(name, folder) or hint
+            self.error(self.at(path), exc.message, hint)
             return False
         return True
 
@@ -365,3 +372,27 @@ class _Parser:
         elif where[:1] == ("with",) and not self.positions.has(path + ("with",)):
             where = ("pass",)  # a missing parameter, and no 'with' at all: point at the pass
         return self.at(path + where, problem.at_key)
+
+
+def _plugin_hint(name: str, folder: Path) -> str | None:
+    """The spelling of a plugin that would work: the path of a file of that name near the recipe
+    (relative to the recipe, as ``plugins:`` reads it), or the module name of a path given."""
+    import importlib.util
+
+    stem = Path(name.replace("\\", "/")).stem if name.endswith(".py") or "/" in name else name.rpartition(".")[2]
+    found: list[str] = []
+    for pattern in (f"{stem}.py", f"*/{stem}.py", f"*/*/{stem}.py"):
+        found += sorted(p.relative_to(folder).as_posix() for p in folder.glob(pattern))
+    found = [f for f in found if f not in (name, name.replace(".", "/") + ".py")]  # those failed on their own
+    if found:
+        return f"write the file's path relative to the recipe: '{found[0]}'"
+    if name.endswith(".py") or "/" in name:
+        try:
+            importable = importlib.util.find_spec(stem) is not None if stem.isidentifier() else False
+        except (ImportError, ValueError):
+            importable = False
+        if importable:
+            return f"write the module's import name: '{stem}'"
+        return (f"a plugin path is relative to the recipe's folder ({folder.resolve()}); "
+                "write the path of the .py file from there, or an importable module name")
+    return None

@@ -189,19 +189,24 @@ def check_type(value: Any, annotation: Any, path: str = "", range_hint: str | No
     if annotation is bool:
         if isinstance(value, bool):
             return []
-        return [(path, f"expected a boolean (true or false), got {yaml_of(value)}", None)]
+        hint = _QUOTED if isinstance(value, str) and value.strip().lower() in ("true", "false") else None
+        return [(path, f"expected a boolean (true or false), got {yaml_of(value)}", hint)]
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return []
         hint = None
         if isinstance(value, float) and value.is_integer():
             hint = f"write {int(value)} without a decimal point"
+        elif isinstance(value, str) and _number(value) is not None:
+            hint = _QUOTED
         return [(path, f"expected an integer, got {yaml_of(value)}", hint)]
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return []
         hint = None
-        if isinstance(value, str) and _FLOATISH.match(value.strip()):
+        if isinstance(value, str) and _number(value) is not None:
+            hint = _QUOTED
+        elif isinstance(value, str) and _FLOATISH.match(value.strip()):
             hint = (f"YAML 1.1 reads {value} as a string, not a number: "
                     "write the mantissa with a dot and the exponent with a sign, e.g. 1.0e-3")
         return [(path, f"expected a number, got {yaml_of(value)}", hint)]
@@ -241,6 +246,21 @@ def check_type(value: Any, annotation: Any, path: str = "", range_hint: str | No
             return []
         return [(path, f"expected {type_name(annotation)}, got {yaml_of(value)}", None)]
     return []
+
+
+_QUOTED = "remove the quotes: a quoted value is a string in YAML"
+
+
+def _number(text: str) -> float | None:
+    """The number YAML reads from ``text`` written without quotes (``0.3``, ``10``), or None:
+    a string that holds one was quoted in the recipe. ``1e-3`` is none (YAML 1.1 keeps it a string)."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return loaded if isinstance(loaded, (int, float)) and not isinstance(loaded, bool) else None
 
 
 def schema_of(annotation: Any) -> dict[str, Any]:

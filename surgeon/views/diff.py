@@ -23,7 +23,8 @@ from surgeon.views.inspect import op_key, tensor_bytes, type_text
 def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:
     """A JSON-ready difference of the models at ``a`` (old) and ``b`` (new)."""
     pa, pb = _read(Path(a)), _read(Path(b))
-    nodes_a, nodes_b = _nodes(pa), _nodes(pb)
+    full_a, full_b = _nodes(pa), _nodes(pb)
+    nodes_a, nodes_b = [n[:2] for n in full_a], [n[:2] for n in full_b]
     hist_a = Counter(op for _, op in nodes_a)
     hist_b = Counter(op for _, op in nodes_b)
     inits_a, inits_b = _initializers(pa), _initializers(pb)
@@ -37,6 +38,7 @@ def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:
         "nodes": {
             "removed": _only_in(nodes_a, nodes_b),
             "added": _only_in(nodes_b, nodes_a),
+            "changed": _changed(full_a, full_b),
             "count": [len(nodes_a), len(nodes_b)],
         },
         "op_histogram_delta": {op: hist_b[op] - hist_a[op] for op in sorted(hist_a.keys() | hist_b.keys())
@@ -44,6 +46,7 @@ def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:
         "opsets": {d: [opsets_a.get(d), opsets_b.get(d)] for d in sorted(opsets_a.keys() | opsets_b.keys())
                    if opsets_a.get(d) != opsets_b.get(d)},
         "ir_version": [pa.ir_version, pb.ir_version] if pa.ir_version != pb.ir_version else None,
+        "metadata": _metadata(pa, pb),
         "initializers": {
             "count": [len(inits_a), len(inits_b)],
             "bytes": [sum(tensor_bytes(t) for t in inits_a.values()), sum(tensor_bytes(t) for t in inits_b.values())],
@@ -57,8 +60,21 @@ def diff_models(a: str | Path, b: str | Path) -> dict[str, Any]:
     }
 
 
+def differs(d: dict[str, Any]) -> bool:
+    """Whether a :func:`diff_models` result found any difference (``surgeon diff --exit-code``)."""
+    io = [d[k][part] for k in ("inputs", "outputs") for part in ("removed", "added", "changed", "order_changed")]
+    n, i, m = d["nodes"], d["initializers"], d["metadata"]
+    return any(io) or any(n[k] for k in ("removed", "added", "changed")) or bool(
+        d["opsets"] or d["ir_version"] or any(i[k] for k in ("removed", "added", "retyped", "changed"))
+        or any(m[k] for k in ("removed", "added", "changed")))
+
+
 def render_diff(d: dict[str, Any]) -> str:
     lines = [f"--- {d['a']}", f"+++ {d['b']}"]
+    if not differs(d):
+        n, i = d["nodes"], d["initializers"]
+        return "\n".join(lines + [f"identical: {n['count'][0]} nodes, {i['count'][0]} initializers "
+                                  f"({i['bytes'][0]} bytes); inputs, outputs, opsets and metadata the same"]) + "\n"
     for key in ("inputs", "outputs"):
         io = d[key]
         lines += [f"{key}: - {v['name']}: {v['type']}" for v in io["removed"]]
@@ -70,11 +86,17 @@ def render_diff(d: dict[str, Any]) -> str:
     lines.append(f"nodes: {n['count'][0]} -> {n['count'][1]} ({len(n['removed'])} removed, {len(n['added'])} added)")
     lines += _first(f"  - {x['name']} ({x['op']})" for x in n["removed"])
     lines += _first(f"  + {x['name']} ({x['op']})" for x in n["added"])
+    if n["changed"]:
+        lines.append(f"nodes changed: {len(n['changed'])} (inputs, outputs or attributes)")
+        lines += _first(f"  ~ {x['name']} ({x['op']}): {', '.join(x['what'])}" for x in n["changed"])
     if d["op_histogram_delta"]:
         lines.append("ops: " + ", ".join(f"{op} {v:+d}" for op, v in d["op_histogram_delta"].items()))
     lines += [f"opset {dom}: {v[0]} -> {v[1]}" for dom, v in d["opsets"].items()]
     if d["ir_version"]:
         lines.append(f"IR version: {d['ir_version'][0]} -> {d['ir_version'][1]}")
+    m = d["metadata"]
+    lines += [f"metadata: - {k}" for k in m["removed"]] + [f"metadata: + {k}" for k in m["added"]]
+    lines += [f"metadata: ~ {k}" for k in m["changed"]]
     i = d["initializers"]
     lines.append(f"initializers: {i['count'][0]} -> {i['count'][1]} ({i['bytes'][0]} -> {i['bytes'][1]} bytes)")
     lines += _first(f"  - {name}" for name in i["removed"])
@@ -122,11 +144,42 @@ def _io(a: Any, b: Any) -> dict[str, Any]:
     }
 
 
-def _nodes(proto: onnx.ModelProto) -> list[tuple[str, str]]:
-    """(node key, op) over all graphs; an unnamed node is keyed by its op and outputs.
-    A list, not a dict: node names need not be unique."""
-    return [(node.name or f"<{op_key(node)} -> {', '.join(node.output)}>", op_key(node))
+def _nodes(proto: onnx.ModelProto) -> list[tuple[str, str, tuple[Any, ...]]]:
+    """(node key, op, wiring and attributes) over all graphs; an unnamed node is keyed by its op and
+    outputs. A list, not a dict: node names need not be unique. Subgraph attributes are compared by
+    their nodes (which this list holds too), not here."""
+    return [(node.name or f"<{op_key(node)} -> {', '.join(node.output)}>", op_key(node),
+             (tuple(node.input), tuple(node.output),
+              {a.name: a.SerializeToString() for a in node.attribute
+               if a.type not in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)}))
             for g in proto_graphs(proto.graph) for node in g.node]
+
+
+def _changed(these: list[tuple[str, str, tuple[Any, ...]]],
+             others: list[tuple[str, str, tuple[Any, ...]]]) -> list[dict[str, Any]]:
+    """Nodes in both (same key and op, matched in order) whose inputs, outputs or attributes differ."""
+    waiting: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for key, op, sig in reversed(others):
+        waiting.setdefault((key, op), []).append(sig)
+    out = []
+    for key, op, sig in these:
+        queue = waiting.get((key, op))
+        if not queue:
+            continue
+        other = queue.pop()
+        what = [part for part, x, y in (("inputs", sig[0], other[0]), ("outputs", sig[1], other[1])) if x != y]
+        what += [f"attribute {name}" for name in sorted(sig[2].keys() | other[2].keys())
+                 if sig[2].get(name) != other[2].get(name)]
+        if what:
+            out.append({"name": key, "op": op, "what": what})
+    return out
+
+
+def _metadata(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, list[str]]:
+    ma = {p.key: p.value for p in a.metadata_props}
+    mb = {p.key: p.value for p in b.metadata_props}
+    return {"removed": sorted(ma.keys() - mb.keys()), "added": sorted(mb.keys() - ma.keys()),
+            "changed": sorted(k for k in ma.keys() & mb.keys() if ma[k] != mb[k])}
 
 
 def _only_in(these: list[tuple[str, str]], others: list[tuple[str, str]]) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ from onnx.defs import OpSchema
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
 
-from surgeon.errors import PassError, suggestion_hint
+from surgeon.errors import PassError, name_hint, suggestion_hint
 from surgeon.graph.constants import elem_type
 from surgeon.graph.correspondence import Correspondence, Derived
 from surgeon.graph.edit import replace_uses
@@ -278,7 +278,7 @@ def replace_op(model: Model, select: Selector, *, new_op: str | None = None, new
             with: {op: FooOp, domain: devtech, new_op: FooPlugin, new_domain: ""}
 
     Reports:
-        the changed nodes (as rewired, by the runner) and a note per op that
+        the nodes whose op changed ("changed op of N nodes (A -> B)", by the runner) and a note per op that
         has no ONNX schema.
     """
     if new_op is None and new_domain is None and new_attrs is None and keep_attrs is True:
@@ -457,7 +457,7 @@ def _find_tensor(model: Model, name: str) -> tuple[gs.Tensor, gs.Graph]:
     found = tensor_groups(model).get(name)
     if not found:
         raise PassError(f"no tensor named '{name}' in the model",
-                        hint=suggestion_hint(name, tensor_groups(model)) or "check the tensor name")
+                        hint=name_hint(name, tensor_groups(model), "tensor"))
     if len(found) > 1:
         raise PassError(f"{len(found)} different tensors are named '{name}' (in sibling subgraphs)",
                         hint="rename one of them first with rename_tensors")

@@ -17,7 +17,7 @@ from onnx_graphsurgeon.importers.onnx_importer import (
     get_onnx_tensor_type,
 )
 
-from surgeon.errors import PassError, suggestion_hint
+from surgeon.errors import PassError, name_hint
 from surgeon.graph.names import fresh_name, quoted
 from surgeon.graph.shapes import infer_value_infos
 from surgeon.graph.walk import subgraphs_of
@@ -187,7 +187,7 @@ def main_graph_tensor(model: Model, name: str) -> gs.Tensor:
                  "choose the output of the node that owns the body",
         )
     raise PassError(f"no tensor named '{name}' in the main graph",
-                    hint=suggestion_hint(name, model.graph.tensors()) or "check the tensor name")
+                    hint=name_hint(name, model.graph.tensors(), "tensor"))
 
 
 def _resolve(model: Model, names: list[str], kind: str) -> list[gs.Tensor]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from surgeon.errors import PassError, suggestion_hint
+from surgeon.errors import PassError, name_hint, suggestion_hint
 from surgeon.graph.names import quoted
 from surgeon.io.model import Model
 from surgeon.io.tensor_names import apply_renames, check_renames, tensor_groups
@@ -164,7 +164,8 @@ def rename_tensors(model: Model, *, map: dict[str, str] | None = None, prefix: s
             else:
                 raise PassError(f"no tensor named '{old}' in the model",
                                 hint=suggestion_hint(old, groups)
-                                or "set allow_missing: true if the name may legitimately be absent")
+                                or f"{name_hint(old, groups, 'tensor')}; set allow_missing: true if the name "
+                                   "may legitimately be absent")
     else:
         io = set() if include_io else {t.name for t in model.graph.inputs + model.graph.outputs}
         renames = {name: prefixed for name in groups

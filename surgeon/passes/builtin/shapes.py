@@ -359,15 +359,21 @@ def _plan_rewrites(model: Model, chosen: list[gs.Tensor], old: int) -> list[_Rew
         if data is None or batch in data or None in data:
             target = (f"a target built by Concat '{c.concat.name}' from the constant {_fmt(c.values.tolist())}"
                       if c.concat is not None else f"the constant target {_fmt(c.values.tolist())}")
+            where = [i for i, d in enumerate(data or []) if d == batch]
+            if where and where != [0]:  # the batch is traced, and (also) elsewhere than first
+                why = (f"but the batch is dimension {', '.join(map(str, where))} of that tensor, not only its first"
+                       if where[0] == 0 else
+                       f"but the batch is dimension {', '.join(map(str, where))} of that tensor, not its first")
+            elif where and c.node.op == "Expand" and data is not None and len(data) != len(c.values):
+                why = (f"but Expand aligns shapes from the right, so that entry does not meet the batch "
+                       f"(the first dimension of that {len(data)}-D tensor)")
+            else:  # unknown or untraced dimensions: no claim about where the batch is
+                why = "and shape inference cannot tell whether the first dimension of that tensor is the batch"
             raise PassError(
                 f"cannot make the batch dynamic: {c.node.op} '{c.node.name}' gives "
                 f"'{c.node.inputs[0].name}' (shape {_fmt(data, batch)}) {target}, whose first entry is the "
-                f"old batch {old}, but the batch is not the first dimension of that tensor"
-                + (" (it is mixed with other dimensions)" if data is not None and batch in data[1:] else
-                   " (shape inference cannot trace it)"),
-                hint="this constant cannot be rewritten safely; re-export the model with a dynamic batch "
-                     "axis (torch.onnx.export(..., dynamic_axes=...) or dynamic_shapes=...), or keep the "
-                     "batch fixed",
+                f"old batch {old}, {why}",
+                hint=f"this constant cannot be rewritten safely; {_reexport(model)}, or keep the batch fixed",
             )
     for c in accepted:
         if c.spread and carrier is None:
@@ -439,7 +445,7 @@ def _split_spread(model: Model, chosen: list[gs.Tensor], batch: str, old: int,
                     f"cannot make the batch dynamic: Tile '{c.node.name}' repeats "
                     f"'{c.node.inputs[0].name}' (shape {_fmt(data, batch)}) {c.values[0]} times along its first "
                     f"dimension, the old batch, but the first dimension of that tensor is unknown",
-                    hint="give the model's shapes first (infer_shapes), re-export it with a dynamic batch axis, "
+                    hint=f"give the model's shapes first (infer_shapes), {_reexport(model)}, "
                          "or keep the batch fixed",
                 )
             continue  # it repeats the batch itself, or a dimension other than 1
@@ -585,6 +591,31 @@ def _probe_runtime_batch(gproto: onnx.GraphProto, c: _Rewrite, node: onnx.NodePr
     return name + "_piece"
 
 
+def _exporter(model: Model) -> str:
+    """Which tool exported the model: "pytorch", "paddle", "tensorflow" or "" (producer_name, and
+    paddle2onnx's dimension names ``p2o.DynamicDimension.N`` when it left producer_name empty)."""
+    producer = (model.producer_name or "").lower()
+    if "pytorch" in producer or producer == "torch":
+        return "pytorch"
+    if "paddle" in producer or any(isinstance(d, str) and d.startswith("p2o.")
+                                   for t in (*model.graph.inputs, *model.graph.outputs) for d in t.shape or []):
+        return "paddle"
+    if "tf2onnx" in producer or "keras2onnx" in producer or "tensorflow" in producer:
+        return "tensorflow"
+    return ""
+
+
+def _reexport(model: Model) -> str:
+    """How to re-export the model with a dynamic batch, in the words of the tool that made it."""
+    how = {
+        "pytorch": " (torch.onnx.export(..., dynamic_axes=...) or dynamic_shapes=...)",
+        "paddle": " (paddle2onnx from a Paddle model saved with a batch of None in its InputSpec, "
+                  "e.g. paddle.static.InputSpec(shape=[None, 3, 48, -1]))",
+        "tensorflow": " (tf2onnx with a None batch in the model's input signature, or --inputs name:0[-1,...])",
+    }.get(_exporter(model), " from the framework that made it")
+    return f"re-export the model with a dynamic batch axis{how}"
+
+
 def _dims_lookup(inferred: Inferred):
     tensors = inferred.tensors()
     return lambda name: inferred.dims(tensors.get(name))
@@ -608,8 +639,7 @@ def _check_batch_kept(model: Model, chosen: list[gs.Tensor], dims, batch: str, o
                 f"cannot make the batch dynamic: Reshape '{node.name}' folds the batch of "
                 f"'{node.inputs[0].name}' (shape {_fmt(data, batch)}) into a fixed shape "
                 f"{_fmt(out, batch)}",
-                hint="the model mixes samples of the batch there; re-export it with a dynamic batch axis, "
-                     "or keep the batch fixed",
+                hint=f"the model mixes samples of the batch there; {_reexport(model)}, or keep the batch fixed",
             )
     for t in chosen:
         if any(t is o for o in model.graph.outputs):
@@ -621,8 +651,8 @@ def _check_batch_kept(model: Model, chosen: list[gs.Tensor], dims, batch: str, o
                     f"cannot make the batch dynamic: graph output '{t.name}'{by} keeps the fixed first "
                     f"dimension {out[0]} however large the batch is: something before it hard-codes the batch "
                     f"{old} in a way set_batch does not rewrite (e.g. a Slice or Gather along the batch)",
-                    hint="re-export the model with a dynamic batch axis, or leave this output out of "
-                         "'outputs' if its first dimension is not the batch",
+                    hint=f"{_reexport(model)}, or leave this output out of 'outputs' if its first dimension "
+                         "is not the batch",
                 )
 
 
