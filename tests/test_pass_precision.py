@@ -96,8 +96,8 @@ def test_converts_computation_and_keeps_typed_inputs_and_the_interface():
         ("Relu", ["x_fp16"], ["r"]),
         ("Constant", [], ["scales"]),
         ("Resize", ["r", "", "scales"], ["up"]),
-        ("Mul", ["up", "w"], ["y_fp16"]),
-        ("Cast", ["y_fp16"], ["y"], F32),
+        ("Cast", ["up"], ["up_fp32"], F32),  # w holds 70000: its Mul stays float32, w too
+        ("Mul", ["up_fp32", "w"], ["y"]),
         ("Shape", ["x"], ["shape"]),
         ("ConstantOfShape", ["shape"], ["half"]),
         ("Add", ["r", "half"], ["s"]),
@@ -109,29 +109,31 @@ def test_converts_computation_and_keeps_typed_inputs_and_the_interface():
     half = after.graph.node[7].attribute[0].t
     assert (half.data_type, onnx.numpy_helper.to_array(half).tolist()) == (F16, [0.5])
     # Tensors the input declared (and the new ones) carry their new types; the rest stay undeclared.
-    assert types(after) == {"x": F32, "y": F32, "c": F32, "w": F16, "x_fp16": F16, "y_fp16": F16,
+    assert types(after) == {"x": F32, "y": F32, "c": F32, "w": F32, "x_fp16": F16, "up_fp32": F32,
                             "s_fp32": F32}
-    assert onnx.numpy_helper.to_array(after.graph.initializer[0]).ravel().tolist() == [2.0, 65504.0]
+    assert onnx.numpy_helper.to_array(after.graph.initializer[0]).ravel().tolist() == [2.0, 70000.0]
     assert report.summary() == ("step 1 (to_fp16): added 3 nodes (Cast x3); rewired 3 nodes; "
-                                "changed attributes of 1 node; changed values of 1 constant")
+                                "changed attributes of 1 node")
     assert report.notes == [
-        "5 node(s) now compute in float16",
-        "kept in float32: CumSum: a running sum accumulates float16 rounding errors along the axis x1",
-        "clamped 1 constant value(s) beyond float16's range to +-65504",
+        "4 node(s) now compute in float16",
+        "kept in float32: values float16 cannot hold x1; "
+        "CumSum: a running sum accumulates float16 rounding errors along the axis x1",
+        "kept in float32: an unnamed Mul node: constant input 'w' reaches 7e+04, beyond float16's 65504",
+        "activations measured in onnxruntime on random inputs: x [1, 2, 4, 4]",
     ]
+    assert report.details["kept_for_values"] == [
+        {"node": "", "label": "an unnamed Mul node", "op": "Mul", "kind": "constant", "name": "w",
+         "max_abs": 70000.0, "why": "constant input 'w' reaches 7e+04, beyond float16's 65504"}]
     onnx.checker.check_model(after, full_check=True)
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)}
-    want, got = run(proto, feeds), run(after, feeds)
-    np.testing.assert_allclose(got["c"], want["c"], rtol=1e-2, atol=1e-2)
-    np.testing.assert_allclose(got["y"][:, 0], want["y"][:, 0], rtol=1e-2, atol=1e-2)
-    np.testing.assert_allclose(got["y"][:, 1], want["y"][:, 1] * 65504 / 70000, rtol=1e-2, atol=1e-2)
+    assert_close_fp16(proto, after, feeds)  # 70000 is not clamped: the output keeps its values
 
 
 def test_float16_interface():
     model = surgeon.load(small())
     fp16(model, keep_io_types=False, op_block_list=[])
     after = to_proto(model)
-    assert [n.op_type for n in after.graph.node] == ["Relu", "Constant", "Resize", "Mul", "Shape",
+    assert [n.op_type for n in after.graph.node] == ["Relu", "Constant", "Resize", "Cast", "Mul", "Cast", "Shape",
                                                      "ConstantOfShape", "Add", "Constant", "CumSum"]
     assert {k: types(after)[k] for k in ("x", "y", "c")} == {"x": F16, "y": F16, "c": F16}
     onnx.checker.check_model(after, full_check=True)
@@ -148,7 +150,7 @@ def test_tiny_constants_stay_nonzero_and_constant_nodes_follow_their_readers():
         }""")
     proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"))
     model = surgeon.load(proto)
-    report = fp16(model)
+    report = fp16(model, max_constant_error=100.0)  # 1e-9 becomes 6e-08 (an error of 59): allowed here
     after = to_proto(model)
     by_output = {n.output[0]: n for n in after.graph.node}
     eps = by_output["eps"].attribute[0]
@@ -158,6 +160,82 @@ def test_tiny_constants_stay_nonzero_and_constant_nodes_follow_their_readers():
            "(keeps epsilons nonzero)" in report.notes
     x = np.zeros(3, np.float32)
     assert np.isfinite(run(after, {"x": x})["y"]).all()  # 0 / (0 + eps): an epsilon flushed to 0 would give NaN
+
+
+def test_an_epsilon_float16_cannot_hold_keeps_its_node_in_float32():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[3] x) => (float[3] y) {
+          eps = Constant <value_float: float = 1e-9> ()
+          d = Add (x, eps)
+          y = Div (x, d)
+        }""")
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    assert structure(after.graph) == [
+        ("Cast", ["x"], ["x_fp16"], F16), ("Constant", [], ["eps"]), ("Add", ["x", "eps"], ["d"]),
+        ("Cast", ["d"], ["d_fp16"], F16), ("Div", ["x_fp16", "d_fp16"], ["y_fp16"]), ("Cast", ["y_fp16"], ["y"], F32)]
+    assert report.notes[2] == ("kept in float32: an unnamed Add node: constant input 'eps' (largest magnitude "
+                               "1e-09) would change by 1e+02 % in float16 (relative error 1 > max_constant_error "
+                               "0.01)")
+    feeds = {"x": np.array([0.0, 1.0, -2.0], np.float32)}
+    assert_close_fp16(proto, after, feeds)
+
+
+# x * 100 * 1000 reaches about 3e5 on standard-normal inputs: beyond float16 (65504), though every constant fits.
+OVERFLOW = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[1, 3, 8, 8] x) => (float[1, 3, 8, 8] y) {
+  a = Mul (x, k100)
+  b = Mul (a, k1000)
+  c = Relu (b)
+  y = Mul (c, k1m)
+}"""
+
+
+def overflow() -> onnx.ModelProto:
+    proto = onnx.parser.parse_model(OVERFLOW)
+    names = iter(["scale", "big", "back"])
+    for node in proto.graph.node:
+        if node.op_type == "Mul":
+            node.name = next(names)
+    for name, value in (("k100", 100.0), ("k1000", 1000.0), ("k1m", 1e-3)):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, np.float32), name))
+    return proto
+
+
+def test_activations_beyond_the_limit_keep_their_nodes_in_float32():
+    proto = overflow()
+    feeds = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    # 'scale' writes ~350 (float16); 'big' writes ~1e5 and Relu and 'back' read it: float32.
+    assert structure(after.graph) == [
+        ("Cast", ["x"], ["x_fp16"], F16), ("Mul", ["x_fp16", "k100"], ["a"]), ("Cast", ["a"], ["a_fp32"], F32),
+        ("Mul", ["a_fp32", "k1000"], ["b"]), ("Relu", ["b"], ["c"]), ("Mul", ["c", "k1m"], ["y"])]
+    # The sample run's input: seeded standard-normal noise (surgeon.io.activations.sample_inputs, seed 0).
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    b = x * np.float32(100) * np.float32(1000)
+    peak_b, peak_c = float(np.abs(b).max()), float(np.maximum(b, 0).max())
+    assert 65504 < peak_c <= peak_b
+    assert report.notes[1:-1] == [
+        "kept in float32: values float16 cannot hold x3",
+        f"kept in float32: node 'big' (Mul): output 'b' reaches {peak_b:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"kept in float32: an unnamed Relu node: output 'c' reaches {peak_c:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"kept in float32: node 'back' (Mul): input 'c' reaches {peak_c:.4g} in the sample run "
+        "(activation_limit 16384)",
+    ]
+    assert sorted((k["label"], k["name"]) for k in report.details["kept_for_values"]) == [
+        ("an unnamed Relu node", "c"), ("node 'back' (Mul)", "c"), ("node 'big' (Mul)", "b")]
+    assert_close_fp16(proto, after, feeds)
+    # Without the check all three compute in float16, where 'b' overflows (onnxruntime's CPU provider
+    # hides it by computing Mul in float32 behind the scenes; GPUs do not).
+    unchecked = surgeon.load(proto)
+    report = fp16(unchecked, check_activations=False)
+    assert report.details["kept_for_values"] == [] and "activations_checked" not in report.details
+    assert [n.op_type for n in to_proto(unchecked).graph.node] == ["Cast", "Mul", "Mul", "Relu", "Mul", "Cast"]
 
 
 # -- real models -------------------------------------------------------------------------------------------
@@ -230,7 +308,7 @@ def test_local_function_calls_stay_float32():
         ("Fn", ["a_fp32"], ["b"]), ("Cast", ["b"], ["b_fp16"], F16), ("Sigmoid", ["b_fp16"], ["y_fp16"]),
         ("Cast", ["y_fp16"], ["y"], F32)]
     assert after.functions[0].SerializeToString() == proto.functions[0].SerializeToString()
-    assert report.notes[1:] == ["kept in float32: local function: pkg::Fn x1",
+    assert report.notes[1:-1] == ["kept in float32: local function: pkg::Fn x1",
                                 "1 local function(s) not converted (run inline_functions first to convert them)"]
     feeds = {"x": np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)}
     assert_close_fp16(proto, after, feeds)
@@ -251,10 +329,12 @@ def test_external_weights(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["silero_vad.onnx", "silero_vad_16k_op15.onnx"])
-def test_control_flow_bodies_compute_in_float16(name):
+def test_control_flow_bodies_compute_in_float16(name, tmp_path):
     path = real_model(name)  # silero_vad.onnx: 684 of its 689 nodes in If branches, nested 4 deep
     model = surgeon.load(path)
-    report = fp16(model, keep_io_types=False)
+    samples = tmp_path / "silero.npz"  # random noise of 64 samples is too short for its STFT
+    np.savez(samples, **silero_inputs(seed=5))
+    report = fp16(model, keep_io_types=False, inputs=str(samples))
     after = to_proto(model)
     onnx.checker.check_model(after, full_check=True)
     # Every node that computes a float value now does it in float16, in every body; the others are
@@ -263,7 +343,9 @@ def test_control_flow_bodies_compute_in_float16(name):
     assert kinds[F32] == 0 and kinds[F16] > 0.35 * sum(kinds.values())
     assert kinds[F16] == report.details["float16_nodes"] > report.details["float16_nodes_in_subgraphs"] > 80
     assert report.notes == [f"{report.details['float16_nodes']} node(s) now compute in float16 "
-                            f"({report.details['float16_nodes_in_subgraphs']} inside If/Loop/Scan bodies)"]
+                            f"({report.details['float16_nodes_in_subgraphs']} inside If/Loop/Scan bodies)",
+                            f"activations measured in onnxruntime on the inputs of {samples}: "
+                            "input [1, 512], state [2, 1, 128], sr []"]
     for seed in (0, 1):
         assert_close_fp16(path, after, silero_inputs(seed=seed), cast_inputs=True)
 
@@ -377,7 +459,7 @@ def test_body_boundaries_keep_one_type():
         ("cout", onnx.TensorProto.BOOL), ("vout_fp16", F16), ("sc", F16)]
     assert [(t.name, t.data_type) for t in body.initializer] == [("w", F16)]
     assert body.node[1].attribute[0].t.data_type == F16
-    assert report.notes == ["6 node(s) now compute in float16 (4 inside If/Loop/Scan bodies)",
+    assert report.notes[:-1] == ["6 node(s) now compute in float16 (4 inside If/Loop/Scan bodies)",
                             "kept in float32: CumSum: a running sum accumulates float16 rounding errors along "
                             "the axis x3"]
     onnx.checker.check_model(after, full_check=True)

@@ -129,6 +129,7 @@ def activation_peaks(model: Model, names: Iterable[str],
     wanted = [n for n in names if n not in graph_inputs]
     proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in declared)
     opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = False
     opts.log_severity_level = 4  # onnxruntime's own error lines never reach the terminal: the error says it
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # tensors as the graph has them
     if model.base_dir is not None:

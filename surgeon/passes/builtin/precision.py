@@ -13,6 +13,7 @@ bodies are converted too, keeping one type per value across a body boundary.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -25,7 +26,7 @@ from onnx_graphsurgeon.ir.tensor import LazyValues
 from surgeon.errors import PassError, SurgeonError, suggestion_hint
 from surgeon.graph.constants import const_array, const_nbytes, const_pieces
 from surgeon.graph.edit import replace_uses
-from surgeon.graph.names import Namer
+from surgeon.graph.names import Namer, node_label
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.activations import ActivationRunError, activation_peaks, load_inputs, sample_inputs
 from surgeon.io.external import Spill
@@ -77,6 +78,7 @@ DEFAULT_OP_BLOCK_LIST.update({op: "float16 rounding can flip the comparison (int
 
 F16, F32 = "float16", "float32"
 _PIECE = 4 << 20  # elements converted at a time (16 MiB of float32)
+_STATS_PIECE = 1 << 20  # elements checked at a time (4 MiB of float32, a few temporaries of that size)
 _RESULTS_OF_ATTRIBUTE = ("Constant", "ConstantOfShape", "Cast")
 
 
@@ -211,8 +213,9 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
     _check_lists(model, op_block_list, node_block_list)
     result = PassResult()
     peaks: dict[str, float] = {}
+    measured: list[str] = []  # what the activation run says goes last in the notes
     if check_activations and _has_float32_computation(model):
-        peaks = _measure(model, inputs, result)
+        peaks = _measure(model, inputs, result, measured)
     if fold_batchnorm:
         folded = call_pass(model, "fuse", patterns=["conv_bn"], allow_missing=True).details["fused"]
         if folded.get("conv_bn"):
@@ -226,7 +229,21 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
         return result
     plan.convert_values()
     plan.apply(result)
+    result.notes += measured
     return result
+
+
+def _unreadable(label: str, exc: Exception) -> PassError:
+    return PassError(f"cannot convert {label} to float16: its values cannot be read ({exc})",
+                     hint="the model may have been saved without its weights; convert the model that has them")
+
+
+def _readable(label: str, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """``pieces``, turning a failure to read them into the error that names the constant."""
+    try:
+        yield from pieces
+    except Exception as exc:  # e.g. weightless models (TRT_WEIGHTLESS) keep shapes without data
+        raise _unreadable(label, exc) from exc
 
 
 def _has_float32_computation(model: Model) -> bool:
@@ -234,21 +251,30 @@ def _has_float32_computation(model: Model) -> bool:
                for t in list(g.inputs) + [t for n in g.nodes for t in n.outputs] if _is_plain_tensor(t))
 
 
-def _measure(model: Model, inputs: str | None, result: PassResult) -> dict[str, float]:
+def _measure(model: Model, inputs: str | None, result: PassResult, notes: list[str]) -> dict[str, float]:
     """Largest magnitude of every main-graph float tensor on the sample inputs (the model is not changed).
 
     Given inputs that cannot be read or run are an error; when onnxruntime cannot run the model on
     random inputs (a custom op, a shape the random inputs miss), a note says the activations were not
     checked and only constants and attributes are."""
     graph = model.graph
-    names = [t.name for n in graph.nodes if n.op not in ("Constant", "ConstantOfShape") for t in n.outputs
-             if _is_plain_tensor(t) and not t.is_empty() and (t.dtype is None or _is_float32(t.dtype))]
+    # Tensors computed from constants alone (Transpose(W), weights dequantized...) are weight-sized and would
+    # all be held at once; they are left out (fold_constants first makes them constants that rule 3 checks).
+    constant = {id(t) for t in graph.tensors().values() if isinstance(t, gs.Constant)}
+    names = []
+    for n in graph.nodes:
+        outputs = [t for t in n.outputs if not t.is_empty()]
+        if all(id(t) in constant for t in n.inputs if not t.is_empty()) and not any(True for _ in subgraphs_of(n)) \
+                and n.op not in ("RandomNormal", "RandomUniform"):
+            constant.update(id(t) for t in outputs)
+            continue
+        names += [t.name for t in outputs if _is_plain_tensor(t) and (t.dtype is None or _is_float32(t.dtype))]
     names += [t.name for t in graph.inputs if _is_float32(t.dtype)]
     try:
         peaks, feeds = activation_peaks(model, names, load_inputs(inputs) if inputs is not None else None)
     except (ActivationRunError, SurgeonError) as exc:
         if inputs is None and isinstance(exc, ActivationRunError):
-            result.notes.append(f"activations NOT checked (only constants and attributes): {exc.message}; "
+            notes.append(f"activations NOT checked (only constants and attributes): {exc.message}; "
                                 "give inputs: <file.npz> that the model accepts, or set check_activations: false")
             result.details["activations_checked"] = False
             return {}
@@ -256,8 +282,8 @@ def _measure(model: Model, inputs: str | None, result: PassResult) -> dict[str, 
                         hint=(exc.hint + "; or " if exc.hint else "") + "set check_activations: false to check "
                         "only constants and attributes") from None
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-    source = f"from {inputs}" if inputs is not None else "random"
-    result.notes.append(f"activations measured in onnxruntime on {source} inputs {shapes}")
+    source = f"the inputs of {inputs}" if inputs is not None else "random inputs"
+    notes.append(f"activations measured in onnxruntime on {source}: {shapes}")
     result.details["activations_checked"] = True
     result.details["sample_inputs"] = {k: list(v.shape) for k, v in feeds.items()}
     return peaks
@@ -414,9 +440,9 @@ class _Plan:
             return _Decision(False, "node_block_list")
         if n.op in self.blocked_ops:
             return _Decision(False, f"{n.op}: {self.blocked_ops[n.op]}")
-        if self.limits.hot and self.graph_of[id(n)] is self.graph and self._hot(n):
-            return _Decision(False, VALUES_REASON)
         if bodies:
+            if self._hot(n):
+                return _Decision(False, VALUES_REASON)
             return self._control_flow(n, schema)
         if schema is None:
             kind = "local function" if any(f.name == n.op and (f.domain or "") == node_domain(n)
@@ -428,19 +454,21 @@ class _Plan:
             # Cast and the shape readers take any type; the others' outputs follow their readers (_home).
             return _Decision(True)
         decision = self._bind(n, schema)
-        if decision.convert and self._unsafe_values(n, decision):
+        if decision.convert and (self._unsafe_values(n, decision) or self._hot(n)):
             return _Decision(False, VALUES_REASON)
         return decision
 
     # -- values float16 cannot hold ---------------------------------------------------------
 
     def _keep(self, n: gs.Node, kind: str, name: str, magnitude: float, why: str) -> bool:
-        self.kept_values[id(n)] = {"node": n.name, "op": n.op, "kind": kind, "name": name,
+        self.kept_values[id(n)] = {"node": n.name, "label": node_label(n), "op": n.op, "kind": kind, "name": name,
                                    "max_abs": magnitude, "why": why}
         return True
 
     def _hot(self, n: gs.Node) -> bool:
         """Whether a tensor ``n`` reads or writes reached the activation limit in the sample run."""
+        if not self.limits.hot or self.graph_of[id(n)] is not self.graph:
+            return False
         for side, tensors in (("output", n.outputs), ("input", n.inputs)):
             for t in tensors:
                 peak = self.limits.hot.get(t.name) if not isinstance(t, gs.Constant) else None
@@ -465,9 +493,9 @@ class _Plan:
                                   f"constant input '{t.name}' reaches {magnitude:.4g}, beyond float16's 65504")
             if error > self.limits.max_constant_error:
                 return self._keep(n, "constant", t.name, magnitude,
-                                  f"constant input '{t.name}' (largest magnitude {magnitude:.3g}) would lose "
-                                  f"{error:.2g} to float16 rounding (max_constant_error "
-                                  f"{self.limits.max_constant_error:g})")
+                                  f"constant input '{t.name}' (largest magnitude {magnitude:.3g}) would change "
+                                  f"by {100 * error:.2g} % in float16 (relative error {error:.2g} > "
+                                  f"max_constant_error {self.limits.max_constant_error:g})")
         for key, value in n.attrs.items():
             values = value if isinstance(value, (list, tuple)) else [value]
             floats = [abs(v) for v in values if isinstance(v, float)]
@@ -484,38 +512,46 @@ class _Plan:
         key = id(t)
         if key in self.constant_stats:
             return self.constant_stats[key]
-        pieces = self._constant_pieces(t)
+        found = self._constant_pieces(t)
         stats = None
-        if pieces is not None:
+        if found is not None:
+            label, pieces = found
             top = norm = error = 0.0
-            for piece in pieces:
+            for piece in _readable(label, pieces):
                 x = np.asarray(piece, dtype=np.float32).reshape(-1)
                 a = np.abs(x)
-                x = x[np.isfinite(x) & (a < SENTINEL)]
+                counted = np.isfinite(a) & (a < SENTINEL)
+                if not counted.all():
+                    x, a = x[counted], a[counted]
                 if not x.size:
                     continue
-                a = np.abs(x)
                 top = max(top, float(a.max()))
-                fits = x[a <= FLOAT16_MAX]  # the others count by magnitude
-                norm += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
-                diff = fits.astype(np.float16).astype(np.float64) - fits
-                error += float(np.dot(diff, diff))
+                with np.errstate(over="ignore"):
+                    rounded = x.astype(np.float16).astype(np.float32)
+                beyond = a > FLOAT16_MAX  # counted by magnitude, not as an infinite error
+                if beyond.any():
+                    rounded[beyond] = x[beyond]
+                rounded -= x
+                norm += float(np.dot(x, x))
+                error += float(np.dot(rounded, rounded))
             stats = (top, float(np.sqrt(error / norm)) if norm > 0 else 0.0)
         self.constant_stats[key] = stats
         return stats
 
-    def _constant_pieces(self, t: gs.Tensor):
+    def _constant_pieces(self, t: gs.Tensor) -> tuple[str, Iterable[np.ndarray]] | None:
+        """(label, float32 values piece by piece) of an initializer or Constant/ConstantOfShape output."""
         if isinstance(t, gs.Constant):
-            return const_pieces(t, _PIECE) if _is_float32(t.dtype) else None
+            return (f"initializer '{t.name}'", const_pieces(t, _STATS_PIECE)) if _is_float32(t.dtype) else None
         producer = t.inputs[0] if isinstance(t, gs.Variable) and len(t.inputs) == 1 else None
         if producer is None or producer.op not in ("Constant", "ConstantOfShape"):
             return None
+        label = f"the value of {producer.op} node '{producer.name or t.name}'"
         value = producer.attrs.get("value")
         if isinstance(value, gs.Constant):
-            return const_pieces(value, _PIECE) if _is_float32(value.dtype) else None
+            return (label, const_pieces(value, _STATS_PIECE)) if _is_float32(value.dtype) else None
         for key in ("value_float", "value_floats"):
             if key in producer.attrs:
-                return [np.array(producer.attrs[key], np.float32)]
+                return label, [np.array(producer.attrs[key], np.float32)]
         return None
 
     def _boundary(self, n: gs.Node) -> list[tuple[bool, int | None, list[gs.Tensor], list[int], int | None]] | None:
@@ -872,10 +908,7 @@ class _Plan:
             try:
                 self.values16[id(t)] = self._convert(source)
             except Exception as exc:  # e.g. weightless models (TRT_WEIGHTLESS) keep shapes without data
-                raise PassError(
-                    f"cannot convert {label} to float16: its values cannot be read ({exc})",
-                    hint="the model may have been saved without its weights; convert the model that has them",
-                ) from exc
+                raise _unreadable(label, exc) from exc
 
     def _convert(self, source: gs.Constant) -> np.ndarray | LazyValues:
         """``source``'s values in float16. A large one is read, converted and written to the
@@ -938,11 +971,11 @@ class _Plan:
             result.notes.append("kept in float32: " + "; ".join(f"{reason} x{k}" for reason, k in kept.items()))
         if stats["clamped"]:
             result.notes.append(f"clamped {stats['clamped']} constant value(s) beyond float16's range to +-65504")
-        kept = sorted(self.kept_values.values(), key=lambda k: (k["kind"], -k["max_abs"]))
-        for k in kept[:MAX_NOTED_NODES]:
-            result.notes.append(f"kept in float32: {k['op']} '{k['node']}': {k['why']}")
-        if len(kept) > MAX_NOTED_NODES:
-            result.notes.append(f"... and {len(kept) - MAX_NOTED_NODES} more node(s) kept in float32 for their "
+        by_values = sorted(self.kept_values.values(), key=lambda k: (k["kind"], -k["max_abs"]))
+        for k in by_values[:MAX_NOTED_NODES]:
+            result.notes.append(f"kept in float32: {k['label']}: {k['why']}")
+        if len(by_values) > MAX_NOTED_NODES:
+            result.notes.append(f"... and {len(by_values) - MAX_NOTED_NODES} more node(s) kept in float32 for their "
                                 "values (details.kept_for_values lists all)")
         if stats["raised"]:
             result.notes.append(f"set {stats['raised']} nonzero constant value(s) below float16's smallest "
@@ -953,4 +986,4 @@ class _Plan:
         result.details = result.details | {"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
                           "kept_float32": kept, "constants_converted": stats["constants"],
                           "clamped": stats["clamped"], "raised_tiny": stats["raised"],
-                          "kept_for_values": kept}
+                          "kept_for_values": by_values}
