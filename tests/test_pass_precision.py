@@ -8,9 +8,10 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx.shape_inference
 import pytest
-from util import POLYGRAPHY, RECIPES, random_inputs, real_model, run, silero_inputs
+from util import POLYGRAPHY, RECIPES, ocr_inputs, random_inputs, real_model, real_model_names, run, silero_inputs
 
 import surgeon
+from surgeon.io.activations import sample_inputs
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
 from surgeon.passes.runner import run_step
@@ -605,3 +606,180 @@ def test_sequences_keep_their_element_type():
                                "SequenceAt: sequence, map or optional values x1")
     onnx.checker.check_model(after, full_check=True)
     assert_close_fp16(proto, after, {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)})
+
+
+# -- values float16 cannot hold: real models, folding, inputs ----------------------------------------------
+
+
+def det_inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    """Feeds for ch_PP-OCRv4_det_infer.onnx: a normalized 640x640 image (its own preprocessing gives about -2..2)."""
+    return {"x": np.random.default_rng(seed).uniform(-2, 2, (1, 3, 640, 640)).astype(np.float32)}
+
+
+def test_ocr_detector_keeps_its_huge_batchnorm_in_float32():
+    path = real_model("ch_PP-OCRv4_det_infer.onnx")  # a BatchNormalization variance of 9.79e7
+    model = surgeon.load(path)
+    report = fp16(model)
+    after = to_proto(model)
+    assert report.notes == [
+        "661 node(s) now compute in float16",
+        "kept in float32: values float16 cannot hold x1",
+        "kept in float32: node 'p2o.BatchNormalization.1' (BatchNormalization): constant input "
+        "'batch_norm_0.w_2' reaches 9.79e+07, beyond float16's 65504",
+        "set 3926 nonzero constant value(s) below float16's smallest subnormal to +-6e-08 instead of 0 "
+        "(keeps epsilons nonzero)",
+        "activations measured in onnxruntime on random inputs: x [1, 3, 224, 224]",
+    ]
+    bn = next(n for n in after.graph.node if n.name == "p2o.BatchNormalization.1")
+    assert {types(after).get(i, F32) for i in bn.input} == {F32}
+    for seed in (0, 1):
+        feeds = det_inputs(seed)
+        want, got = run(path, feeds)["sigmoid_0.tmp_0"], run(after, feeds)["sigmoid_0.tmp_0"]
+        assert np.abs(got - want).max() < 1e-2
+        assert np.mean((got > 0.3) != (want > 0.3)) < 1e-4  # clamping the variance flipped 58 % of the pixels
+
+
+def test_batchnorm_is_folded_into_conv_first():
+    path = real_model("model_keepbn.onnx")  # Conv -> BatchNormalization -> Relu, twice
+    model = surgeon.load(path)
+    report = fp16(model)
+    after = to_proto(model)
+    assert [n.op_type for n in after.graph.node] == ["Cast", "Conv", "Relu", "Conv", "Relu", "Cast"]
+    assert report.notes[0] == "folded 2 BatchNormalization node(s) into the Conv before them"
+    assert_close_fp16(path, after, random_inputs(path))
+    kept = surgeon.load(path)
+    fp16(kept, fold_batchnorm=False)
+    assert [n.op_type for n in to_proto(kept).graph.node].count("BatchNormalization") == 2
+
+
+def test_given_inputs_find_what_random_ones_miss(tmp_path):
+    # x * 100: random inputs (|x| < 5) stay below 16384; these images in 0..255 reach 25500.
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[1, 3, 4, 4] x) => (float[1, 3, 4, 4] y, float[1, 3, 4, 4] z) {
+          k = Constant <value_float: float = 100.0> ()
+          a = Mul (x, k)
+          y = Relu (a)
+          z = Sigmoid (x)
+        }""")
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 4, 4)).astype(np.float32)
+    samples = tmp_path / "images.npz"
+    np.savez(samples, x=pixels)
+    random = surgeon.load(proto)
+    assert fp16(random).details["kept_for_values"] == []
+    model = surgeon.load(proto)
+    report = fp16(model, inputs=str(samples))
+    peak = float(pixels.max()) * 100
+    assert report.notes[2:] == [
+        f"kept in float32: an unnamed Mul node: output 'a' reaches {peak:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"kept in float32: an unnamed Relu node: output 'y' reaches {peak:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"activations measured in onnxruntime on the inputs of {samples}: x [1, 3, 4, 4]"]
+    assert report.details["sample_inputs"] == {"x": [1, 3, 4, 4]}
+    assert_close_fp16(proto, to_proto(model), {"x": pixels})
+    only_big = surgeon.load(onnx.parser.parse_model(ONLY_BIG))
+    report = fp16(only_big, inputs=str(samples))
+    assert report.notes[0] == "nothing to convert: every float32 node stays float32"
+    assert [k["name"] for k in report.details["kept_for_values"]] == ["a", "y"]
+
+
+ONLY_BIG = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[1, 3, 4, 4] x) => (float[1, 3, 4, 4] y) {
+  k = Constant <value_float: float = 100.0> ()
+  a = Mul (x, k)
+  y = Relu (a)
+}"""
+
+
+def test_attribute_beyond_float16_keeps_its_node_in_float32():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[4] x) => (float[4] y) {
+          a = Relu (x)
+          y = LeakyRelu <alpha: float = 100000.0> (a)
+        }""")
+    model = surgeon.load(proto)
+    report = fp16(model, check_activations=False)
+    assert report.notes == ["1 node(s) now compute in float16",
+                            "kept in float32: values float16 cannot hold x1",
+                            "kept in float32: an unnamed LeakyRelu node: attribute alpha = 1e+05 is beyond "
+                            "float16's 65504"]
+    assert_close_fp16(proto, to_proto(model), {"x": np.array([-1.0, 0.5, -0.25, 2.0], np.float32)})
+
+
+def test_float32_extremes_are_bounds_and_are_clamped():
+    # -3.4e38 (float32's lowest) is "no lower bound": clamped to -65504 it means the same in float16.
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[4] x) => (float[4] y) {
+          lo = Constant <value_float: float = -3.4028234e38> ()
+          y = Max (x, lo)
+        }""")
+    model = surgeon.load(proto)
+    report = fp16(model, check_activations=False)
+    assert report.notes == ["2 node(s) now compute in float16",  # the Constant node and Max
+                            "clamped 1 constant value(s) beyond float16's range to +-65504"]
+    assert_close_fp16(proto, to_proto(model), {"x": np.array([-1.0, 0.5, -60000.0, 2.0], np.float32)})
+
+
+def test_custom_op_model_says_its_activations_were_not_checked():
+    report = fp16(surgeon.load(real_model("model_foo.onnx")))
+    assert report.notes[-1] == (
+        "activations NOT checked (only constants and attributes): onnxruntime cannot load the float32 model: "
+        "[ONNXRuntimeError] : 1 : FAIL : Fatal error: devtech:FooOp(-1) is not a registered function/op "
+        "(onnxruntime cannot run custom ops without their library; check_activations: false skips the run)")
+    assert report.details["activations_checked"] is False
+
+
+def test_missing_inputs_file(tmp_path):
+    assert error_of(surgeon.load(real_model("model.onnx")), inputs=str(tmp_path / "nope.npz")) == (
+        f"error: step 1 (to_fp16): cannot measure the activations for float16: sample inputs not found: "
+        f"{tmp_path / 'nope.npz'}\n"
+        "  hint: check the path of the .npz file; or set check_activations: false to check only constants "
+        "and attributes")
+
+
+def test_inputs_file_without_an_input(tmp_path):
+    samples = tmp_path / "wrong.npz"
+    np.savez(samples, image=np.zeros((1, 3, 32, 32), np.float32))
+    assert error_of(surgeon.load(real_model("model.onnx")), inputs=str(samples)) == (
+        "error: step 1 (to_fp16): cannot measure the activations for float16: the sample inputs have no array "
+        "for input(s) input\n"
+        "  hint: the .npz file must hold every graph input, by name: input; or set check_activations: false "
+        "to check only constants and attributes")
+
+
+def test_inputs_the_model_rejects(tmp_path):
+    samples = tmp_path / "small.npz"
+    np.savez(samples, input=np.zeros((1, 3, 2, 2), np.float32))
+    message = error_of(surgeon.load(real_model("model.onnx")), inputs=str(samples))
+    assert message.startswith("error: step 1 (to_fp16): cannot measure the activations for float16: onnxruntime "
+                              "cannot run the float32 model on the sample inputs (input [1, 3, 2, 2]): ")
+    assert message.endswith("\n  hint: give sample inputs the model accepts as a .npz file (inputs: <file.npz>); "
+                            "or set check_activations: false to check only constants and attributes")
+
+
+# Inputs the models' own code gives, where random ones (or their shapes) miss.
+OWN_INPUTS = {"ch_PP-OCRv4_det_infer.onnx": det_inputs, "ch_PP-OCRv4_rec_infer.onnx": ocr_inputs,
+              "silero_vad.onnx": silero_inputs, "silero_vad_16k_op15.onnx": silero_inputs}
+
+
+@pytest.mark.parametrize("name", real_model_names())
+def test_every_real_model_is_within_float16_tolerance_or_says_why_not(name, tmp_path):
+    path = real_model(name)
+    model = surgeon.load(path)
+    make = OWN_INPUTS.get(name)
+    feeds = make(seed=0) if make else sample_inputs(model.graph.inputs, seed=7)
+    try:
+        run(path, feeds)
+    except Exception as exc:  # custom ops, models that are invalid on purpose (Polygraphy's)
+        pytest.skip(f"onnxruntime cannot run the float32 model: {type(exc).__name__}")
+    params = {}
+    if make:
+        np.savez(tmp_path / "samples.npz", **make(seed=1))
+        params["inputs"] = str(tmp_path / "samples.npz")
+    report = fp16(model, **params)
+    checked = report.details.get("activations_checked")
+    assert checked in (True, None), report.notes  # None: nothing in float32 to measure
+    kept = report.details.get("kept_for_values", [])
+    noted = [n for n in report.notes if n.startswith("kept in float32: ") and "': " in n]
+    assert len(noted) == min(len(kept), 20) and all(k["why"] in " ".join(noted) for k in kept[:20])
+    assert_close_fp16(path, to_proto(model), feeds)

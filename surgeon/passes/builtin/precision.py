@@ -225,7 +225,10 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
                  _Limits(max_constant_error, activation_limit, hot))
     plan.decide()
     if not plan.changes():
-        result.notes.append("nothing to convert: no float32 computation or constant would change")
+        result.notes.append("nothing to convert: no float32 computation or constant would change" if not
+                            plan.kept_values else "nothing to convert: every float32 node stays float32")
+        plan.report_values(result)
+        result.notes += measured
         return result
     plan.convert_values()
     plan.apply(result)
@@ -274,8 +277,8 @@ def _measure(model: Model, inputs: str | None, result: PassResult, notes: list[s
         peaks, feeds = activation_peaks(model, names, load_inputs(inputs) if inputs is not None else None)
     except (ActivationRunError, SurgeonError) as exc:
         if inputs is None and isinstance(exc, ActivationRunError):
-            notes.append(f"activations NOT checked (only constants and attributes): {exc.message}; "
-                                "give inputs: <file.npz> that the model accepts, or set check_activations: false")
+            notes.append(f"activations NOT checked (only constants and attributes): {exc.message} ({exc.hint}; "
+                         "check_activations: false skips the run)")
             result.details["activations_checked"] = False
             return {}
         raise PassError(f"cannot measure the activations for float16: {exc.message}",
@@ -963,6 +966,16 @@ class _Plan:
                 elif not d.convert and any(id(t) in self.f32 for t in n.inputs + n.outputs):
                     self.kept[d.reason] = self.kept.get(d.reason, 0) + 1
 
+    def report_values(self, result: PassResult) -> None:
+        """One note per node kept in float32 for its values (the first MAX_NOTED_NODES); details list all."""
+        by_values = sorted(self.kept_values.values(), key=lambda k: (k["kind"], -k["max_abs"]))
+        for k in by_values[:MAX_NOTED_NODES]:
+            result.notes.append(f"kept in float32: {k['label']}: {k['why']}")
+        if len(by_values) > MAX_NOTED_NODES:
+            result.notes.append(f"... and {len(by_values) - MAX_NOTED_NODES} more node(s) kept in float32 for their "
+                                "values (details.kept_for_values lists all)")
+        result.details["kept_for_values"] = by_values
+
     def _report(self, result: PassResult, stats: dict[str, int]) -> None:
         converted, kept = self.converted, self.kept
         inside = f" ({self.converted_inside} inside If/Loop/Scan bodies)" if self.converted_inside else ""
@@ -971,12 +984,7 @@ class _Plan:
             result.notes.append("kept in float32: " + "; ".join(f"{reason} x{k}" for reason, k in kept.items()))
         if stats["clamped"]:
             result.notes.append(f"clamped {stats['clamped']} constant value(s) beyond float16's range to +-65504")
-        by_values = sorted(self.kept_values.values(), key=lambda k: (k["kind"], -k["max_abs"]))
-        for k in by_values[:MAX_NOTED_NODES]:
-            result.notes.append(f"kept in float32: {k['label']}: {k['why']}")
-        if len(by_values) > MAX_NOTED_NODES:
-            result.notes.append(f"... and {len(by_values) - MAX_NOTED_NODES} more node(s) kept in float32 for their "
-                                "values (details.kept_for_values lists all)")
+        self.report_values(result)
         if stats["raised"]:
             result.notes.append(f"set {stats['raised']} nonzero constant value(s) below float16's smallest "
                                 "subnormal to +-6e-08 instead of 0 (keeps epsilons nonzero)")
@@ -985,5 +993,4 @@ class _Plan:
                                 "(run inline_functions first to convert them)")
         result.details = result.details | {"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
                           "kept_float32": kept, "constants_converted": stats["constants"],
-                          "clamped": stats["clamped"], "raised_tiny": stats["raised"],
-                          "kept_for_values": by_values}
+                          "clamped": stats["clamped"], "raised_tiny": stats["raised"]}
