@@ -97,8 +97,8 @@ def occ_fp16(path: Path) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from util import real_model_names
     from util import fetch as fixtures
+    from util import real_model_names
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None, help="comma-separated fixture names (default: every runnable one)")
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(npz, **make(np.random.default_rng(1)))
         cells = []
         try:
-            (ours, report), t_ours = timed(lambda: surgeon_fp16(path, npz), args.repeat)
+            (ours, report), t_ours = timed(lambda path=path, npz=npz: surgeon_fp16(path, npz), args.repeat)
             a, r = errors(want, run(ours, feeds))
             kept = len(report.details.get("kept_for_values", []))
             cells += [f"{a:11.3g}", f"{r:8.2g}"]
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             cells += [f"{'fails':>11}", f"{type(exc).__name__[:8]:>8}"]
             kept, t_ours = -1, float("nan")
         try:
-            theirs, t_occ = timed(lambda: occ_fp16(path), args.repeat)
+            theirs, t_occ = timed(lambda path=path: occ_fp16(path), args.repeat)
             a, r = errors(want, run(theirs, feeds))
             cells += [f"{a:11.3g}", f"{r:8.2g}"]
         except Exception as exc:

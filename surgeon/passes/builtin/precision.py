@@ -28,7 +28,7 @@ from surgeon.graph.constants import const_array, const_nbytes, const_pieces
 from surgeon.graph.edit import replace_uses
 from surgeon.graph.names import Namer, node_label
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
-from surgeon.io.activations import ActivationRunError, activation_peaks, load_inputs, sample_inputs
+from surgeon.io.activations import ActivationRunError, activation_peaks, load_inputs
 from surgeon.io.external import Spill
 from surgeon.io.model import Model
 from surgeon.passes.compose import call_pass
@@ -991,6 +991,6 @@ class _Plan:
         if self.graph.functions:
             result.notes.append(f"{len(self.graph.functions)} local function(s) not converted "
                                 "(run inline_functions first to convert them)")
-        result.details = result.details | {"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
-                          "kept_float32": kept, "constants_converted": stats["constants"],
-                          "clamped": stats["clamped"], "raised_tiny": stats["raised"]}
+        result.details.update({"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
+                               "kept_float32": kept, "constants_converted": stats["constants"],
+                               "clamped": stats["clamped"], "raised_tiny": stats["raised"]})
