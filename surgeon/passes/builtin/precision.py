@@ -9,6 +9,13 @@ inputs with a fixed ``tensor(float)`` type (``Resize`` scales,
 ``TopK``'s K) are never touched, and ``Cast`` nodes are inserted wherever a
 float16 tensor meets a float32 reader or the other way round. If/Loop/Scan
 bodies are converted too, keeping one type per value across a body boundary.
+
+Unlike those converters, which clamp what float16 cannot hold and warn, a node
+whose constants or attributes leave float16's range (or lose more than
+``max_constant_error`` to rounding), or whose activations reach
+``activation_limit`` in one onnxruntime run of the float32 model
+(``surgeon.io.activations``), stays float32; Conv+BatchNormalization pairs are
+folded first (the ``fuse`` pass, through the registry).
 """
 
 from __future__ import annotations
@@ -125,7 +132,8 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
             factor 4 below float16's largest value (65504) for real inputs
             larger than the samples.
         inputs: a ``.npz`` file with sample inputs for the activation run,
-            one array per graph input, by name. Without it the inputs are
+            one array per graph input, by name (a relative path is relative
+            to the current directory). Without it the inputs are
             seeded standard-normal noise; a symbolic dim is 1 for the first
             axis, 224 for height and width of a rank-4 (NCHW) input, 64
             otherwise.
