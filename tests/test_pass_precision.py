@@ -8,7 +8,17 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx.shape_inference
 import pytest
-from util import POLYGRAPHY, RECIPES, ocr_inputs, random_inputs, real_model, real_model_names, run, silero_inputs
+from util import (
+    POLYGRAPHY,
+    RECIPES,
+    ocr_det_inputs,
+    ocr_inputs,
+    random_inputs,
+    real_model,
+    real_model_names,
+    run,
+    silero_inputs,
+)
 
 import surgeon
 from surgeon.io.activations import sample_inputs
@@ -611,11 +621,6 @@ def test_sequences_keep_their_element_type():
 # -- values float16 cannot hold: real models, folding, inputs ----------------------------------------------
 
 
-def det_inputs(seed: int = 0) -> dict[str, np.ndarray]:
-    """Feeds for ch_PP-OCRv4_det_infer.onnx: a normalized 640x640 image (its own preprocessing gives about -2..2)."""
-    return {"x": np.random.default_rng(seed).uniform(-2, 2, (1, 3, 640, 640)).astype(np.float32)}
-
-
 def test_ocr_detector_keeps_its_huge_batchnorm_in_float32():
     path = real_model("ch_PP-OCRv4_det_infer.onnx")  # a BatchNormalization variance of 9.79e7
     model = surgeon.load(path)
@@ -633,7 +638,7 @@ def test_ocr_detector_keeps_its_huge_batchnorm_in_float32():
     bn = next(n for n in after.graph.node if n.name == "p2o.BatchNormalization.1")
     assert {types(after).get(i, F32) for i in bn.input} == {F32}
     for seed in (0, 1):
-        feeds = det_inputs(seed)
+        feeds = ocr_det_inputs(seed=seed)
         want, got = run(path, feeds)["sigmoid_0.tmp_0"], run(after, feeds)["sigmoid_0.tmp_0"]
         assert np.abs(got - want).max() < 1e-2
         assert np.mean((got > 0.3) != (want > 0.3)) < 1e-4  # clamping the variance flipped 58 % of the pixels
@@ -758,7 +763,7 @@ def test_inputs_the_model_rejects(tmp_path):
 
 
 # Inputs the models' own code gives, where random ones (or their shapes) miss.
-OWN_INPUTS = {"ch_PP-OCRv4_det_infer.onnx": det_inputs, "ch_PP-OCRv4_rec_infer.onnx": ocr_inputs,
+OWN_INPUTS = {"ch_PP-OCRv4_det_infer.onnx": ocr_det_inputs, "ch_PP-OCRv4_rec_infer.onnx": ocr_inputs,
               "silero_vad.onnx": silero_inputs, "silero_vad_16k_op15.onnx": silero_inputs}
 
 
