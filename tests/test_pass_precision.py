@@ -187,7 +187,7 @@ def test_an_epsilon_float16_cannot_hold_keeps_its_node_in_float32():
         ("Cast", ["x"], ["x_fp16"], F16), ("Constant", [], ["eps"]), ("Add", ["x", "eps"], ["d"]),
         ("Cast", ["d"], ["d_fp16"], F16), ("Div", ["x_fp16", "d_fp16"], ["y_fp16"]), ("Cast", ["y_fp16"], ["y"], F32)]
     assert report.notes[2] == ("kept in float32: an unnamed Add node: constant input 'eps' (largest magnitude "
-                               "1e-09) would change by 1e+02 % in float16 (relative error 1 > max_constant_error "
+                               "1e-09) would change by 100 % in float16 (relative error 1 > max_constant_error "
                                "0.01)")
     feeds = {"x": np.array([0.0, 1.0, -2.0], np.float32)}
     assert_close_fp16(proto, after, feeds)

@@ -156,7 +156,9 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
            +-65504 or would lose more than ``max_constant_error`` to
            rounding; a float attribute is beyond +-65504; or (main graph,
            ``check_activations``) a tensor it reads or writes reaches
-           ``activation_limit`` in the sample run. Values of magnitude 1e38
+           ``activation_limit`` in the sample run (tensors computed from
+           constants alone are not measured: run ``fold_constants`` first to
+           check them as constants). Values of magnitude 1e38
            and more (float32's extremes, written for "no bound" or a
            "minus infinity" mask) do not count. Its readers then get a Cast
            back to float16, where the values fit again. Tiny attribute
@@ -184,11 +186,11 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
         6. Initializers (of bodies too), ``Constant`` and ``ConstantOfShape``
            values and ``Cast(to=FLOAT)`` results become float16 only when
            every reader wants float16; otherwise they stay float32 and float16
-           readers get a Cast. Values still beyond the float16 range (the
-           extremes of rule 3, or any with ``max_constant_error`` raised) are
-           clamped to +-65504, tiny nonzero values are raised to +-6e-08
-           instead of flushing to 0 (so an epsilon stays an epsilon); both
-           are counted in the notes.
+           readers get a Cast. Float32's extremes (rule 3) are clamped to
+           +-65504; tiny nonzero values of a constant that converts (its
+           rounding error within ``max_constant_error``) are raised to
+           +-6e-08 instead of flushing to 0 (so an epsilon stays an
+           epsilon); both are counted in the notes.
         7. A ``Cast`` is inserted once per tensor and target type, right after
            the tensor's producer, wherever a tensor's new type differs from
            what a reader wants. Graph outputs keep their names: when an
@@ -222,9 +224,10 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
     result = PassResult()
     peaks: dict[str, float] = {}
     measured: list[str] = []  # what the activation run says goes last in the notes
-    if check_activations and _has_float32_computation(model):
+    float32 = _has_float32_computation(model)
+    if check_activations and float32:
         peaks = _measure(model, inputs, result, measured)
-    if fold_batchnorm:
+    if fold_batchnorm and float32:
         folded = call_pass(model, "fuse", patterns=["conv_bn"], allow_missing=True).details["fused"]
         if folded.get("conv_bn"):
             result.notes.append(f"folded {folded['conv_bn']} BatchNormalization node(s) into the Conv before them")
@@ -505,7 +508,7 @@ class _Plan:
             if error > self.limits.max_constant_error:
                 return self._keep(n, "constant", t.name, magnitude,
                                   f"constant input '{t.name}' (largest magnitude {magnitude:.3g}) would change "
-                                  f"by {100 * error:.2g} % in float16 (relative error {error:.2g} > "
+                                  f"by {100 * error:.3g} % in float16 (relative error {error:.2g} > "
                                   f"max_constant_error {self.limits.max_constant_error:g})")
         for key, value in n.attrs.items():
             values = value if isinstance(value, (list, tuple)) else [value]
