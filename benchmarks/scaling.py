@@ -136,6 +136,25 @@ def chain(n: int, *, ops: tuple[str, ...] = ("Neg", "Relu"), if_every: int | Non
     return g.model(inputs, [vi("y", list(shape))], opset=opset)
 
 
+def fp16_mixed(n: int) -> onnx.ModelProto:
+    """A chain of Neg/Relu/Mul + If for to_fp16 with all its checks at work: each Mul reads its own
+    constant (every one read and checked); every 10th pair scales by 1e5 (a constant beyond float16)
+    and back (its input beyond the activation limit), so both stay float32."""
+    g = G()
+    prev, i = "x", 0
+    while g.size < n:
+        i += 1
+        if i % IF_EVERY == 0:
+            prev = _if_node(g, prev, "cond", ["N", 8])
+        elif i % 10 == 0:
+            prev = g.node("Mul", [g.node("Mul", [prev, g.const(np.full(8, 1e5))]), g.const(np.full(8, 1e-5))])
+        else:
+            prev = g.node(("Neg", "Relu", "Mul")[i % 3], [prev] + ([g.const(np.full(8, 0.5))] if i % 3 == 2 else []))
+    g.nodes[-1].output[0] = "y"
+    return g.model([vi("x", ["N", 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                   [vi("y", ["N", 8])])
+
+
 def chain_with_dead(n: int) -> onnx.ModelProto:
     """Half the nodes are dead: every chain tensor also feeds a 2-node branch nothing reads."""
     g = G()
@@ -380,7 +399,7 @@ CASES: dict[str, Case] = {
     "dedupe_initializers": Case("Add, duplicate consts", duplicated),
     "simplify": Case("fold+noop+MatMul/Add", mixed),
     "inline_functions": Case("calls of local fn", function_calls),
-    "to_fp16": Case("chain Neg/Relu + If", chain),
+    "to_fp16": Case("Neg/Relu/Mul + If, 1e5 Muls", fp16_mixed),
     "convert_opset": Case("chain + If, opset 13", lambda n: chain(n, ops=("Neg", "Relu", "Softmax"), opset=13),
                           lambda n: {"target": 17}),
     # Down: surgeon's own adapters, one decomposition or adapter for almost every node, in If bodies too.

@@ -8,9 +8,20 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx.shape_inference
 import pytest
-from util import POLYGRAPHY, RECIPES, random_inputs, real_model, run, silero_inputs
+from util import (
+    POLYGRAPHY,
+    RECIPES,
+    ocr_det_inputs,
+    ocr_inputs,
+    random_inputs,
+    real_model,
+    real_model_names,
+    run,
+    silero_inputs,
+)
 
 import surgeon
+from surgeon.io import samples
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
 from surgeon.passes.runner import run_step
@@ -96,8 +107,8 @@ def test_converts_computation_and_keeps_typed_inputs_and_the_interface():
         ("Relu", ["x_fp16"], ["r"]),
         ("Constant", [], ["scales"]),
         ("Resize", ["r", "", "scales"], ["up"]),
-        ("Mul", ["up", "w"], ["y_fp16"]),
-        ("Cast", ["y_fp16"], ["y"], F32),
+        ("Cast", ["up"], ["up_fp32"], F32),  # w holds 70000: its Mul stays float32, w too
+        ("Mul", ["up_fp32", "w"], ["y"]),
         ("Shape", ["x"], ["shape"]),
         ("ConstantOfShape", ["shape"], ["half"]),
         ("Add", ["r", "half"], ["s"]),
@@ -109,29 +120,31 @@ def test_converts_computation_and_keeps_typed_inputs_and_the_interface():
     half = after.graph.node[7].attribute[0].t
     assert (half.data_type, onnx.numpy_helper.to_array(half).tolist()) == (F16, [0.5])
     # Tensors the input declared (and the new ones) carry their new types; the rest stay undeclared.
-    assert types(after) == {"x": F32, "y": F32, "c": F32, "w": F16, "x_fp16": F16, "y_fp16": F16,
+    assert types(after) == {"x": F32, "y": F32, "c": F32, "w": F32, "x_fp16": F16, "up_fp32": F32,
                             "s_fp32": F32}
-    assert onnx.numpy_helper.to_array(after.graph.initializer[0]).ravel().tolist() == [2.0, 65504.0]
+    assert onnx.numpy_helper.to_array(after.graph.initializer[0]).ravel().tolist() == [2.0, 70000.0]
     assert report.summary() == ("step 1 (to_fp16): added 3 nodes (Cast x3); rewired 3 nodes; "
-                                "changed attributes of 1 node; changed values of 1 constant")
+                                "changed attributes of 1 node")
     assert report.notes == [
-        "5 node(s) now compute in float16",
-        "kept in float32: CumSum: a running sum accumulates float16 rounding errors along the axis x1",
-        "clamped 1 constant value(s) beyond float16's range to +-65504",
+        "4 node(s) now compute in float16",
+        "kept in float32: values float16 cannot hold x1; "
+        "CumSum: a running sum accumulates float16 rounding errors along the axis x1",
+        "kept in float32: an unnamed Mul node: constant input 'w' reaches 7e+04, beyond float16's 65504",
+        "activations measured in onnxruntime on random inputs: x [1, 2, 4, 4]",
     ]
+    assert report.details["kept_for_values"] == [
+        {"node": "", "label": "an unnamed Mul node", "op": "Mul", "kind": "constant", "name": "w",
+         "max_abs": 70000.0, "why": "constant input 'w' reaches 7e+04, beyond float16's 65504"}]
     onnx.checker.check_model(after, full_check=True)
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)}
-    want, got = run(proto, feeds), run(after, feeds)
-    np.testing.assert_allclose(got["c"], want["c"], rtol=1e-2, atol=1e-2)
-    np.testing.assert_allclose(got["y"][:, 0], want["y"][:, 0], rtol=1e-2, atol=1e-2)
-    np.testing.assert_allclose(got["y"][:, 1], want["y"][:, 1] * 65504 / 70000, rtol=1e-2, atol=1e-2)
+    assert_close_fp16(proto, after, feeds)  # 70000 is not clamped: the output keeps its values
 
 
 def test_float16_interface():
     model = surgeon.load(small())
     fp16(model, keep_io_types=False, op_block_list=[])
     after = to_proto(model)
-    assert [n.op_type for n in after.graph.node] == ["Relu", "Constant", "Resize", "Mul", "Shape",
+    assert [n.op_type for n in after.graph.node] == ["Relu", "Constant", "Resize", "Cast", "Mul", "Cast", "Shape",
                                                      "ConstantOfShape", "Add", "Constant", "CumSum"]
     assert {k: types(after)[k] for k in ("x", "y", "c")} == {"x": F16, "y": F16, "c": F16}
     onnx.checker.check_model(after, full_check=True)
@@ -148,7 +161,7 @@ def test_tiny_constants_stay_nonzero_and_constant_nodes_follow_their_readers():
         }""")
     proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"))
     model = surgeon.load(proto)
-    report = fp16(model)
+    report = fp16(model, max_constant_error=100.0)  # 1e-9 becomes 6e-08 (an error of 59): allowed here
     after = to_proto(model)
     by_output = {n.output[0]: n for n in after.graph.node}
     eps = by_output["eps"].attribute[0]
@@ -158,6 +171,82 @@ def test_tiny_constants_stay_nonzero_and_constant_nodes_follow_their_readers():
            "(keeps epsilons nonzero)" in report.notes
     x = np.zeros(3, np.float32)
     assert np.isfinite(run(after, {"x": x})["y"]).all()  # 0 / (0 + eps): an epsilon flushed to 0 would give NaN
+
+
+def test_an_epsilon_float16_cannot_hold_keeps_its_node_in_float32():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[3] x) => (float[3] y) {
+          eps = Constant <value_float: float = 1e-9> ()
+          d = Add (x, eps)
+          y = Div (x, d)
+        }""")
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    assert structure(after.graph) == [
+        ("Cast", ["x"], ["x_fp16"], F16), ("Constant", [], ["eps"]), ("Add", ["x", "eps"], ["d"]),
+        ("Cast", ["d"], ["d_fp16"], F16), ("Div", ["x_fp16", "d_fp16"], ["y_fp16"]), ("Cast", ["y_fp16"], ["y"], F32)]
+    assert report.notes[2] == ("kept in float32: an unnamed Add node: constant input 'eps' (largest magnitude "
+                               "1e-09) would change by 100 % in float16 (relative error 1 > max_constant_error "
+                               "0.01)")
+    feeds = {"x": np.array([0.0, 1.0, -2.0], np.float32)}
+    assert_close_fp16(proto, after, feeds)
+
+
+# x * 100 * 1000 reaches about 3e5 on standard-normal inputs: beyond float16 (65504), though every constant fits.
+OVERFLOW = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[1, 3, 8, 8] x) => (float[1, 3, 8, 8] y) {
+  a = Mul (x, k100)
+  b = Mul (a, k1000)
+  c = Relu (b)
+  y = Mul (c, k1m)
+}"""
+
+
+def overflow() -> onnx.ModelProto:
+    proto = onnx.parser.parse_model(OVERFLOW)
+    names = iter(["scale", "big", "back"])
+    for node in proto.graph.node:
+        if node.op_type == "Mul":
+            node.name = next(names)
+    for name, value in (("k100", 100.0), ("k1000", 1000.0), ("k1m", 1e-3)):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, np.float32), name))
+    return proto
+
+
+def test_activations_beyond_the_limit_keep_their_nodes_in_float32():
+    proto = overflow()
+    feeds = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    model = surgeon.load(proto)
+    report = fp16(model)
+    after = to_proto(model)
+    # 'scale' writes ~350 (float16); 'big' writes ~1e5 and Relu and 'back' read it: float32.
+    assert structure(after.graph) == [
+        ("Cast", ["x"], ["x_fp16"], F16), ("Mul", ["x_fp16", "k100"], ["a"]), ("Cast", ["a"], ["a_fp32"], F32),
+        ("Mul", ["a_fp32", "k1000"], ["b"]), ("Relu", ["b"], ["c"]), ("Mul", ["c", "k1m"], ["y"])]
+    # The sample run's input: seeded standard-normal noise (surgeon.io.samples.sample_feeds, seed 0).
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    b = x * np.float32(100) * np.float32(1000)
+    peak_b, peak_c = float(np.abs(b).max()), float(np.maximum(b, 0).max())
+    assert 65504 < peak_c <= peak_b
+    assert report.notes[1:-1] == [
+        "kept in float32: values float16 cannot hold x3",
+        f"kept in float32: node 'big' (Mul): output 'b' reaches {peak_b:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"kept in float32: an unnamed Relu node: output 'c' reaches {peak_c:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"kept in float32: node 'back' (Mul): input 'c' reaches {peak_c:.4g} in the sample run "
+        "(activation_limit 16384)",
+    ]
+    assert sorted((k["label"], k["name"]) for k in report.details["kept_for_values"]) == [
+        ("an unnamed Relu node", "c"), ("node 'back' (Mul)", "c"), ("node 'big' (Mul)", "b")]
+    assert_close_fp16(proto, after, feeds)
+    # Without the check all three compute in float16, where 'b' overflows (onnxruntime's CPU provider
+    # hides it by computing Mul in float32 behind the scenes; GPUs do not).
+    unchecked = surgeon.load(proto)
+    report = fp16(unchecked, check_activations=False)
+    assert report.details["kept_for_values"] == [] and "activations_checked" not in report.details
+    assert [n.op_type for n in to_proto(unchecked).graph.node] == ["Cast", "Mul", "Mul", "Relu", "Mul", "Cast"]
 
 
 # -- real models -------------------------------------------------------------------------------------------
@@ -230,7 +319,7 @@ def test_local_function_calls_stay_float32():
         ("Fn", ["a_fp32"], ["b"]), ("Cast", ["b"], ["b_fp16"], F16), ("Sigmoid", ["b_fp16"], ["y_fp16"]),
         ("Cast", ["y_fp16"], ["y"], F32)]
     assert after.functions[0].SerializeToString() == proto.functions[0].SerializeToString()
-    assert report.notes[1:] == ["kept in float32: local function: pkg::Fn x1",
+    assert report.notes[1:-1] == ["kept in float32: local function: pkg::Fn x1",
                                 "1 local function(s) not converted (run inline_functions first to convert them)"]
     feeds = {"x": np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)}
     assert_close_fp16(proto, after, feeds)
@@ -251,10 +340,12 @@ def test_external_weights(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["silero_vad.onnx", "silero_vad_16k_op15.onnx"])
-def test_control_flow_bodies_compute_in_float16(name):
+def test_control_flow_bodies_compute_in_float16(name, tmp_path):
     path = real_model(name)  # silero_vad.onnx: 684 of its 689 nodes in If branches, nested 4 deep
     model = surgeon.load(path)
-    report = fp16(model, keep_io_types=False)
+    samples = tmp_path / "silero.npz"  # random noise of 64 samples is too short for its STFT
+    np.savez(samples, **silero_inputs(seed=5))
+    report = fp16(model, keep_io_types=False, inputs=str(samples))
     after = to_proto(model)
     onnx.checker.check_model(after, full_check=True)
     # Every node that computes a float value now does it in float16, in every body; the others are
@@ -263,7 +354,9 @@ def test_control_flow_bodies_compute_in_float16(name):
     assert kinds[F32] == 0 and kinds[F16] > 0.35 * sum(kinds.values())
     assert kinds[F16] == report.details["float16_nodes"] > report.details["float16_nodes_in_subgraphs"] > 80
     assert report.notes == [f"{report.details['float16_nodes']} node(s) now compute in float16 "
-                            f"({report.details['float16_nodes_in_subgraphs']} inside If/Loop/Scan bodies)"]
+                            f"({report.details['float16_nodes_in_subgraphs']} inside If/Loop/Scan bodies)",
+                            f"activations measured in onnxruntime on the inputs of {samples}: "
+                            "input [1, 512], state [2, 1, 128], sr []"]
     for seed in (0, 1):
         assert_close_fp16(path, after, silero_inputs(seed=seed), cast_inputs=True)
 
@@ -377,7 +470,7 @@ def test_body_boundaries_keep_one_type():
         ("cout", onnx.TensorProto.BOOL), ("vout_fp16", F16), ("sc", F16)]
     assert [(t.name, t.data_type) for t in body.initializer] == [("w", F16)]
     assert body.node[1].attribute[0].t.data_type == F16
-    assert report.notes == ["6 node(s) now compute in float16 (4 inside If/Loop/Scan bodies)",
+    assert report.notes[:-1] == ["6 node(s) now compute in float16 (4 inside If/Loop/Scan bodies)",
                             "kept in float32: CumSum: a running sum accumulates float16 rounding errors along "
                             "the axis x3"]
     onnx.checker.check_model(after, full_check=True)
@@ -523,3 +616,176 @@ def test_sequences_keep_their_element_type():
                                "SequenceAt: sequence, map or optional values x1")
     onnx.checker.check_model(after, full_check=True)
     assert_close_fp16(proto, after, {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)})
+
+
+# -- values float16 cannot hold: real models, folding, inputs ----------------------------------------------
+
+
+def test_ocr_detector_keeps_its_huge_batchnorm_in_float32():
+    path = real_model("ch_PP-OCRv4_det_infer.onnx")  # a BatchNormalization variance of 9.79e7
+    model = surgeon.load(path)
+    report = fp16(model)
+    after = to_proto(model)
+    assert report.notes == [
+        "661 node(s) now compute in float16",
+        "kept in float32: values float16 cannot hold x1",
+        "kept in float32: node 'p2o.BatchNormalization.1' (BatchNormalization): constant input "
+        "'batch_norm_0.w_2' reaches 9.79e+07, beyond float16's 65504",
+        "set 3926 nonzero constant value(s) below float16's smallest subnormal to +-6e-08 instead of 0 "
+        "(keeps epsilons nonzero)",
+        "activations measured in onnxruntime on random inputs: x [1, 3, 224, 224]",
+    ]
+    bn = next(n for n in after.graph.node if n.name == "p2o.BatchNormalization.1")
+    assert {types(after).get(i, F32) for i in bn.input} == {F32}
+    for seed in (0, 1):
+        feeds = ocr_det_inputs(seed=seed)
+        want, got = run(path, feeds)["sigmoid_0.tmp_0"], run(after, feeds)["sigmoid_0.tmp_0"]
+        assert np.abs(got - want).max() < 1e-2
+        assert np.mean((got > 0.3) != (want > 0.3)) < 1e-4  # clamping the variance flipped 58 % of the pixels
+
+
+def test_batchnorm_is_folded_into_conv_first():
+    path = real_model("model_keepbn.onnx")  # Conv -> BatchNormalization -> Relu, twice
+    model = surgeon.load(path)
+    report = fp16(model)
+    after = to_proto(model)
+    assert [n.op_type for n in after.graph.node] == ["Cast", "Conv", "Relu", "Conv", "Relu", "Cast"]
+    assert report.notes[0] == "folded 2 BatchNormalization node(s) into the Conv before them"
+    assert_close_fp16(path, after, random_inputs(path))
+    kept = surgeon.load(path)
+    fp16(kept, fold_batchnorm=False)
+    assert [n.op_type for n in to_proto(kept).graph.node].count("BatchNormalization") == 2
+
+
+def test_given_inputs_find_what_random_ones_miss(tmp_path):
+    # x * 100: random inputs (|x| < 5) stay below 16384; these images in 0..255 reach 25500.
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[1, 3, 4, 4] x) => (float[1, 3, 4, 4] y, float[1, 3, 4, 4] z) {
+          k = Constant <value_float: float = 100.0> ()
+          a = Mul (x, k)
+          y = Relu (a)
+          z = Sigmoid (x)
+        }""")
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 4, 4)).astype(np.float32)
+    samples = tmp_path / "images.npz"
+    np.savez(samples, x=pixels)
+    random = surgeon.load(proto)
+    assert fp16(random).details["kept_for_values"] == []
+    model = surgeon.load(proto)
+    report = fp16(model, inputs=str(samples))
+    peak = float(pixels.max()) * 100
+    assert report.notes[2:] == [
+        f"kept in float32: an unnamed Mul node: output 'a' reaches {peak:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"kept in float32: an unnamed Relu node: output 'y' reaches {peak:.4g} in the sample run "
+        "(activation_limit 16384)",
+        f"activations measured in onnxruntime on the inputs of {samples}: x [1, 3, 4, 4]"]
+    assert report.details["sample_inputs"] == {"x": [1, 3, 4, 4]}
+    assert_close_fp16(proto, to_proto(model), {"x": pixels})
+    only_big = surgeon.load(onnx.parser.parse_model(ONLY_BIG))
+    report = fp16(only_big, inputs=str(samples))
+    assert report.notes[0] == "nothing to convert: every float32 node stays float32"
+    assert [k["name"] for k in report.details["kept_for_values"]] == ["a", "y"]
+
+
+ONLY_BIG = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[1, 3, 4, 4] x) => (float[1, 3, 4, 4] y) {
+  k = Constant <value_float: float = 100.0> ()
+  a = Mul (x, k)
+  y = Relu (a)
+}"""
+
+
+def test_attribute_beyond_float16_keeps_its_node_in_float32():
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[4] x) => (float[4] y) {
+          a = Relu (x)
+          y = LeakyRelu <alpha: float = 100000.0> (a)
+        }""")
+    model = surgeon.load(proto)
+    report = fp16(model, check_activations=False)
+    assert report.notes == ["1 node(s) now compute in float16",
+                            "kept in float32: values float16 cannot hold x1",
+                            "kept in float32: an unnamed LeakyRelu node: attribute alpha = 1e+05 is beyond "
+                            "float16's 65504"]
+    assert_close_fp16(proto, to_proto(model), {"x": np.array([-1.0, 0.5, -0.25, 2.0], np.float32)})
+
+
+def test_float32_extremes_are_bounds_and_are_clamped():
+    # -3.4e38 (float32's lowest) is "no lower bound": clamped to -65504 it means the same in float16.
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[4] x) => (float[4] y) {
+          lo = Constant <value_float: float = -3.4028234e38> ()
+          y = Max (x, lo)
+        }""")
+    model = surgeon.load(proto)
+    report = fp16(model, check_activations=False)
+    assert report.notes == ["2 node(s) now compute in float16",  # the Constant node and Max
+                            "clamped 1 constant value(s) beyond float16's range to +-65504"]
+    assert_close_fp16(proto, to_proto(model), {"x": np.array([-1.0, 0.5, -60000.0, 2.0], np.float32)})
+
+
+def test_custom_op_model_says_its_activations_were_not_checked():
+    report = fp16(surgeon.load(real_model("model_foo.onnx")))
+    assert report.notes[-1] == (
+        "activations NOT checked (only constants and attributes): onnxruntime cannot load the float32 model: "
+        "[ONNXRuntimeError] : 1 : FAIL : Fatal error: devtech:FooOp(-1) is not a registered function/op "
+        "(onnxruntime cannot run custom ops without their library; check_activations: false skips the run)")
+    assert report.details["activations_checked"] is False
+
+
+def test_missing_inputs_file(tmp_path):
+    assert error_of(surgeon.load(real_model("model.onnx")), inputs=str(tmp_path / "nope.npz")) == (
+        f"error: step 1 (to_fp16): cannot measure the activations for float16: sample inputs not found: "
+        f"{tmp_path / 'nope.npz'}\n"
+        "  hint: check the path of the .npz file; or set check_activations: false to check only constants "
+        "and attributes")
+
+
+def test_inputs_file_without_an_input(tmp_path):
+    samples = tmp_path / "wrong.npz"
+    np.savez(samples, image=np.zeros((1, 3, 32, 32), np.float32))
+    assert error_of(surgeon.load(real_model("model.onnx")), inputs=str(samples)) == (
+        "error: step 1 (to_fp16): cannot measure the activations for float16: the sample inputs have no array "
+        "for input(s) input\n"
+        "  hint: the .npz file must hold every graph input, by name: input; or set check_activations: false "
+        "to check only constants and attributes")
+
+
+def test_inputs_the_model_rejects(tmp_path):
+    samples = tmp_path / "small.npz"
+    np.savez(samples, input=np.zeros((1, 3, 2, 2), np.float32))
+    message = error_of(surgeon.load(real_model("model.onnx")), inputs=str(samples))
+    assert message.startswith("error: step 1 (to_fp16): cannot measure the activations for float16: onnxruntime "
+                              "cannot run the float32 model on the sample inputs (input [1, 3, 2, 2]): ")
+    assert message.endswith("\n  hint: give sample inputs the model accepts as a .npz file (inputs: <file.npz>); "
+                            "or set check_activations: false to check only constants and attributes")
+
+
+# Inputs the models' own code gives, where random ones (or their shapes) miss.
+OWN_INPUTS = {"ch_PP-OCRv4_det_infer.onnx": ocr_det_inputs, "ch_PP-OCRv4_rec_infer.onnx": ocr_inputs,
+              "silero_vad.onnx": silero_inputs, "silero_vad_16k_op15.onnx": silero_inputs}
+
+
+@pytest.mark.parametrize("name", real_model_names())
+def test_every_real_model_is_within_float16_tolerance_or_says_why_not(name, tmp_path):
+    path = real_model(name)
+    make = OWN_INPUTS.get(name)
+    try:
+        model = surgeon.load(path)
+        specs = samples.input_specs(path)
+        feeds = make(seed=0) if make else samples.sample_feeds(specs, samples.resolve_dims(specs, batch=1), seed=7)
+        run(path, feeds)
+    except Exception as exc:  # custom ops, bfloat16 inputs, models that are invalid on purpose (Polygraphy's)
+        pytest.skip(f"the float32 model cannot run in onnxruntime on sample inputs: {type(exc).__name__}")
+    params = {}
+    if make:
+        np.savez(tmp_path / "samples.npz", **make(seed=1))
+        params["inputs"] = str(tmp_path / "samples.npz")
+    report = fp16(model, **params)
+    checked = report.details.get("activations_checked")
+    assert checked in (True, None), report.notes  # None: nothing in float32 to measure
+    kept = report.details.get("kept_for_values", [])
+    for k in kept[:20]:  # the notes name each node kept for its values, and why
+        assert f"kept in float32: {k['label']}: {k['why']}" in report.notes
+    assert_close_fp16(path, to_proto(model), feeds)

@@ -124,6 +124,11 @@ def ocr_inputs(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(seed).uniform(0, 1, (batch, 3, 48, 320)).astype(np.float32)}
 
 
+def ocr_det_inputs(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Feeds for ch_PP-OCRv4_det_infer.onnx: a normalized 640x640 image (its preprocessing gives about -2..2)."""
+    return {"x": np.random.default_rng(seed).uniform(-2, 2, (batch, 3, 640, 640)).astype(np.float32)}
+
+
 def run(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     sess = session(model)
     names = [o.name for o in sess.get_outputs()]

@@ -125,11 +125,11 @@ def shape_text(shape: tuple[Dim, ...] | list[Dim] | None) -> str:
 def resolve_dims(specs: list[InputSpec], *, dims: dict[str, int] | None = None,
                  recipe_dims: dict[str, int] | None = None, arrays: dict[str, np.ndarray] | None = None,
                  other: list[InputSpec] | None = None, meta: dict[str, str] | None = None,
-                 image_size: int = IMAGE_SIZE) -> ResolvedDims:
+                 image_size: int = IMAGE_SIZE, batch: int = BATCH) -> ResolvedDims:
     """A size for every symbolic dimension of ``specs``, by the order of the module docstring.
 
     ``other``: the same inputs as another model declares them (fixed sizes there count);
-    ``meta``: the model's metadata_props."""
+    ``meta``: the model's metadata_props; ``batch``: the default of a symbolic first dimension."""
     out = ResolvedDims()
     for source, table in (("--dim", dims or {}), ("the recipe's verify: dims", recipe_dims or {})):
         for name, size in table.items():
@@ -166,7 +166,7 @@ def resolve_dims(specs: list[InputSpec], *, dims: dict[str, int] | None = None,
                 size, source = image_size, "default for image height and width"
                 out.image_defaulted.append((spec.name, axis))
             elif axis == 0:
-                size, source = BATCH, "default for a batch dimension"
+                size, source = batch, "default for a batch dimension"
             else:
                 size, source = OTHER, "default for other dimensions"
             if key == UNNAMED:  # unnamed dims are not shared: each place gets its own default

@@ -9,11 +9,20 @@ inputs with a fixed ``tensor(float)`` type (``Resize`` scales,
 ``TopK``'s K) are never touched, and ``Cast`` nodes are inserted wherever a
 float16 tensor meets a float32 reader or the other way round. If/Loop/Scan
 bodies are converted too, keeping one type per value across a body boundary.
+
+Unlike those converters, which clamp what float16 cannot hold and warn, a node
+whose constants or attributes leave float16's range (or lose more than
+``max_constant_error`` to rounding), or whose activations reach
+``activation_limit`` in one onnxruntime run of the float32 model
+(``surgeon.io.activations``), stays float32; Conv+BatchNormalization pairs are
+folded first (the ``fuse`` pass, through the registry).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import onnx
@@ -21,18 +30,32 @@ import onnx.defs
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from surgeon.errors import PassError, suggestion_hint
+from surgeon.errors import PassError, SurgeonError, suggestion_hint
 from surgeon.graph.constants import const_array, const_nbytes, const_pieces
 from surgeon.graph.edit import replace_uses
-from surgeon.graph.names import Namer
+from surgeon.graph.names import Namer, node_label
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
+from surgeon.io.activations import ActivationRunError, activation_peaks, load_inputs
 from surgeon.io.external import Spill
 from surgeon.io.model import Model
+from surgeon.passes.compose import call_pass
 from surgeon.passes.contract import FP16, verified_by
 from surgeon.passes.result import PassResult
+from surgeon.passes.spec import Max, Min
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 FLOAT16_TINY = float(np.finfo(np.float16).smallest_subnormal)  # 2**-24, about 6e-08
+# Exporters write float32's extremes for "no bound" (Clip) and "minus infinity" (attention masks):
+# such a value means the same clamped to +-65504, so it never keeps a node in float32.
+SENTINEL = 1e38
+MAX_CONSTANT_ERROR = 1e-2
+"""Default of ``max_constant_error``: 1 %, the usual tolerance of float16 outputs and twenty times
+float16's worst rounding of a normal number (2**-11, about 4.9e-4): it fires for constants whose
+magnitude lies mostly below about 3e-06, deep in float16's subnormal range (spacing 6e-08)."""
+ACTIVATION_LIMIT = 16384.0
+"""Default of ``activation_limit``: a quarter of float16's largest value, headroom for real inputs
+up to four times larger than the samples."""
+MAX_NOTED_NODES = 20  # per-node notes; details list every node
 
 # Ops kept in float32 unless op_block_list says otherwise. This list is about
 # numbers, not kernels: onnxruntime 1.32's CPU provider ran every op we tried in
@@ -63,13 +86,18 @@ DEFAULT_OP_BLOCK_LIST.update({op: "float16 rounding can flip the comparison (int
 
 F16, F32 = "float16", "float32"
 _PIECE = 4 << 20  # elements converted at a time (16 MiB of float32)
+_STATS_PIECE = 1 << 20  # elements checked at a time (4 MiB of float32, a few temporaries of that size)
 _RESULTS_OF_ATTRIBUTE = ("Constant", "ConstantOfShape", "Cast")
 
 
 @verified_by(FP16)
 def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str] | None = None,
-            node_block_list: list[str] | None = None) -> PassResult:
-    """Convert float32 weights and computation to float16, with Casts where float32 stays.
+            node_block_list: list[str] | None = None, fold_batchnorm: bool = True,
+            max_constant_error: Annotated[float, Min(0)] = MAX_CONSTANT_ERROR,
+            check_activations: bool = True,
+            activation_limit: Annotated[float, Min(1), Max(FLOAT16_MAX)] = ACTIVATION_LIMIT,
+            inputs: str | None = None) -> PassResult:
+    """Convert float32 weights and computation to float16, keeping in float32 what float16 cannot hold.
 
     Parameters:
         keep_io_types: keep float32 graph inputs and outputs (Casts are
@@ -83,6 +111,34 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
             LessOrEqual, Greater, GreaterOrEqual and Equal, which float16
             rounding can flip). Give [] to block none.
         node_block_list: names of nodes that stay float32.
+        fold_batchnorm: first fold every BatchNormalization that follows a
+            Conv into the Conv's weights (the ``fuse`` pass's ``conv_bn``,
+            computed in float64), so huge or tiny statistics never reach
+            float16 as such.
+        max_constant_error: largest relative error float16 rounding may
+            bring to a constant a float16 node reads (the norm of the
+            rounding error over the norm of the values); a node reading a
+            constant that would lose more stays float32. The default 0.01
+            (1 %, twenty times float16's worst rounding of a normal number)
+            fires for constants whose magnitude lies mostly below about
+            3e-06, deep in float16's subnormal range; epsilons such as 1e-5
+            lose 0.14 % and convert.
+        check_activations: run the float32 model once in onnxruntime
+            (CPU) on sample inputs and keep in float32 every node of the main
+            graph that reads or writes a value beyond ``activation_limit``.
+            The run holds the weights and every intermediate tensor of one
+            inference; set false for a model too large for that (then only
+            constants and attributes are checked).
+        activation_limit: the magnitude an activation may reach in the
+            sample run and still be float16; the default 16384 leaves a
+            factor 4 below float16's largest value (65504) for real inputs
+            larger than the samples.
+        inputs: a ``.npz`` file with sample inputs for the activation run,
+            one array per graph input, by name (a relative path is relative
+            to the current directory). Without it the inputs are
+            seeded standard-normal noise; a symbolic dim is 1 for the first
+            axis, 224 for height and width of a rank-4 (NCHW) input, 64
+            otherwise.
 
     Rules:
         1. A node runs in float16 when every float32 input it has binds a
@@ -97,57 +153,156 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
            ops, calls of local functions), its schema has no float16 for one
            of its float32 inputs (``Range``), or an attribute sets the type of
            a float32 output (``RandomNormal``, ``EyeLike``).
-        3. ``If``/``Loop``/``Scan`` bodies are converted by the same rules, at
-           any depth. A value crossing a body boundary keeps one type: a
-           Loop/Scan carried value (and a Scan input) is float16 in the node's
-           input, the body input, the body output and the node's output (a
-           Cast at the end of the body when the body computes it in float32);
-           an If output is float16 when a branch computes it in float16 (a
-           branch computing it in float32 gets a Cast at its output). An
-           outer tensor that a body reads in the other type gets a Cast next
-           to its producer. ``keep_io_types`` is about the main graph only. An
+        3. A node also stays float32 when float16 cannot hold its values:
+           a constant it would read in float16 has a finite value beyond
+           +-65504 or would lose more than ``max_constant_error`` to
+           rounding; a float attribute is beyond +-65504; or (main graph,
+           ``check_activations``) a tensor it reads or writes reaches
+           ``activation_limit`` in the sample run (tensors computed from
+           constants alone are not measured: run ``fold_constants`` first to
+           check them as constants). Values of magnitude 1e38
+           and more (float32's extremes, written for "no bound" or a
+           "minus infinity" mask) do not count. Its readers then get a Cast
+           back to float16, where the values fit again. Tiny attribute
+           values (epsilons) do not count: attributes stay float32.
+        4. With ``fold_batchnorm``, a BatchNormalization after a Conv with
+           constant weights is folded into it first (as ``fuse`` with
+           ``patterns: [conv_bn]`` does): the folded weights are then checked
+           by rule 3 like any constant. The activation run uses the model as
+           given, so the tensor between Conv and BatchNormalization, which
+           folding removes, keeps nothing in float32.
+        5. ``If``/``Loop``/``Scan`` bodies are converted by the same rules, at
+           any depth (their activations are not measured: a body tensor is
+           not a graph output onnxruntime can expose). A value crossing a
+           body boundary keeps one type: a Loop/Scan carried value (and a
+           Scan input) is float16 in the node's input, the body input, the
+           body output and the node's output (a Cast at the end of the body
+           when the body computes it in float32); an If output is float16
+           when a branch computes it in float16 (a branch computing it in
+           float32 gets a Cast at its output). An outer tensor that a body
+           reads in the other type gets a Cast next to its producer.
+           ``keep_io_types`` is about the main graph only. An
            ``If``/``Loop``/``Scan`` that is blocked, or is not laid out as
            ONNX defines it (and a Scan of opset 8), stays float32 with its
            bodies; the notes count those nodes.
-        4. Initializers (of bodies too), ``Constant`` and ``ConstantOfShape``
+        6. Initializers (of bodies too), ``Constant`` and ``ConstantOfShape``
            values and ``Cast(to=FLOAT)`` results become float16 only when
            every reader wants float16; otherwise they stay float32 and float16
-           readers get a Cast. Values beyond the float16 range are clamped to
-           +-65504, tiny nonzero values are raised to +-6e-08 instead of
-           flushing to 0 (so an epsilon stays an epsilon); both are counted in
-           the notes.
-        5. A ``Cast`` is inserted once per tensor and target type, right after
+           readers get a Cast. Float32's extremes (rule 3) are clamped to
+           +-65504; tiny nonzero values of a constant that converts (its
+           rounding error within ``max_constant_error``) are raised to
+           +-6e-08 instead of flushing to 0 (so an epsilon stays an
+           epsilon); both are counted in the notes.
+        7. A ``Cast`` is inserted once per tensor and target type, right after
            the tensor's producer, wherever a tensor's new type differs from
            what a reader wants. Graph outputs keep their names: when an
            output's type would change, its producer writes ``<name>_fp16``
            (or ``_fp32``) and a Cast writes the output.
-        6. Local function bodies are not converted (calls stay float32; run
+        8. Local function bodies are not converted (calls stay float32; run
            ``inline_functions`` first to convert them). A model without
            float32 computation is left unchanged, so the step is idempotent.
+        9. When onnxruntime cannot run the float32 model on the sample inputs
+           the step fails and the model is unchanged: give ``inputs`` the
+           model accepts, or set ``check_activations: false``.
 
     Example:
         version: 1
         steps:
           - pass: to_fp16
-            with: {keep_io_types: true, op_block_list: [CumSum, ReduceL2, Softmax]}
+            with: {keep_io_types: true, op_block_list: [CumSum, ReduceL2, Softmax], activation_limit: 8192}
 
     Reports:
-        the inserted Cast nodes (by the runner); how many nodes run in
-        float16 (and how many of them in If/Loop/Scan bodies), which stay
-        float32 and why, and how many constant values were clamped.
+        the inserted Cast nodes and folded BatchNormalization nodes (by the
+        runner); how many nodes run in float16 (and how many of them in
+        If/Loop/Scan bodies), which stay float32 and why; each node kept for
+        its values by name, with the constant, attribute or activation and
+        its largest magnitude (or rounding error), the first 20 in the
+        notes and all in ``details.kept_for_values``; the sample input
+        shapes; how many constant values were clamped.
     """
     blocked_ops = dict(DEFAULT_OP_BLOCK_LIST) if op_block_list is None else \
         {op: "op_block_list" for op in op_block_list}
     _check_lists(model, op_block_list, node_block_list)
-    plan = _Plan(model, blocked_ops, set(node_block_list or []), keep_io_types)
-    plan.decide()
     result = PassResult()
+    peaks: dict[str, float] = {}
+    measured: list[str] = []  # what the activation run says goes last in the notes
+    float32 = _has_float32_computation(model)
+    if check_activations and float32:
+        peaks = _measure(model, inputs, result, measured)
+    if fold_batchnorm and float32:
+        folded = call_pass(model, "fuse", patterns=["conv_bn"], allow_missing=True).details["fused"]
+        if folded.get("conv_bn"):
+            result.notes.append(f"folded {folded['conv_bn']} BatchNormalization node(s) into the Conv before them")
+    hot = {name: peak for name, peak in peaks.items() if peak >= activation_limit}
+    plan = _Plan(model, blocked_ops, set(node_block_list or []), keep_io_types,
+                 _Limits(max_constant_error, activation_limit, hot))
+    plan.decide()
     if not plan.changes():
-        result.notes.append("nothing to convert: no float32 computation or constant would change")
+        result.notes.append("nothing to convert: no float32 computation or constant would change" if not
+                            plan.kept_values else "nothing to convert: every float32 node stays float32")
+        plan.report_values(result)
+        result.notes += measured
         return result
     plan.convert_values()
     plan.apply(result)
+    result.notes += measured
     return result
+
+
+def _unreadable(label: str, exc: Exception) -> PassError:
+    return PassError(f"cannot convert {label} to float16: its values cannot be read ({exc})",
+                     hint="the model may have been saved without its weights; convert the model that has them")
+
+
+def _readable(label: str, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """``pieces``, turning a failure to read them into the error that names the constant."""
+    try:
+        yield from pieces
+    except Exception as exc:  # e.g. weightless models (TRT_WEIGHTLESS) keep shapes without data
+        raise _unreadable(label, exc) from exc
+
+
+def _has_float32_computation(model: Model) -> bool:
+    return any(_is_float32(t.dtype) for g in walk_graphs(model.graph)
+               for t in list(g.inputs) + [t for n in g.nodes for t in n.outputs] if _is_plain_tensor(t))
+
+
+def _measure(model: Model, inputs: str | None, result: PassResult, notes: list[str]) -> dict[str, float]:
+    """Largest magnitude of every main-graph float tensor on the sample inputs (the model is not changed).
+
+    Given inputs that cannot be read or run are an error; when onnxruntime cannot run the model on
+    random inputs (a custom op, a shape the random inputs miss), a note says the activations were not
+    checked and only constants and attributes are."""
+    graph = model.graph
+    # Tensors computed from constants alone (Transpose(W), weights dequantized...) are weight-sized and would
+    # all be held at once; they are left out (fold_constants first makes them constants that rule 3 checks).
+    constant = {id(t) for t in graph.tensors().values() if isinstance(t, gs.Constant)}
+    names = []
+    for n in graph.nodes:
+        outputs = [t for t in n.outputs if not t.is_empty()]
+        if all(id(t) in constant for t in n.inputs if not t.is_empty()) and not any(True for _ in subgraphs_of(n)) \
+                and n.op not in ("RandomNormal", "RandomUniform"):
+            constant.update(id(t) for t in outputs)
+            continue
+        names += [t.name for t in outputs if _is_plain_tensor(t) and (t.dtype is None or _is_float32(t.dtype))]
+    names += [t.name for t in graph.inputs if _is_float32(t.dtype)]
+    try:
+        peaks, feeds = activation_peaks(model, names, load_inputs(inputs) if inputs is not None else None)
+    except (ActivationRunError, SurgeonError) as exc:
+        if inputs is None and isinstance(exc, ActivationRunError):
+            notes.append(f"activations NOT checked (only constants and attributes): {exc.message} ({exc.hint}; "
+                         "check_activations: false skips the run)")
+            result.details["activations_checked"] = False
+            return {}
+        raise PassError(f"cannot measure the activations for float16: {exc.message}",
+                        hint=(exc.hint + "; or " if exc.hint else "") + "set check_activations: false to check "
+                        "only constants and attributes") from None
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+    source = f"the inputs of {inputs}" if inputs is not None else "random inputs"
+    notes.append(f"activations measured in onnxruntime on {source}: {shapes}")
+    result.details["activations_checked"] = True
+    result.details["sample_inputs"] = {k: list(v.shape) for k, v in feeds.items()}
+    return peaks
 
 
 def _check_lists(model: Model, op_block_list: list[str] | None, node_block_list: list[str] | None) -> None:
@@ -178,6 +333,17 @@ def _is_plain_tensor(t: gs.Tensor) -> bool:
     return isinstance(t, gs.Constant) or getattr(t, "type", None) in (None, "tensor_type")
 
 
+@dataclass(frozen=True)
+class _Limits:
+    max_constant_error: float
+    activation_limit: float
+    hot: dict[str, float]
+    """Main-graph tensor name -> its largest magnitude in the sample run, for those at or beyond the limit."""
+
+
+VALUES_REASON = "values float16 cannot hold"
+
+
 @dataclass
 class _Decision:
     convert: bool
@@ -198,8 +364,11 @@ class _Plan:
     """Decides every node and tensor of the model, bodies included, first; then rewrites (validate before mutate)."""
 
     def __init__(self, model: Model, blocked_ops: dict[str, str], blocked_names: set[str],
-                 keep_io_types: bool) -> None:
+                 keep_io_types: bool, limits: _Limits) -> None:
         self.model = model
+        self.limits = limits
+        self.constant_stats: dict[int, tuple[float, float] | None] = {}
+        self.kept_values: dict[int, dict] = {}  # node id -> why float16 cannot hold its values
         self.graph = model.graph
         self.blocked_ops = blocked_ops
         self.blocked_names = blocked_names
@@ -237,7 +406,7 @@ class _Plan:
         known = -1
         while known != len(self.f32):
             known = len(self.f32)
-            self.decisions, self.input_home = {}, {}
+            self.decisions, self.input_home, self.kept_values = {}, {}, {}
             self._decide_graph(self.graph, kept=None)
         for t in self._float_tensors():
             self.home_of(t)
@@ -288,6 +457,8 @@ class _Plan:
         if n.op in self.blocked_ops:
             return _Decision(False, f"{n.op}: {self.blocked_ops[n.op]}")
         if bodies:
+            if self._hot(n):
+                return _Decision(False, VALUES_REASON)
             return self._control_flow(n, schema)
         if schema is None:
             kind = "local function" if any(f.name == n.op and (f.domain or "") == node_domain(n)
@@ -298,7 +469,106 @@ class _Plan:
         if n.op in _RESULTS_OF_ATTRIBUTE or n.op in ("Shape", "Size"):
             # Cast and the shape readers take any type; the others' outputs follow their readers (_home).
             return _Decision(True)
-        return self._bind(n, schema)
+        decision = self._bind(n, schema)
+        if decision.convert and (self._unsafe_values(n, decision) or self._hot(n)):
+            return _Decision(False, VALUES_REASON)
+        return decision
+
+    # -- values float16 cannot hold ---------------------------------------------------------
+
+    def _keep(self, n: gs.Node, kind: str, name: str, magnitude: float, why: str) -> bool:
+        self.kept_values[id(n)] = {"node": n.name, "label": node_label(n), "op": n.op, "kind": kind, "name": name,
+                                   "max_abs": magnitude, "why": why}
+        return True
+
+    def _hot(self, n: gs.Node) -> bool:
+        """Whether a tensor ``n`` reads or writes reached the activation limit in the sample run."""
+        if not self.limits.hot or self.graph_of[id(n)] is not self.graph:
+            return False
+        for side, tensors in (("output", n.outputs), ("input", n.inputs)):
+            for t in tensors:
+                peak = self.limits.hot.get(t.name) if not isinstance(t, gs.Constant) else None
+                if peak is not None:
+                    return self._keep(n, "activation", t.name, peak,
+                                      f"{side} '{t.name}' reaches {peak:.4g} in the sample run "
+                                      f"(activation_limit {self.limits.activation_limit:g})")
+        return False
+
+    def _unsafe_values(self, n: gs.Node, d: _Decision) -> bool:
+        """Whether a constant ``n`` would read in float16, or a float attribute, does not fit float16."""
+        for i, want in d.wants.items():
+            if want != F16:
+                continue
+            t = n.inputs[i]
+            stats = self._constant_stats(t)
+            if stats is None:
+                continue
+            magnitude, error = stats
+            if magnitude > FLOAT16_MAX:
+                return self._keep(n, "constant", t.name, magnitude,
+                                  f"constant input '{t.name}' reaches {magnitude:.4g}, beyond float16's 65504")
+            if error > self.limits.max_constant_error:
+                return self._keep(n, "constant", t.name, magnitude,
+                                  f"constant input '{t.name}' (largest magnitude {magnitude:.3g}) would change "
+                                  f"by {100 * error:.3g} % in float16 (relative error {error:.2g} > "
+                                  f"max_constant_error {self.limits.max_constant_error:g})")
+        for key, value in n.attrs.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            floats = [abs(v) for v in values if isinstance(v, float)]
+            beyond = [v for v in floats if FLOAT16_MAX < v < SENTINEL]
+            if beyond:
+                return self._keep(n, "attribute", key, max(beyond),
+                                  f"attribute {key} = {max(beyond):.4g} is beyond float16's 65504")
+        return False
+
+    def _constant_stats(self, t: gs.Tensor) -> tuple[float, float] | None:
+        """(largest finite magnitude, relative rounding error in float16) of a constant, None for a
+        computed tensor. Values of magnitude SENTINEL and more, and non-finite ones, are left out.
+        Large weights are read piece by piece (never whole in memory)."""
+        key = id(t)
+        if key in self.constant_stats:
+            return self.constant_stats[key]
+        found = self._constant_pieces(t)
+        stats = None
+        if found is not None:
+            label, pieces = found
+            top = norm = error = 0.0
+            for piece in _readable(label, pieces):
+                x = np.asarray(piece, dtype=np.float32).reshape(-1)
+                a = np.abs(x)
+                counted = np.isfinite(a) & (a < SENTINEL)
+                if not counted.all():
+                    x, a = x[counted], a[counted]
+                if not x.size:
+                    continue
+                top = max(top, float(a.max()))
+                with np.errstate(over="ignore"):
+                    rounded = x.astype(np.float16).astype(np.float32)
+                beyond = a > FLOAT16_MAX  # counted by magnitude, not as an infinite error
+                if beyond.any():
+                    rounded[beyond] = x[beyond]
+                rounded -= x
+                norm += float(np.dot(x, x))
+                error += float(np.dot(rounded, rounded))
+            stats = (top, float(np.sqrt(error / norm)) if norm > 0 else 0.0)
+        self.constant_stats[key] = stats
+        return stats
+
+    def _constant_pieces(self, t: gs.Tensor) -> tuple[str, Iterable[np.ndarray]] | None:
+        """(label, float32 values piece by piece) of an initializer or Constant/ConstantOfShape output."""
+        if isinstance(t, gs.Constant):
+            return (f"initializer '{t.name}'", const_pieces(t, _STATS_PIECE)) if _is_float32(t.dtype) else None
+        producer = t.inputs[0] if isinstance(t, gs.Variable) and len(t.inputs) == 1 else None
+        if producer is None or producer.op not in ("Constant", "ConstantOfShape"):
+            return None
+        label = f"the value of {producer.op} node '{producer.name or t.name}'"
+        value = producer.attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return (label, const_pieces(value, _STATS_PIECE)) if _is_float32(value.dtype) else None
+        for key in ("value_float", "value_floats"):
+            if key in producer.attrs:
+                return label, [np.array(producer.attrs[key], np.float32)]
+        return None
 
     def _boundary(self, n: gs.Node) -> list[tuple[bool, int | None, list[gs.Tensor], list[int], int | None]] | None:
         """The values crossing an If/Loop/Scan body boundary, None if the node is malformed.
@@ -654,10 +924,7 @@ class _Plan:
             try:
                 self.values16[id(t)] = self._convert(source)
             except Exception as exc:  # e.g. weightless models (TRT_WEIGHTLESS) keep shapes without data
-                raise PassError(
-                    f"cannot convert {label} to float16: its values cannot be read ({exc})",
-                    hint="the model may have been saved without its weights; convert the model that has them",
-                ) from exc
+                raise _unreadable(label, exc) from exc
 
     def _convert(self, source: gs.Constant) -> np.ndarray | LazyValues:
         """``source``'s values in float16. A large one is read, converted and written to the
@@ -712,6 +979,16 @@ class _Plan:
                 elif not d.convert and any(id(t) in self.f32 for t in n.inputs + n.outputs):
                     self.kept[d.reason] = self.kept.get(d.reason, 0) + 1
 
+    def report_values(self, result: PassResult) -> None:
+        """One note per node kept in float32 for its values (the first MAX_NOTED_NODES); details list all."""
+        by_values = sorted(self.kept_values.values(), key=lambda k: (k["kind"], -k["max_abs"]))
+        for k in by_values[:MAX_NOTED_NODES]:
+            result.notes.append(f"kept in float32: {k['label']}: {k['why']}")
+        if len(by_values) > MAX_NOTED_NODES:
+            result.notes.append(f"... and {len(by_values) - MAX_NOTED_NODES} more node(s) kept in float32 for their "
+                                "values (details.kept_for_values lists all)")
+        result.details["kept_for_values"] = by_values
+
     def _report(self, result: PassResult, stats: dict[str, int]) -> None:
         converted, kept = self.converted, self.kept
         inside = f" ({self.converted_inside} inside If/Loop/Scan bodies)" if self.converted_inside else ""
@@ -720,12 +997,13 @@ class _Plan:
             result.notes.append("kept in float32: " + "; ".join(f"{reason} x{k}" for reason, k in kept.items()))
         if stats["clamped"]:
             result.notes.append(f"clamped {stats['clamped']} constant value(s) beyond float16's range to +-65504")
+        self.report_values(result)
         if stats["raised"]:
             result.notes.append(f"set {stats['raised']} nonzero constant value(s) below float16's smallest "
                                 "subnormal to +-6e-08 instead of 0 (keeps epsilons nonzero)")
         if self.graph.functions:
             result.notes.append(f"{len(self.graph.functions)} local function(s) not converted "
                                 "(run inline_functions first to convert them)")
-        result.details = {"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
-                          "kept_float32": kept, "constants_converted": stats["constants"],
-                          "clamped": stats["clamped"], "raised_tiny": stats["raised"]}
+        result.details.update({"float16_nodes": converted, "float16_nodes_in_subgraphs": self.converted_inside,
+                               "kept_float32": kept, "constants_converted": stats["constants"],
+                               "clamped": stats["clamped"], "raised_tiny": stats["raised"]})

@@ -1,0 +1,133 @@
+"""Sample inputs for a model, and one onnxruntime run that measures its intermediate tensors.
+
+``to_fp16`` keeps in float32 the nodes whose values float16 cannot hold; for
+activations it needs their magnitudes on real-looking inputs. onnxruntime
+exposes intermediate tensors only in a debug build (an environment switch),
+so :func:`activation_peaks` exports the graph, lists the tensors it wants as
+extra graph outputs and runs it once.
+
+The weights are never copied for the run: external weights stay in their
+files and onnxruntime reads them from the model's folder
+(``session.model_external_initializers_file_folder_path``); in-memory weights
+go into the exported protobuf, as they would to save. onnxruntime holds every
+exposed tensor of the run at once, so the run costs about the model's weights
+(1.2x on a chain of MatMuls with 256 MiB of external weights, 1.5x when each
+weight is transposed first) plus all its activations for one input.
+
+Sample inputs come from :mod:`surgeon.io.samples`, the same synthesis verification uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from surgeon.errors import SurgeonError
+from surgeon.io import samples
+from surgeon.io.model import Model
+
+ACTIVATION_BATCH = 1
+"""A symbolic batch dim gets 1 here: the run measures magnitudes, which a larger batch does not change
+much, and it holds every exposed tensor at once."""
+
+
+class ActivationRunError(SurgeonError):
+    """The float32 model could not be run on the sample inputs."""
+
+
+def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file, by name."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise SurgeonError(f"sample inputs not found: {path}", hint="check the path of the .npz file") from None
+    except Exception as exc:  # numpy raises ValueError, OSError, BadZipFile... for a bad file
+        raise SurgeonError(f"cannot read sample inputs {path}: {_short(exc)}",
+                           hint="save them with numpy.savez(path, input_name=array, ...)") from None
+
+
+def activation_peaks(model: Model, names: Iterable[str],
+                     feeds: dict[str, np.ndarray] | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Largest finite magnitude of each tensor in ``names`` (tensors of the main graph) when onnxruntime
+    runs ``model`` on ``feeds``, and the feeds used. Without ``feeds``, :mod:`surgeon.io.samples` makes
+    them (as verification does, with a batch of 1), trying image sizes in turn until the model runs.
+    Tensors that are not float, or hold no finite value, are left out. Raises
+    :class:`ActivationRunError` when onnxruntime cannot load or run the model."""
+    import onnxruntime as ort
+
+    from surgeon.io.export import to_proto
+
+    names = list(dict.fromkeys(names))
+    proto = to_proto(model)
+    graph_inputs = {i.name for i in proto.graph.input}
+    declared = {o.name for o in proto.graph.output}
+    wanted = [n for n in names if n not in graph_inputs]
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in declared)
+    specs = samples.input_specs(proto)
+    opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = False
+    opts.log_severity_level = 4  # onnxruntime's own error lines never reach the terminal: the error says it
+    # Basic optimizations fold what is computed from weights alone (a Transpose of each weight) once, at load,
+    # instead of holding a copy per node at run time (1.5x instead of 2x the weights on tests/test_memory.py's
+    # transposed MatMul chain); exposed tensors are graph outputs, which no optimization removes or changes.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if model.base_dir is not None:
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model.base_dir))
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/NotImplemented types
+        raise ActivationRunError(f"onnxruntime cannot load the float32 model: {_short(exc)}",
+                                 hint="onnxruntime cannot run custom ops without their library") from None
+    del proto
+    known = {i.name for i in session.get_inputs()}
+    run_options = ort.RunOptions()
+    run_options.log_severity_level = 4
+    tries = [feeds] if feeds is not None else [
+        samples.sample_feeds(specs, samples.resolve_dims(specs, batch=ACTIVATION_BATCH, image_size=size),
+                             image_size=size)
+        for size in _image_sizes(specs)]
+    failure = ""
+    for tried in tries:
+        missing = sorted(known - set(tried))
+        if missing:
+            raise ActivationRunError(f"the sample inputs have no array for input(s) {', '.join(missing)}",
+                                     hint="the .npz file must hold every graph input, by name: "
+                                          + ", ".join(sorted(known)))
+        try:
+            values = session.run(wanted, {k: v for k, v in tried.items() if k in known}, run_options)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException types
+            shapes = ", ".join(f"{k} {list(np.shape(v))}" for k, v in tried.items())
+            failure = failure or f"({shapes}): {_short(exc)}"
+            continue
+        peaks = {name: _peak(v) for name, v in zip(wanted, values)}
+        peaks.update({k: _peak(v) for k, v in tried.items() if k in set(names)})
+        return {k: v for k, v in peaks.items() if v is not None}, tried
+    raise ActivationRunError(f"onnxruntime cannot run the float32 model on the sample inputs {failure}",
+                             hint="give sample inputs the model accepts as a .npz file (inputs: <file.npz>)")
+
+
+def _image_sizes(specs: list[samples.InputSpec]) -> list[int]:
+    """The image sizes to try in turn when an image-like input has a symbolic height or width, else one."""
+    symbolic = any(s.image_like and s.shape is not None and not all(isinstance(d, int) for d in s.shape[2:])
+                   for s in specs)
+    return list(samples.IMAGE_SIZES[:3]) if symbolic else [samples.IMAGE_SIZE]
+
+
+def _peak(value: Any) -> float | None:
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.size == 0:
+        return None
+    magnitude = np.abs(value, dtype=np.float32)
+    finite = np.isfinite(magnitude)
+    if not finite.all():
+        magnitude = magnitude[finite]
+    return float(magnitude.max()) if magnitude.size else None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."
