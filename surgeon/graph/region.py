@@ -184,7 +184,7 @@ def find_region(graph: gs.Graph, inputs: list[str], outputs: list[str]) -> tuple
                 if any(True for _ in subgraphs_of(producer)):
                     raise PassError(f"the region would hold {node_label(producer)}, which has subgraphs",
                                     hint="replace_subgraph does not take If/Loop/Scan nodes into a region: "
-                                         f"choose inputs after it, or replace a region inside its body")
+                                         "choose inputs after it, or replace a region inside its body")
                 region[id(producer)] = producer
             work.extend((x, producer) for x in producer.inputs if x.name)
         if not uses_input:
