@@ -162,9 +162,10 @@ def parse_pattern(text: str, what: str = "pattern") -> Pattern:
         raise PatternTextError(problems)
     pattern = Pattern(tuple(nodes), inputs, outputs, constants, opsets, producer)
     read = {name for p in nodes for name in p.inputs}
+    header = next((i for i, line in enumerate(lines, 1) if "=>" in line), 1)
     for name in inputs:
-        if name not in read:
-            problems.append((1, None, f"input '{name}' of the {what} is not read by any node",
+        if name not in read and what == "pattern":  # a replacement may leave pattern inputs unread
+            problems.append((header, None, f"input '{name}' of the {what} is not read by any node",
                              f"remove '{name}' from the {what}'s inputs"))
     if what == "pattern":
         reached = _ancestors(pattern, pattern.anchor)
@@ -219,8 +220,8 @@ def check_replacement(pattern_text: str, replacement_text: str, constant: list[s
     out: list[tuple[str, TextProblem]] = []
     try:
         pattern = parse_pattern(pattern_text)
-    except PatternTextError as exc:
-        return [("pattern", p) for p in exc.problems]
+    except PatternTextError:
+        return []  # the pattern's own check reports it
     if constant:
         for i, name in enumerate(constant):
             if name not in pattern.inputs:
@@ -228,8 +229,8 @@ def check_replacement(pattern_text: str, replacement_text: str, constant: list[s
                                                "the pattern's inputs are: " + ", ".join(pattern.inputs))))
     try:
         replacement = parse_pattern(replacement_text, "replacement")
-    except PatternTextError as exc:
-        return out + [("replacement", p) for p in exc.problems]
+    except PatternTextError:
+        return out  # the replacement's own check reports it
     lines = replacement_text.splitlines()
     header = next((i for i, line in enumerate(lines, 1) if "=>" in line), 1)
     for name in replacement.inputs:
@@ -321,6 +322,7 @@ class Miss:
 
     depth: int
     reason: str
+    bound: int = 0
 
 
 class Matcher:
@@ -346,9 +348,14 @@ class Matcher:
         tensors, nmap = found
         return Match([nmap[i] for i in range(len(self.pattern.nodes))], tensors)
 
-    def _fail(self, depth: int, reason: str) -> None:
-        if self.miss is None or depth > self.miss.depth:
-            self.miss = Miss(depth, reason)
+    def _fail(self, depth: int, reason: str, bound: int = 0) -> None:
+        """Remember the failure that got furthest: most pattern nodes matched, then (between the
+        input orders of a commutative node) most of its inputs bound."""
+        if self.miss is None or (depth, bound) > (self.miss.depth, self.miss.bound):
+            self.miss = Miss(depth, reason, bound)
+
+    def _fail_at(self, depth: int, j: int, reason: str) -> None:
+        self._fail(depth, reason, j + 1)
 
     def _node_problem(self, p: PatternNode, node: gs.Node) -> str | None:
         if node.op != p.op or node_domain(node) != p.domain:
@@ -419,22 +426,22 @@ class Matcher:
             label = node_label(node)
             if name == "":
                 if t is not None:
-                    self._fail(depth, f"{where} is '{t.name}', pattern wants it omitted")
+                    self._fail_at(depth, j, f"{where} is '{t.name}', pattern wants it omitted")
                     return None
                 continue
             if t is None:
-                self._fail(depth, f"{where} is omitted, pattern wants '{name}'")
+                self._fail_at(depth, j, f"{where} is omitted, pattern wants '{name}'")
                 return None
             if name in self.pattern.constants:
                 if not _value_equal(t, self.pattern.constants[name]):
-                    self._fail(depth, f"{where} is {self._value_text(t)}, pattern wants the constant "
+                    self._fail_at(depth, j, f"{where} is {self._value_text(t)}, pattern wants the constant "
                                       f"{_show(self.pattern.constants[name])}")
                     return None
                 continue
             bound = tensors.get(name)
             if bound is not None:
                 if bound is not t:
-                    self._fail(depth, f"{where} is '{t.name}', but pattern tensor '{name}' is already "
+                    self._fail_at(depth, j, f"{where} is '{t.name}', but pattern tensor '{name}' is already "
                                       f"bound to '{bound.name}'")
                     return None
                 continue
@@ -444,20 +451,21 @@ class Matcher:
                 producer = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
                 if producer is None or id(producer) not in self.members or producer.op != qn.op:
                     found = describe_tensor(t, self.members)
-                    self._fail(depth, f"{label}: expected {qn.op} on input {i}, found {found}")
+                    self._fail_at(depth, j, f"{label}: expected {qn.op} on input {i}, found {found}")
                     return None
                 if k >= len(producer.outputs) or producer.outputs[k] is not t:
-                    self._fail(depth, f"{where} is output {_out_index(producer, t)} of {node_label(producer)}, "
+                    self._fail_at(depth, j, f"{where} is output {_out_index(producer, t)} of "
+                                            f"{node_label(producer)}, "
                                       f"pattern wants its output {k}")
                     return None
                 if q in nmap:
                     if nmap[q] is not producer:
-                        self._fail(depth, f"{where} comes from {node_label(producer)}, which is not the node "
+                        self._fail_at(depth, j, f"{where} comes from {node_label(producer)}, which is not the node "
                                           f"matched to '{qn.describe()}'")
                         return None
                 elif id(producer) in used:
-                    self._fail(depth, f"{where} comes from {node_label(producer)}, which is already matched to another "
-                                      "pattern node")
+                    self._fail_at(depth, j, f"{where} comes from {node_label(producer)}, which is already "
+                                            "matched to another pattern node")
                     return None
                 elif not any(q == item[0] for item in todo):
                     todo.append((q, producer))
@@ -465,7 +473,7 @@ class Matcher:
                 continue
             # a pattern input
             if name in self.constant and not is_constant(t):
-                self._fail(depth, f"{where} is '{t.name}', computed by {describe_tensor(t, self.members)}; "
+                self._fail_at(depth, j, f"{where} is '{t.name}', computed by {describe_tensor(t, self.members)}; "
                                   f"pattern input '{name}' must be a constant or initializer")
                 return None
             tensors[name] = t

@@ -19,6 +19,7 @@ from surgeon.graph.pattern import (
     TextProblem,
     check_pattern_text,
     check_replacement,
+    is_constant,
     parse_pattern,
 )
 from surgeon.graph.pattern import Matcher as _Matcher
@@ -123,9 +124,8 @@ def rewrite(model: Model, *, pattern: Annotated[str, _text_check("pattern")],
               replacement: |
                 <ir_version: 8, opset_import: ["" : 17]>
                 agraph (float[N] x) => (float[N] y) {
-                  y = HardSwish (x)
+                  y = SiLU_TRT (x)
                 }
-              allow_missing: true
 
     Reports:
         "rewrote N matches" in the step summary; the nodes removed and added
@@ -309,13 +309,13 @@ def _apply(model: Model, pat: Pattern, rep: Pattern, accepted: list[tuple[gs.Gra
         for m in matches:
             anchor = m.anchor
             base = anchor.name or anchor.op
-            bound = [m.tensors[name] for name in pat.inputs if name in m.tensors]
+            read = [t for node in m.nodes for t in node.inputs if is_constant(t)]
             for node in m.nodes:
                 gone.add(id(node))
                 members.discard(id(node))
                 detach(node)
             at[id(anchor)] = _instantiate(rep, m, base, namer)
-            remove_dead(graph, bound, members=members, later=dead)
+            remove_dead(graph, read, members=members, later=dead)
         gone.update(id(n) for n in dead)
         kept: list[gs.Node] = []
         for node in graph.nodes:
