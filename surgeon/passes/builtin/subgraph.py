@@ -68,11 +68,11 @@ def replace_subgraph(model: Model, *, inputs: list[str], outputs: list[str], op:
         steps:
           - pass: replace_subgraph
             with:
-              inputs: [input]
+              inputs: [input, onnx::Conv_20, onnx::Conv_21]
               outputs: [/block1/block1.2/Relu_output_0]
-              op: ConvBnRelu_TRT
+              op: ConvRelu_TRT
               attrs: {plugin_version: '1'}
-              name: stem_plugin
+              name: block1_plugin
 
     Reports:
         the removed nodes and the new node (by the runner); a note naming the
