@@ -107,3 +107,31 @@ def test_fuse_for_inference_folds_batchnorm():
     assert "BatchNormalization" not in [n.op for n in model.graph.nodes]
     assert len(model.graph.nodes) < len(before)
     assert_same_outputs(path, model, random_inputs(path, dims={"N": 3}))
+
+
+def test_decompose_layernorm_keeps_the_transformers_numbers():
+    path = real_model("transformer_encoder_dynamo.onnx")
+    norms = [n.name for n in onnx.load(path, load_external_data=False).graph.node if n.op_type == "LayerNormalization"]
+    model = _apply("decompose_layernorm.yaml", "transformer_encoder_dynamo.onnx")
+    ops = [n.op for n in model.graph.nodes]
+    assert "LayerNormalization" not in ops and ops.count("Sqrt") == len(norms) == 8
+    assert [n.name for n in model.graph.nodes if n.op == "Add" and n.name in norms] == norms  # y's writer keeps it
+    assert_same_outputs(path, model, random_inputs(path, dims={"batch": 2, "seq": 5}))
+
+
+def test_ffn_to_plugin_leaves_one_node_in_place_of_the_block(tmp_path):
+    path = real_model("transformer_encoder_dynamo.onnx")
+    model = surgeon.load(path)
+    before = len(model.graph.nodes)
+    surgeon.apply(RECIPES / "ffn_to_plugin.yaml", model)
+    assert len(model.graph.nodes) == before - 4
+    plugin = next(n for n in model.graph.nodes if n.op == "FeedForward_TRT")
+    assert (plugin.name, plugin.domain or "") == ("enc.layers.0.ffn", "")
+    assert [t.name for t in plugin.inputs] == ["layer_norm", "val_89", "enc.layers.0.linear1.bias", "val_91",
+                                               "enc.layers.0.linear2.bias"]
+    assert [t.name for t in plugin.outputs] == ["linear_3"] and plugin.attrs == {"activation": "relu",
+                                                                                 "plugin_version": "1"}
+    assert [n.op for n in plugin.outputs[0].outputs] == ["Add"]  # the residual connection reads it as before
+    surgeon.save(model, tmp_path / "out.onnx")
+    saved = onnx.load(tmp_path / "out.onnx")
+    assert [n.op_type for n in saved.graph.node].count("FeedForward_TRT") == 1
