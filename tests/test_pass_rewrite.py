@@ -298,7 +298,7 @@ def test_patterns_are_checked_when_the_recipe_is_read_with_the_line_inside_the_b
     with pytest.raises(RecipeError) as exc:
         surgeon.parse_recipe(text, "r.yaml")
     assert str(exc.value) == (
-        "r.yaml:11:11: error: parameter 'pattern', line 5, column 3: invalid ONNX text: Expected character ) not "
+        "r.yaml:10:24: error: parameter 'pattern', line 4, column 16: invalid ONNX text: Expected character ) not "
         "found.\n"
         "  hint: write the graph as onnx.parser reads it, e.g.\n"
         "        <ir_version: 8, opset_import: [\"\" : 17]>\n"

@@ -81,8 +81,8 @@ def test_a_shared_constant_node_stays_and_an_unnamed_initializer_is_reported():
     assert [t.name for t in model.graph.nodes[2].inputs] == ["h", "w"]
     assert report.notes == ["9 node(s) replaced by node 'Norm_TRT' (Norm_TRT); 1 constant node(s) only they read "
                             "were removed",
-                            "constant(s) 'b' that only the region read are gone (name them in inputs to keep them "
-                            "as inputs of the new node)",
+                            "removed with the region: constant(s) 'b' that only it read (name one in inputs to keep "
+                            "it as an input of the new node)",
                             "Norm_TRT is not an ONNX op: it is kept as a plugin op in the default domain"]
 
 
@@ -177,8 +177,8 @@ def test_regions_inside_an_if_body_and_a_local_function():
     assert _nodes(then) == [("Softplus", "Softplus", ["s0"], ["ty"])]
     assert report.notes == ["3 node(s) in subgraph 'then_g' of an unnamed If node replaced by node 'Softplus' "
                             "(Softplus)",
-                            "constant(s) 'one' that only the region read are gone (name them in inputs to keep them "
-                            "as inputs of the new node)"]
+                            "removed with the region: constant(s) 'one' that only it read (name one in inputs to "
+                            "keep it as an input of the new node)"]
     surgeon.run_pass(model, "replace_subgraph", inputs=["u"], outputs=["w"], op="Softplus", name="f_softplus")
     func = model.graph.functions[0]
     assert _nodes(func) == [("Softplus", "f_softplus", ["u"], ["w"]), ("Neg", "", ["w"], ["v"])]

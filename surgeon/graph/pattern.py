@@ -95,8 +95,16 @@ def _parse_error(exc: Exception, text: str) -> TextProblem:
     m = re.search(r"line: (\d+) column: (\d+)", raw)
     line, column = (int(m.group(1)), int(m.group(2))) if m else (1, None)
     what = raw.strip().splitlines()[-1].strip() if raw.strip() else "cannot parse"
-    if line > len(text.splitlines()):
-        line, column = max(1, len(text.splitlines())), None
+    lines = text.splitlines()
+    if line > len(lines):
+        line, column = max(1, len(lines)), None
+    elif "Expected character" in what and column is not None and line > 1 and \
+            not lines[line - 1][:column - 1].strip():
+        # onnx's parser notices a missing ')' or '}' at the next token, on the next line: point at
+        # the end of the line that lacks it.
+        previous = next((i for i in range(line - 1, 0, -1) if lines[i - 1].strip()), None)
+        if previous is not None:
+            line, column = previous, len(lines[previous - 1].rstrip()) + 1
     return (line, column, f"invalid ONNX text: {what}",
             "write the graph as onnx.parser reads it, e.g.\n"
             "<ir_version: 8, opset_import: [\"\" : 17]>\n"

@@ -123,8 +123,8 @@ def replace_subgraph(model: Model, *, inputs: list[str], outputs: list[str], op:
     named = {id(t) for t in ins}
     dropped = sorted({t.name for t in read if isinstance(t, gs.Constant) and id(t) not in named and not t.outputs})
     if dropped:
-        result.notes.append(f"constant(s) {', '.join(repr(d) for d in dropped)} that only the region read are gone "
-                            "(name them in inputs to keep them as inputs of the new node)")
+        result.notes.append(f"removed with the region: constant(s) {', '.join(repr(d) for d in dropped)} that "
+                            "only it read (name one in inputs to keep it as an input of the new node)")
     if schema is None and domain == "":
         result.notes.append(f"{op} is not an ONNX op: it is kept as a plugin op in the default domain")
     _import_domain(model, region.scope, domain, result)
