@@ -338,3 +338,65 @@ def test_docstring_example_replaces_silu_in_a_real_detector():
     assert [n.name for n in model.graph.nodes if n.op == "SiLU_TRT"] == silu
     plugin = next(n for n in model.graph.nodes if n.op == "SiLU_TRT")
     assert plugin.name == "node_silu" and plugin.outputs[0].name == "silu"
+
+
+SILU_TWO_OUTPUTS = "agraph (float[N] x) => (float[N] y, float[N] s) { s = Sigmoid (x)  y = Mul (x, s) }"
+
+
+def test_a_pattern_with_two_outputs_keeps_a_reader_of_the_inner_one_in_order():
+    model = _load("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N] x) => (float[N] z) {
+      [sig] s = Sigmoid (x)
+      [neg] t = Neg (s)
+      [mul] y = Mul (x, s)
+      [add] z = Add (y, t)
+    }""")
+    before = to_proto(model)
+    one_output = "agraph (float[N] x) => (float[N] y) { s = Sigmoid (x)  y = Mul (x, s) }"
+    report = surgeon.run_pass(model, "rewrite", pattern=one_output, replacement=one_output.replace("(x, s)", "(s, x)"),
+                              allow_missing=True)
+    assert report.notes == ["the match at node 'mul' (Mul) was skipped: its inner tensor 's' is read by node 'neg' "
+                            "(Neg) outside the match"]
+    report = surgeon.run_pass(model, "rewrite", pattern=SILU_TWO_OUTPUTS,
+                              replacement=SILU_TWO_OUTPUTS.replace("(x, s)", "(s, x)"))
+    assert [(n.op, n.name, [t.name for t in n.inputs]) for n in model.graph.nodes] == [
+        ("Sigmoid", "mul/Sigmoid", ["x"]), ("Neg", "neg", ["s"]), ("Mul", "mul", ["s", "x"]),
+        ("Add", "add", ["y", "t"])]
+    assert_same_outputs(before, model, random_inputs(before, {"N": 3}), exact=True)
+
+
+def test_a_match_whose_output_feeds_its_own_input_is_skipped():
+    model = _load("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N] x) => (float[N] y) {
+      [sig] s = Sigmoid (x)
+      [neg] t = Neg (s)
+      [mul] y = Mul (t, s)
+    }""")
+    pattern = "agraph (float[N] x, float[N] w) => (float[N] y, float[N] s) { s = Sigmoid (x)  y = Mul (w, s) }"
+    report = surgeon.run_pass(model, "rewrite", pattern=pattern, replacement=pattern.replace("Mul", "Add"),
+                              allow_missing=True)
+    assert report.notes == ["the match at node 'mul' (Mul) was skipped: its output 's' feeds its own input through "
+                            "node 'neg' (Neg)"]
+    assert [n.op for n in model.graph.nodes] == ["Sigmoid", "Neg", "Mul"]
+
+
+def test_a_pattern_input_bound_inside_the_match_is_skipped():
+    model = _load("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N] x) => (float[N] y) {
+      [relu] r = Relu (x)
+      [add] y = Add (r, r)
+    }""")
+    pattern = "agraph (float[N] x, float[N] z) => (float[N] y) { a = Relu (x)  y = Add (a, z) }"
+    report = surgeon.run_pass(model, "rewrite", pattern=pattern,
+                              replacement="agraph (float[N] x, float[N] z) => (float[N] y) { y = Sub (x, z) }",
+                              allow_missing=True)
+    assert report.notes == ["the match at node 'add' (Add) was skipped: pattern input 'z' is bound to 'r', which the "
+                            "match itself computes"]
+
+
+def test_python_recipes_name_the_line_of_the_text():
+    with pytest.raises(RecipeError) as exc:
+        surgeon.Recipe.from_steps([("rewrite", {"pattern": RELU2, "replacement": "agraph (x) => (y) { y = Relu (x }"})])
+    assert str(exc.value).splitlines()[0] == (
+        "error: step 1 (rewrite): parameter 'replacement', line 1, column 33: invalid ONNX text: Expected character "
+        ") not found.")

@@ -181,6 +181,9 @@ def rewrite(model: Model, *, pattern: Annotated[str, _text_check("pattern")],
     _apply(model, pat, rep, accepted)
     result = PassResult(notes=list(skipped), details={"matches": n, "skipped": skipped})
     if n:
+        plugins = sorted({p.op for p in rep.nodes if not p.domain and not onnx.defs.has(p.op)})
+        result.notes += [f"{op} is not an ONNX op: it is kept as a plugin op in the default domain" for op in plugins]
+    if n:
         result.headline.append(f"rewrote {n} match" + ("" if n == 1 else "es"))
     return result
 
@@ -221,6 +224,10 @@ def _escape(pat: Pattern, match: Match, graph_outputs: set[int]) -> str | None:
     """Why the match's inner tensors cannot go away (a reader outside it, a graph output), or None."""
     inside = {id(n) for n in match.nodes}
     kept = {id(match.tensors[name]) for name in pat.outputs}
+    for name in pat.inputs:
+        t = match.tensors.get(name)
+        if t is not None and any(id(p) in inside for p in t.inputs) and id(t) not in kept:
+            return f"pattern input '{name}' is bound to '{t.name}', which the match itself computes"
     for node in match.nodes:
         for t in node.outputs:
             if id(t) in kept:
