@@ -318,10 +318,8 @@ class Match:
 
     nodes: list[gs.Node]
     tensors: dict[str, gs.Tensor]
-
-    @property
-    def anchor(self) -> gs.Node:
-        return self.nodes[-1]
+    anchor: gs.Node
+    """The node writing the pattern's first output (every other matched node feeds it)."""
 
 
 @dataclass
@@ -354,7 +352,7 @@ class Matcher:
         if found is None:
             return None
         tensors, nmap = found
-        return Match([nmap[i] for i in range(len(self.pattern.nodes))], tensors)
+        return Match([nmap[i] for i in range(len(self.pattern.nodes))], tensors, node)
 
     def _fail(self, depth: int, reason: str, bound: int = 0) -> None:
         """Remember the failure that got furthest: most pattern nodes matched, then (between the

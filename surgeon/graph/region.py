@@ -75,15 +75,22 @@ class TensorIndex:
         for scope in every:
             g = scope.graph
             for t in g.inputs:
-                index.owner.setdefault(t.name, []).append((t, scope))
+                index.add(t, scope)
             for node in g.nodes:
                 for t in node.outputs:
                     if t.name:
-                        index.owner.setdefault(t.name, []).append((t, scope))
+                        index.add(t, scope)
                 for t in node.inputs:
-                    if isinstance(t, gs.Constant) and t.name:
-                        index.constants.setdefault(t.name, t)
+                    if isinstance(t, gs.Constant) and t.name and t.name not in index.constants:
+                        index.constants[t.name] = t
         return index, every
+
+    def add(self, t: gs.Tensor, scope: Scope) -> None:
+        found = self.owner.get(t.name)
+        if found is None:
+            self.owner[t.name] = [(t, scope)]
+        else:
+            found.append((t, scope))
 
     def names(self) -> list[str]:
         return sorted(set(self.owner) | set(self.constants))
