@@ -151,6 +151,7 @@ VERIFIED_ON = {
     "convert_opset": ("model_keepbn.onnx", []),
     "cut_at_features": ("model.onnx", []),
     "debug_outputs": ("model.onnx", []),
+    "decompose_layernorm": ("transformer_encoder_dynamo.onnx", []),
     "extract_backbone": ("tiny_yolo_legacy.onnx", []),
     "fix_batch": ("tiny_yolo_dynamo.onnx", []),
     "fixed_input_shape": ("tiny_yolo_legacy.onnx", []),
@@ -179,6 +180,8 @@ VERIFIED_ON = {
 NOT_RUNNABLE = {
     "declare_plugin_op": "keeps devtech::FooOp (it declares its shapes); "
                          "test_declare_plugin_op_gets_shapes_past_fooop checks the shapes",
+    "ffn_to_plugin": "puts a TensorRT plugin op (FeedForward_TRT) in place of a block; "
+                     "test_ffn_to_plugin_leaves_one_node_in_place_of_the_block checks the structure",
 }
 
 
@@ -230,3 +233,31 @@ def test_verify_compares_something_real_on_every_ready_recipe(recipe, tmp_path):
         in out.getvalue()
     for o in informative:
         assert f"  {o['edited_name']}" in out.getvalue()
+
+
+def test_decompose_layernorm_keeps_the_transformers_numbers():
+    path = real_model("transformer_encoder_dynamo.onnx")
+    norms = [n.name for n in onnx.load(path, load_external_data=False).graph.node if n.op_type == "LayerNormalization"]
+    model = _apply("decompose_layernorm.yaml", "transformer_encoder_dynamo.onnx")
+    ops = [n.op for n in model.graph.nodes]
+    assert "LayerNormalization" not in ops and ops.count("Sqrt") == len(norms) == 8
+    assert [n.name for n in model.graph.nodes if n.op == "Add" and n.name in norms] == norms  # y's writer keeps it
+    assert_same_outputs(path, model, random_inputs(path, dims={"batch": 2, "seq": 5}))
+
+
+def test_ffn_to_plugin_leaves_one_node_in_place_of_the_block(tmp_path):
+    path = real_model("transformer_encoder_dynamo.onnx")
+    model = surgeon.load(path)
+    before = len(model.graph.nodes)
+    surgeon.apply(RECIPES / "ffn_to_plugin.yaml", model)
+    assert len(model.graph.nodes) == before - 4
+    plugin = next(n for n in model.graph.nodes if n.op == "FeedForward_TRT")
+    assert (plugin.name, plugin.domain or "") == ("enc.layers.0.ffn", "")
+    assert [t.name for t in plugin.inputs] == ["layer_norm", "val_89", "enc.layers.0.linear1.bias", "val_91",
+                                               "enc.layers.0.linear2.bias"]
+    assert [t.name for t in plugin.outputs] == ["linear_3"] and plugin.attrs == {"activation": "relu",
+                                                                                 "plugin_version": "1"}
+    assert [n.op for n in plugin.outputs[0].outputs] == ["Add"]  # the residual connection reads it as before
+    surgeon.save(model, tmp_path / "out.onnx")
+    saved = onnx.load(tmp_path / "out.onnx")
+    assert [n.op_type for n in saved.graph.node].count("FeedForward_TRT") == 1

@@ -84,3 +84,11 @@ def all_tensor_names(graph: gs.Graph) -> set[str]:
     return names
 
 
+
+
+def graphs_and_functions(graph: gs.Graph) -> Iterator[gs.Graph]:
+    """``graph``, its subgraphs, then the bodies of its local functions and their subgraphs:
+    every node list a pass that edits "the whole model" visits, in a fixed order."""
+    yield from walk_graphs(graph)
+    for func in getattr(graph, "functions", None) or []:
+        yield from walk_graphs(func)

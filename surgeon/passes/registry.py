@@ -43,6 +43,8 @@ BUILTIN_PASSES: dict[str, str] = {
     "extract": "surgeon.passes.builtin.outputs:extract",
     "insert_node": "surgeon.passes.builtin.edit:insert_node",
     "replace_op": "surgeon.passes.builtin.edit:replace_op",
+    "replace_subgraph": "surgeon.passes.builtin.subgraph:replace_subgraph",
+    "rewrite": "surgeon.passes.builtin.rewrite:rewrite",
     # shapes and types
     "infer_shapes": "surgeon.passes.builtin.shapes:infer_shapes",
     "set_shapes": "surgeon.passes.builtin.shapes:set_shapes",

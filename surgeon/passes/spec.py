@@ -49,9 +49,37 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from surgeon.errors import PassError, suggestion_hint
-from surgeon.recipe.types import Max, Min, check_type, schema_of, type_name, yaml_of
+from surgeon.recipe.types import Check, Max, Min, check_type, schema_of, text_place, type_name, yaml_of
 
-__all__ = ["Max", "Min", "PassSpec", "ParamSpec", "REQUIRED", "check_type", "type_name"]
+__all__ = ["Check", "Max", "Min", "PassSpec", "ParamSpec", "REQUIRED", "check_type", "checked_together",
+           "type_name"]
+
+# (parameter path, message, hint): a problem of several parameters together
+ParamProblem = tuple[str, str, "str | None"]
+
+
+def checked_together(check: Callable[[dict[str, Any]], list[ParamProblem]]
+                     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a check of a pass's parameters together (a pattern and its replacement must agree),
+    run when the recipe is read, after every parameter passed its own type check::
+
+        @checked_together(lambda params: [...])
+        def my_pass(model, *, pattern: str, replacement: str): ...
+
+    The check gets the given parameters (defaults not filled in) and returns problems as
+    ``(parameter path, message, hint)``; a path such as ``replacement@3`` (see
+    :func:`surgeon.recipe.types.text_path`) points at line 3 of a text parameter.
+    """
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
+        func.__surgeon_check__ = check  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def param_label(key: str, sub: str) -> str:
+    """``'names[2]'`` or ``'pattern', line 3``: a parameter (and a place inside it) in messages."""
+    return f"'{key}'{text_place(sub)}" if sub.startswith("@") else f"'{key}{sub}'"
 
 
 class _Required:
@@ -130,6 +158,7 @@ class PassSpec:
     contract: Any = None
     """How the pass is verified (:class:`surgeon.passes.contract.Contract`, declared with
     ``@verified_by``); None: not declared (verified as "outputs equal", with a note)."""
+    together: Callable[[dict[str, Any]], list[ParamProblem]] | None = None  # see checked_together
 
     @classmethod
     def from_function(cls, name: str, func: Callable[..., Any], source: str = "builtin") -> PassSpec:
@@ -170,7 +199,8 @@ class PassSpec:
             params[p.name] = ParamSpec(p.name, ann, default, docs.get(p.name, ""))
         from surgeon.passes.contract import contract_of
 
-        return cls(name, func, params, summary, sections, receives, selector_param, source, contract_of(func))
+        return cls(name, func, params, summary, sections, receives, selector_param, source, contract_of(func),
+                   getattr(func, "__surgeon_check__", None))
 
     # -- using the declaration -------------------------------------------------
 
@@ -191,12 +221,16 @@ class PassSpec:
             # (a null default means "not set", which is not a value to suggest).
             range_hint = (f"remove '{key}' to use the default ({yaml_of(spec.default)})"
                           if not spec.required and spec.default is not None else None)
-            problems += [(key + sub, f"parameter '{key}{sub}': {msg}", hint)
+            problems += [(key + sub, f"parameter {param_label(key, sub)}: {msg}", hint)
                          for sub, msg, hint in check_type(value, spec.annotation, range_hint=range_hint)]
         for spec in self.params.values():
             if spec.required and spec.name not in params:
                 problems.append(("", f"pass '{self.name}' needs parameter '{spec.name}' "
                                      f"({type_name(spec.annotation)})", spec.doc or None))
+        if self.together is not None and not problems:
+            for path, msg, hint in self.together(params):
+                key, sub = re.match(r"(\w*)(.*)", path).groups()  # type: ignore[union-attr]
+                problems.append((path, f"parameter {param_label(key, sub)}: {msg}", hint))
         if self.selector_param is not None and not problems:
             from surgeon.passes.select import Selector
 

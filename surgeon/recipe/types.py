@@ -9,6 +9,11 @@ mappings), checked against a Python annotation: ``int``, ``float``, ``str``,
     max_iterations: Annotated[int, Min(1)] = 10
     iou_threshold: Annotated[float, Min(0), Max(1)] = 0.45
 
+A value that must also make sense as text (an ONNX graph written in the
+recipe) carries a :class:`Check`, run after the type check::
+
+    pattern: Annotated[str, Check(check_graph_text)]
+
 One annotation then drives the check (at recipe parse time, before any model
 is read), the name shown in messages and ``explain`` (``integer >= 1``) and
 the JSON schema (``minimum``/``maximum``). Pass parameters and the recipe's
@@ -24,6 +29,7 @@ import datetime
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
@@ -52,6 +58,32 @@ class Max:
 
     value: int | float
     hint: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check of a value beyond its type, run when the recipe is read: ``Annotated[str, Check(f)]``.
+
+    ``f(value)`` returns the value's problems as ``(path, message, hint)``; a
+    problem on line 3 (column 7) of a text value has the path
+    :func:`text_path` ``(3, 7)``, so the recipe error points inside a YAML
+    block scalar.
+    """
+
+    func: Callable[[Any], list[TypeProblem]]
+
+
+def text_path(line: int, column: int | None = None) -> str:
+    """The path of a place inside a text value (1-based line and column): ``@3`` or ``@3:7``."""
+    return f"@{line}" if column is None else f"@{line}:{column}"
+
+
+def text_place(path: str) -> str:
+    """How a message names a :func:`text_path`: ``, line 3``; other paths as they are."""
+    m = re.fullmatch(r"@(\d+)(?::(\d+))?", path)
+    if m is None:
+        return path
+    return f", line {m.group(1)}" + (f", column {m.group(2)}" if m.group(2) else "")
 
 
 def bounds(annotation: Any) -> tuple[int | float | None, int | float | None, str | None]:
@@ -159,7 +191,11 @@ def check_type(value: Any, annotation: Any, path: str = "", range_hint: str | No
     if annotation is Any:
         return []
     if origin is Annotated:
-        return check_type(value, args[0], path, range_hint) or check_range(value, annotation, path, range_hint)
+        problems = check_type(value, args[0], path, range_hint) or check_range(value, annotation, path, range_hint)
+        for extra in annotation.__metadata__:
+            if isinstance(extra, Check) and not problems:
+                problems = [(path + sub, message, hint) for sub, message, hint in extra.func(value)]
+        return problems
     if origin in (Union, types.UnionType):
         results = [check_type(value, a, path, range_hint) for a in args]
         if any(not r for r in results):

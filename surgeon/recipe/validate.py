@@ -16,6 +16,7 @@ from typing import Any
 from surgeon.recipe.catalogue import PassCatalogue, unknown_pass
 from surgeon.recipe.fields import EXPECT_FIELDS, Key, key_list, key_suggestion
 from surgeon.recipe.types import check_type
+from surgeon.recipe.yaml import TextPos
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,14 @@ def kind_of(value: Any) -> str:
 
 
 def split_param_path(path: str) -> tuple[Any, ...]:
-    """``"names[2]"`` -> ``("names", 2)``, ``"attrs.axis"`` -> ``("attrs", "axis")`` (PassSpec.validate paths)."""
+    """``"names[2]"`` -> ``("names", 2)``, ``"attrs.axis"`` -> ``("attrs", "axis")``,
+    ``"pattern@3:7"`` -> ``("pattern", TextPos(3, 7))`` (PassSpec.validate paths)."""
     parts: list[Any] = []
-    for index, key in re.findall(r"\[(\d+)\]|\.?([^.\[\]]+)", path):
-        parts.append(int(index) if index else key)
+    for index, line, column, key in re.findall(r"\[(\d+)\]|@(\d+)(?::(\d+))?|\.?([^.\[\]@]+)", path):
+        if line:
+            parts.append(TextPos(int(line), int(column) if column else None))
+        else:
+            parts.append(int(index) if index else key)
     return tuple(parts)
 
 

@@ -51,6 +51,14 @@ _SYNTAX_HINTS = {
 }
 
 
+@dataclass(frozen=True)
+class TextPos:
+    """A place inside a text value, as a path key (1-based line and column of the text)."""
+
+    line: int
+    column: int | None = None
+
+
 @dataclass
 class Positions:
     """Where a value, and everything inside it, was written.
@@ -62,12 +70,23 @@ class Positions:
     location: Location
     children: dict[Any, Positions] = field(default_factory=dict)
     key_locations: dict[Any, Location] = field(default_factory=dict)
+    text_start: Location | None = None
+    """For a string: where its first character is (a block scalar's first content line)."""
 
     def child(self, key: Any) -> Positions | None:
+        if isinstance(key, TextPos):
+            return self._text_child(key)
         if key in self.children:
             return self.children[key]
         # Paths built from messages spell keys as text ("attrs.1"); YAML may have read the key as 1.
         return next((c for k, c in self.children.items() if str(k) == str(key)), None)
+
+    def _text_child(self, pos: TextPos) -> Positions | None:
+        start = self.text_start
+        if start is None or start.line is None:
+            return None
+        column = start.column if pos.column is None or start.column is None else start.column + pos.column - 1
+        return Positions(Location(start.file, start.line + pos.line - 1, column))
 
     def value_location(self, path: Sequence[Any]) -> Location:
         """Where the value at ``path`` was written, or its deepest written ancestor."""
@@ -178,12 +197,30 @@ class _Builder:
     def build_scalar(self, node: yaml.Node) -> tuple[Any, Positions]:
         """Any node that is not a collection (the composer makes only scalars besides those)."""
         here = Positions(_location(node.start_mark, self.filename))
+        here.text_start = self._text_start(node)
         try:
             return self.loader.construct_object(node, deep=True), here
         except yaml.constructor.ConstructorError:
             self.problem(node, f"unsupported YAML tag '{node.tag}'",
                          "recipes hold plain values only: remove the tag")
             return None, here
+
+    def _text_start(self, node: yaml.Node) -> Location | None:
+        """Where a string scalar's first character is: for a block scalar (``|``, ``>``) the
+        line after the indicator, at the block's indentation."""
+        style = getattr(node, "style", None)
+        mark = node.start_mark
+        if style in ("|", ">"):
+            lines = (mark.buffer or "").splitlines() if isinstance(mark.buffer, str) else []
+            indent = 0
+            for text in lines[mark.line + 1:]:
+                if text.strip():
+                    indent = len(text) - len(text.lstrip(" "))
+                    break
+            return Location(self.filename, mark.line + 2, indent + 1)
+        if style in ("'", '"'):
+            return Location(self.filename, mark.line + 1, mark.column + 2)
+        return _location(mark, self.filename)
 
     def build_sequence(self, node: yaml.SequenceNode) -> tuple[Any, Positions]:
         here = Positions(_location(node.start_mark, self.filename))

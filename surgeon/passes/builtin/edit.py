@@ -19,6 +19,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.importers.onnx_importer import get_onnx_tensor_dtype, get_onnx_tensor_shape
 
 from surgeon.errors import PassError, name_hint, suggestion_hint
+from surgeon.graph.attrs import convert_attrs, recipe_array
 from surgeon.graph.constants import elem_type
 from surgeon.graph.correspondence import Correspondence, Derived
 from surgeon.graph.edit import replace_uses
@@ -33,8 +34,6 @@ from surgeon.passes.select import Selector
 
 if TYPE_CHECKING:
     from surgeon.passes.runner import StepReport
-
-AttrType = OpSchema.AttrType
 
 
 def _insert_node_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
@@ -347,94 +346,6 @@ def _plugin_note(op: str) -> str:
 # -- attributes -------------------------------------------------------------------
 
 
-def convert_attrs(op: str, schema: OpSchema | None, attrs: dict[str, Any]) -> dict[str, Any]:
-    """Recipe attribute values -> gs attribute values of the right ONNX type."""
-    out: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if schema is not None:
-            declared = schema.attributes.get(key)
-            if declared is None:
-                raise PassError(f"{op} has no attribute '{key}'",
-                                hint=suggestion_hint(key, schema.attributes)
-                                or (f"its attributes are: {quoted(sorted(schema.attributes))}"
-                                    if schema.attributes else f"{op} takes no attributes"))
-            out[key] = _typed_attr(op, key, value, declared.type)
-        else:
-            out[key] = _untyped_attr(op, key, value)
-    return out
-
-
-_SCALAR = {AttrType.FLOAT: float, AttrType.INT: int, AttrType.STRING: str}
-_LIST = {AttrType.FLOATS: float, AttrType.INTS: int, AttrType.STRINGS: str}
-_WORD = {float: "a number", int: "an integer", str: "a string"}
-
-
-def _typed_attr(op: str, key: str, value: Any, kind: AttrType) -> Any:
-    if kind in _SCALAR:
-        return _scalar(op, key, value, _SCALAR[kind])
-    if kind in _LIST:
-        if not isinstance(value, list):
-            value = [value]  # a single value for a list attribute, e.g. axes: 1
-        return [_scalar(op, key, v, _LIST[kind]) for v in value]
-    if kind == AttrType.TENSOR:
-        return gs.Constant("", _array(op, key, value, None))
-    kind_name = kind.name  # type: ignore[attr-defined]  # onnx's stub omits the .name every pybind11 enum has
-    raise PassError(f"attribute '{key}' of {op} has type {kind_name}, which a recipe cannot give",
-                    hint="set it from a Python pass")
-
-
-def _scalar(op: str, key: str, value: Any, want: type) -> Any:
-    ok = (isinstance(value, str) if want is str
-          else isinstance(value, (int, float)) and (want is float or float(value).is_integer()))
-    if not ok:
-        raise PassError(f"attribute '{key}' of {op} must be {_WORD[want]}, got {value!r}",
-                        hint="YAML reads 1e-3 as a string: write 1.0e-3" if want is float and isinstance(value, str)
-                        else None)
-    return want(value)
-
-
-def _untyped_attr(op: str, key: str, value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float, str)):
-        return value
-    if isinstance(value, dict):
-        return gs.Constant("", _array(op, key, value, None))
-    if isinstance(value, list) and value:
-        if all(isinstance(v, str) for v in value):
-            return list(value)
-        if all(isinstance(v, (int, float)) for v in value):
-            kind = int if all(isinstance(v, int) for v in value) else float
-            return [kind(v) for v in value]
-    raise PassError(f"attribute '{key}' of {op}: cannot tell the ONNX type of {value!r}",
-                    hint="give a number, a string, a non-empty list of numbers or of strings, "
-                         "or a tensor as {value: ..., dtype: ...}")
-
-
-def _array(op: str, key: str, value: Any, default_dtype: Any) -> np.ndarray:
-    """A constant from ``value`` (number, list, or {value, dtype})."""
-    dtype = default_dtype
-    if isinstance(value, dict):
-        unknown = set(value) - {"value", "dtype"}
-        if unknown or "value" not in value:
-            raise PassError(f"{key} of {op}: a tensor is given as {{value: ..., dtype: ...}}, got {value!r}",
-                            hint="e.g. {value: [0, 0, 1, 1], dtype: int64}")
-        try:
-            dtype = np.dtype(value.get("dtype", "float32"))
-            onnx.helper.np_dtype_to_tensor_dtype(dtype)
-        except (TypeError, KeyError, ValueError):
-            raise PassError(f"{key} of {op}: unknown dtype {value.get('dtype')!r}",
-                            hint="use a numpy dtype name: float32, float16, int64, int32, int8, uint8, bool") from None
-        value = value["value"]
-    if dtype is None:
-        dtype = np.float32 if any(isinstance(v, float) for v in np.ravel(value)) else np.int64
-    try:
-        return np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise PassError(f"{key} of {op}: {value!r} is not a {np.dtype(dtype).name} value ({exc})",
-                        hint="give a number or a (nested) list of numbers") from None
-
-
 # -- helpers ----------------------------------------------------------------------
 
 
@@ -512,7 +423,7 @@ def _extra_inputs(model: Model, owner: gs.Graph, data: gs.Tensor, data_type: tup
                 raise PassError(f"inputs_after[{i - 1}]: the dtype of '{data.name}' is unknown, so the constant "
                                 f"{item!r} has no dtype", hint="give it as {value: ..., dtype: float32}")
             dtype = onnx.helper.tensor_dtype_to_np_dtype(data_type[0]) if data_type else None
-            array = _array("the new node", f"inputs_after[{i - 1}]", item, dtype)
+            array = recipe_array("the new node", f"inputs_after[{i - 1}]", item, dtype)
             extras.append(gs.Constant(fresh_name(f"{node_name}_input_{i}", taken), array))
     return extras
 
