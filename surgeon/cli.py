@@ -20,6 +20,8 @@ from surgeon.errors import SurgeonError, UsageError
 from surgeon.progress import Progress
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+SCHEMA_FILE = "recipes/recipe.schema.json"
+CHECKS_FILE = "surgeon-checks.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("passes", help="list the available passes")
     e = sub.add_parser("explain", help="show a pass's parameters, rules and recipe example")
     e.add_argument("name", help="pass name")
-    sub.add_parser("schema", help="print the JSON schema of recipes (for editors)")
+    s = sub.add_parser("schema", help="print (or --write) the JSON schema of recipes, for editors")
+    s.add_argument("--write", nargs="?", const=SCHEMA_FILE, metavar="FILE",
+                   help=f"write the schema to FILE (default {SCHEMA_FILE}) if it differs, instead of printing it")
+    s.add_argument("--check", nargs="?", const=SCHEMA_FILE, metavar="FILE",
+                   help="exit 1 when FILE is not the current schema (a stale schema misleads editors)")
+    val = sub.add_parser("validate", help="check recipes without writing anything (--model: against a model)")
+    val.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipe files")
+    val.add_argument("--model", metavar="MODEL",
+                     help="also run every step on MODEL in memory and say what each would do")
+    val.add_argument("--checks", nargs="?", const=CHECKS_FILE, metavar="FILE",
+                     help=f"run each recipe/model pair listed in FILE (default {CHECKS_FILE}) as "
+                          "apply --dry-run --verify would")
+    val.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -246,17 +260,54 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import json
+    from surgeon.recipe.schema import schema_text
 
-    from surgeon.recipe.schema import recipe_json_schema
-
-    json.dump(recipe_json_schema(), out, indent=2)
-    out.write("\n")
+    text = schema_text()
+    if args.write is None and args.check is None:
+        out.write(text)
+        return EXIT_OK
+    if args.write is not None and args.check is not None:
+        raise UsageError("--write and --check exclude each other")
+    path = Path(args.write or args.check)
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist (run from the repository root, or name the file)")
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if args.check is not None:
+        if current == text:
+            print(f"{path}: up to date", file=out)
+            return EXIT_OK
+        print(f"{path}: {'missing' if current is None else 'stale'}: regenerate it with "
+              f"`surgeon schema --write {path}`", file=err)
+        return EXIT_USER
+    if current == text:
+        print(f"{path}: already up to date", file=out)
+        return EXIT_OK
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # never a half-written schema
+    print(f"wrote {path}", file=out)
     return EXIT_OK
 
 
+def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import json
+
+    from surgeon.review import render_checks, run_checks, validate_recipe
+
+    if args.checks is not None:
+        if args.recipes or args.model:
+            raise UsageError("--checks runs the pairs its file lists: give no RECIPE and no --model with it")
+        checks = run_checks(args.checks)
+    elif not args.recipes:
+        raise UsageError("give at least one RECIPE (or --checks FILE)")
+    else:
+        checks = [validate_recipe(recipe, args.model) for recipe in args.recipes]
+    out.write(json.dumps([c.to_dict() for c in checks], indent=2) + "\n" if args.json else render_checks(checks))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_USER
+
+
 _COMMANDS = {"apply": _apply, "passes": _passes, "explain": _explain, "schema": _schema,
-             "inspect": _inspect, "diff": _diff}
+             "inspect": _inspect, "diff": _diff, "validate": _validate}
 
 
 if __name__ == "__main__":  # python -m surgeon.cli

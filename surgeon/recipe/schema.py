@@ -11,6 +11,7 @@ selector's own rules (at least one criterion, a valid regex).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default
@@ -39,6 +40,12 @@ def recipe_json_schema(registry: PassCatalogue | None = None) -> dict[str, Any]:
         "properties": {name: {**special.get(name, schema_of(key.annotation)), "description": key.doc}
                        for name, key in TOP_KEYS.items()},
     }
+
+
+def schema_text(registry: PassCatalogue | None = None) -> str:
+    """The schema as the text of ``recipes/recipe.schema.json``: stable key order, a final newline,
+    so regenerating an unchanged schema changes no byte."""
+    return json.dumps(recipe_json_schema(registry), indent=2) + "\n"
 
 
 def _step_schema(spec: PassInfo) -> dict[str, Any]:
