@@ -143,7 +143,8 @@ def load_checks(path: str | Path) -> list[CheckPair]:
             files[key] = base / str(value)
         pairs.append(CheckPair(files["recipe"], files["model"], where))
     if problems:
-        raise RecipeError(diagnostics=problems)
+        raise RecipeError(diagnostics=sorted(problems, key=lambda d: (d.location.line or 0, d.location.column or 0)
+                                             if d.location else (0, 0)))
     return pairs
 
 
@@ -163,6 +164,7 @@ def run_checks(path: str | Path) -> list[RecipeCheck]:
         else:
             check.steps = len(result.recipe.steps)
             check.preview = [report.summary() for report in result.applied.steps]
+            check.preview += [f"warning: {w}" for w in result.warnings]
             if result.verification is not None:
                 check.verification = result.verification.summary()
         outcomes.append(check)
