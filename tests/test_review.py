@@ -129,7 +129,8 @@ def test_validate_usage_errors(broken: Path) -> None:
     assert _cli("validate")[2].startswith("surgeon: error: give at least one RECIPE (or --checks FILE)\n")
     code, _, err = _cli("validate", broken, "--checks", "x.yaml")
     assert code == 2
-    assert err.startswith("surgeon: error: --checks runs the pairs its file lists: give no RECIPE and no --model with it")
+    assert err.startswith("surgeon: error: --checks runs the pairs its file lists: "
+                          "give no RECIPE and no --model with it")
 
 
 def test_validate_a_missing_recipe() -> None:
@@ -232,8 +233,9 @@ def test_schema_write_and_check(tmp_path: Path) -> None:
     target.write_text("{}")
     assert _cli("schema", "--check", target)[0] == 1
     code, _, err = _cli("schema", "--write", tmp_path / "no" / "x.json")
-    assert code == 2 and err.startswith(f"surgeon: error: folder {tmp_path / 'no'} does not exist (run from the repository root, "
-                                         "or name the file)")
+    assert code == 2
+    assert err.startswith(f"surgeon: error: folder {tmp_path / 'no'} does not exist "
+                          "(run from the repository root, or name the file)")
 
 
 # -- pre-commit, for real -------------------------------------------------------------------
