@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "surgeon's structure checks), none (nothing beyond writing)")
     a.add_argument("--dry-run", action="store_true", help="run every step and check the result, write nothing")
     a.add_argument("--report", metavar="FILE.json", help="write a JSON account of the run (see docs/trust.md)")
+    a.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="variables",
+                   help="set a variable of the recipe's vars: (repeatable; typed by the parameter it feeds)")
     a.add_argument("--no-provenance", action="store_true",
                    help="do not record surgeon version, recipe and input hashes in the output's metadata")
     v = a.add_argument_group("verification (any of these turns it on; a recipe's verify: does too)")
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--checks", nargs="?", const=CHECKS_FILE, metavar="FILE",
                      help=f"run each recipe/model pair listed in FILE (default {CHECKS_FILE}) as "
                           "apply --dry-run --verify would")
+    val.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="variables",
+                     help="set a variable of the recipes' vars: (repeatable)")
     val.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -186,7 +190,7 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _progress(err, args.quiet) as progress:
         result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
                             verify_with=options, provenance=not args.no_provenance, check=args.check,
-                            progress=progress)
+                            progress=progress, variables=_variables(args.variables))
     if not args.quiet:
         print(f"{args.recipe} on {args.model}:", file=out)
         for report in result.applied.steps:
@@ -210,6 +214,19 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     extra = f" (weights in {saved.data_path.name})" if saved.data_path else ""
     print(f"wrote {saved.path}{extra}", file=out)
     return EXIT_OK
+
+
+def _variables(items: list[str]) -> dict[str, str] | None:
+    """``--set NAME=VALUE`` pairs; the value stays text until the parameter it feeds types it."""
+    variables = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set score=0.4")
+        if name in variables:
+            raise UsageError(f"--set {name} is given twice")
+        variables[name] = value
+    return variables or None
 
 
 def _dims(items: list[str]) -> dict[str, int]:
@@ -301,7 +318,8 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     elif not args.recipes:
         raise UsageError("give at least one RECIPE (or --checks FILE)")
     else:
-        checks = [validate_recipe(recipe, args.model) for recipe in args.recipes]
+        variables = _variables(args.variables)
+        checks = [validate_recipe(recipe, args.model, variables) for recipe in args.recipes]
     out.write(json.dumps([c.to_dict() for c in checks], indent=2) + "\n" if args.json else render_checks(checks))
     return EXIT_OK if all(c.ok for c in checks) else EXIT_USER
 

@@ -55,13 +55,15 @@ class RecipeCheck:
                 "preview": self.preview, "verification": self.verification}
 
 
-def validate_recipe(recipe: str | Path, model: str | Path | None = None) -> RecipeCheck:
-    """Check ``recipe`` without writing anything; with ``model``, also run its steps on it in memory."""
+def validate_recipe(recipe: str | Path, model: str | Path | None = None,
+                    variables: dict[str, str] | None = None) -> RecipeCheck:
+    """Check ``recipe`` without writing anything; with ``model``, also run its steps on it in memory.
+    ``variables`` set the recipe's ``vars:`` as ``--set`` does."""
     from surgeon.recipe.parse import load_recipe
 
     check = RecipeCheck(str(recipe), str(model) if model is not None else None)
     try:
-        parsed = load_recipe(recipe)
+        parsed = load_recipe(recipe, variables=variables)
     except SurgeonError as exc:
         check.problems = list(exc.diagnostics)
         return check

@@ -71,6 +71,7 @@ def apply_file(
     provenance: bool = True,
     check: str = "full",
     progress: Progress | None = None,
+    variables: dict[str, str] | None = None,
 ) -> FileResult:
     """Validate ``recipe``, load ``model_path``, run the steps, save the result.
 
@@ -82,10 +83,14 @@ def apply_file(
     ``check`` is how much the written model is checked: "full", "basic" or
     "none" (:mod:`surgeon.io.save`); a property of the run, not of the recipe.
     ``progress`` (:class:`surgeon.progress.Progress`) hears of every stage.
+    ``variables`` set the recipe's ``vars:`` (``--set name=value``; text, typed by the parameter it feeds).
     """
     check = check_level(check)  # a wrong value costs nothing either
     if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)  # before the model is touched: a bad recipe costs nothing
+        recipe = load_recipe(recipe, variables=variables)  # before the model is touched: a bad recipe costs nothing
+    elif variables:
+        raise SurgeonError("variables can only be set on a recipe file", hint="pass the recipe's path, or build "
+                           "the Recipe with the values already in its steps")
     options = _verify_options(recipe, verify_with)
     if options is not None:  # before the model is read: a typo costs nothing
         for what, given in (("reference model", options.reference), ("verification inputs", options.inputs)):

@@ -42,6 +42,8 @@ TOP_KEYS = _table(
     Key("version", int, "recipe format version", required=True),
     Key("description", str, "what the recipe does and why, for reviewers"),
     Key("plugins", list[str], "modules to import; they register passes"),
+    Key("vars", dict[str, Any], "variables with their defaults, used as ${name} in steps; --set name=value "
+        "overrides one"),
     Key("verify", dict[str, Any], "compare the edited model's outputs with the input's in onnxruntime"),
     Key("steps", list[dict[str, Any]], "the passes to run, in order", required=True),
 )

@@ -26,6 +26,9 @@ def recipe_json_schema(registry: PassCatalogue | None = None) -> dict[str, Any]:
     (default: the global pass registry)."""
     catalogue = catalogue_or_default(registry)
     steps = [_step_schema(spec) for spec in map(catalogue.lookup, catalogue.names()) if spec is not None]
+    steps.append({"type": "object", "required": ["include"], "additionalProperties": False,
+                  "properties": {"include": {"type": "string", "description": "splice the steps of this recipe "
+                                             "file here (relative to this file)"}}})
     special = {
         "version": {"enum": list(SUPPORTED_VERSIONS)},
         "verify": _fields_schema(VERIFY_FIELDS),
