@@ -13,11 +13,14 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from surgeon import __version__
 from surgeon.errors import SurgeonError, UsageError
 from surgeon.progress import Progress
+
+if TYPE_CHECKING:
+    from surgeon.workflow import VerifyOptions
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 SCHEMA_FILE = "recipes/recipe.schema.json"
@@ -36,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("apply", help="run a recipe on a model and write the edited model")
     a.add_argument("recipe", help="YAML recipe file")
-    a.add_argument("model", help="ONNX model file (never modified unless --in-place)")
+    a.add_argument("model", nargs="+",
+                   help="ONNX model file (never modified unless --in-place); with --out-dir, any number of "
+                        "files, folders (every .onnx under them) or quoted glob patterns")
+    a.add_argument("--out-dir", metavar="DIR",
+                   help="apply the recipe to every MODEL, writing DIR/<name>.onnx (folders keep their "
+                        "sub-folders); a failed model is reported and the others still written")
+    a.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="worker processes for --out-dir (default: the number of CPUs; 1: one after another "
+                        "in this process)")
     a.add_argument("-o", "--output", help="output file (default: <model>.surgeon.onnx beside the input)")
     a.add_argument("--in-place", action="store_true", help="replace the input model")
     a.add_argument("-q", "--quiet", action="store_true",
@@ -184,9 +195,16 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--in-place and -o/--output exclude each other")
     if args.report and not Path(args.report).resolve().parent.is_dir():
         raise UsageError(f"--report: folder {Path(args.report).parent} does not exist")
+    if args.jobs is not None and (args.jobs < 1 or args.out_dir is None):
+        raise UsageError("--jobs takes a positive number of worker processes, with --out-dir")
     options = None
     if args.verify or args.reference or args.rtol is not None or args.atol is not None or args.dim or args.inputs:
         options = VerifyOptions(args.reference, args.rtol, args.atol, _dims(args.dim), args.inputs, args.seed)
+    if args.out_dir is not None:
+        return _apply_many(args, options, out, err)
+    if len(args.model) > 1:
+        raise UsageError(f"{len(args.model)} models given: to apply the recipe to each, add --out-dir DIR")
+    [args.model] = args.model
     with _progress(err, args.quiet) as progress:
         result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
                             verify_with=options, provenance=not args.no_provenance, check=args.check,
@@ -214,6 +232,28 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     extra = f" (weights in {saved.data_path.name})" if saved.data_path else ""
     print(f"wrote {saved.path}{extra}", file=out)
     return EXIT_OK
+
+
+def _apply_many(args: argparse.Namespace, verify: VerifyOptions | None, out: TextIO, err: TextIO) -> int:
+    import dataclasses
+    import json
+
+    from surgeon.batch import apply_many, render_batch
+
+    if args.output or args.in_place:
+        raise UsageError("--out-dir names every output: leave out -o/--output and --in-place")
+    options = {"check": args.check, "variables": _variables(args.variables), "provenance": not args.no_provenance,
+               "dry_run": args.dry_run,
+               "verify": dataclasses.asdict(verify) if verify is not None else None}
+    with _progress(err, args.quiet) as progress:
+        result = apply_many(args.recipe, args.model, args.out_dir, jobs=args.jobs, options=options,
+                            progress=progress)
+    out.write(render_batch(result))
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+    return EXIT_USER if result.failed else EXIT_OK
 
 
 def _variables(items: list[str]) -> dict[str, str] | None:
