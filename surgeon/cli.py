@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "surgeon's structure checks), none (nothing beyond writing)")
     a.add_argument("--dry-run", action="store_true", help="run every step and check the result, write nothing")
     a.add_argument("--report", metavar="FILE.json", help="write a JSON account of the run (see docs/trust.md)")
+    a.add_argument("--html", metavar="FILE.html",
+                   help="write a self-contained page that draws what each step changed")
     a.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="variables",
                    help="set a variable of the recipe's vars: (repeatable; typed by the parameter it feeds)")
     a.add_argument("--no-provenance", action="store_true",
@@ -80,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("a", help="first (old) model")
     d.add_argument("b", help="second (new) model")
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--html", metavar="FILE.html",
+                   help="also write a self-contained page that draws the changed part of the graph")
+
+    w = sub.add_parser("view", help="open a model in Netron (needs the optional netron extra)")
+    w.add_argument("model", help="ONNX model file")
+    w.add_argument("--port", type=int, default=8080, help="local port Netron serves on (default 8080)")
+    w.add_argument("--no-browser", action="store_true", help="serve and print the address; do not open a browser")
 
     sub.add_parser("passes", help="list the available passes")
     e = sub.add_parser("explain", help="show a pass's parameters, rules and recipe example")
@@ -205,10 +214,19 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if len(args.model) > 1:
         raise UsageError(f"{len(args.model)} models given: to apply the recipe to each, add --out-dir DIR")
     [args.model] = args.model
+    pictures = None
+    if args.html:
+        from surgeon.views.picture import RunPictures
+
+        if not Path(args.html).resolve().parent.is_dir():
+            raise UsageError(f"--html: folder {Path(args.html).parent} does not exist")
+        pictures = RunPictures()
     with _progress(err, args.quiet) as progress:
         result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
                             verify_with=options, provenance=not args.no_provenance, check=args.check,
-                            progress=progress, variables=_variables(args.variables))
+                            progress=progress, variables=_variables(args.variables), watch=pictures)
+    if pictures is not None:
+        _write_text(args.html, pictures.page(args.recipe, args.model))
     if not args.quiet:
         print(f"{args.recipe} on {args.model}:", file=out)
         for report in result.applied.steps:
@@ -295,7 +313,45 @@ def _diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from surgeon.views.diff import diff_models, render_diff
 
     delta = diff_models(args.a, args.b)
-    out.write(json.dumps(delta, indent=2) + "\n" if args.json else render_diff(delta))
+    text = render_diff(delta)
+    out.write(json.dumps(delta, indent=2) + "\n" if args.json else text)
+    if args.html:
+        from surgeon.io.load import read_proto
+        from surgeon.views.picture import diff_page, structure_of_proto
+
+        a, b = (structure_of_proto(read_proto(Path(p))) for p in (args.a, args.b))
+        _write_text(args.html, diff_page(args.a, args.b, a, b, delta, text))
+        print(f"wrote {args.html}", file=err)
+    return EXIT_OK
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write a report file whole or not at all."""
+    target = Path(path)
+    if not target.resolve().parent.is_dir():
+        raise UsageError(f"folder {target.parent} does not exist (for {path})")
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+
+
+def _view(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        import netron
+    except ImportError:
+        raise SurgeonError("surgeon view needs Netron, which is not installed",
+                           hint="pip install 'surgeon[netron]' (or pip install netron), then run "
+                                f"surgeon view {args.model} again") from None
+    model = Path(args.model)
+    if not model.is_file():
+        raise SurgeonError(f"model not found: {model}", hint="check the path")
+    address = netron.start(str(model), address=("localhost", args.port), browse=not args.no_browser)
+    host, port = address if isinstance(address, tuple) else ("localhost", args.port)
+    print(f"Netron shows {model} at http://{host}:{port} (Ctrl+C to stop)", file=out, flush=True)
+    try:
+        netron.wait()
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK
 
 
@@ -365,7 +421,7 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 _COMMANDS = {"apply": _apply, "passes": _passes, "explain": _explain, "schema": _schema,
-             "inspect": _inspect, "diff": _diff, "validate": _validate}
+             "inspect": _inspect, "diff": _diff, "validate": _validate, "view": _view}
 
 
 if __name__ == "__main__":  # python -m surgeon.cli

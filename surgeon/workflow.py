@@ -12,6 +12,7 @@ model that fails verification is never written (a dry run never moves it).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from surgeon.errors import SurgeonError
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import SaveResult, check_level, default_output_path, stage
-from surgeon.passes.runner import ApplyResult, apply
+from surgeon.passes.runner import ApplyResult, StepReport, apply
 from surgeon.progress import Progress, task
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
@@ -72,6 +73,7 @@ def apply_file(
     check: str = "full",
     progress: Progress | None = None,
     variables: dict[str, str] | None = None,
+    watch: Callable[[Model, StepReport | None], None] | None = None,
 ) -> FileResult:
     """Validate ``recipe``, load ``model_path``, run the steps, save the result.
 
@@ -83,6 +85,7 @@ def apply_file(
     ``check`` is how much the written model is checked: "full", "basic" or
     "none" (:mod:`surgeon.io.save`); a property of the run, not of the recipe.
     ``progress`` (:class:`surgeon.progress.Progress`) hears of every stage.
+    ``watch`` sees the model before the first step and after each (:func:`surgeon.passes.runner.apply`).
     ``variables`` set the recipe's ``vars:`` (``--set name=value``; text, typed by the parameter it feeds).
     """
     check = check_level(check)  # a wrong value costs nothing either
@@ -102,7 +105,7 @@ def apply_file(
         model = load(model_path)
         input_sha = file_sha256(model_path)
     warnings = [w for w in [previous_run(model, recipe)] if w]
-    applied = apply(recipe, model, progress=progress)
+    applied = apply(recipe, model, progress=progress, watch=watch)
     if provenance:
         add_provenance(model, recipe, input_sha)
     target = model_path if in_place else Path(output) if output is not None else default_output_path(model_path)

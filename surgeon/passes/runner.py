@@ -467,10 +467,13 @@ def _locate(diag: Diagnostic, step: Step) -> Diagnostic:
 
 
 def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry = default_registry,
-          progress: Progress | None = None) -> ApplyResult:
+          progress: Progress | None = None,
+          watch: Callable[[Model, StepReport | None], None] | None = None) -> ApplyResult:
     """Run every step of ``recipe`` (a Recipe or a YAML path) on ``model``, in place.
 
-    ``progress`` (a :class:`surgeon.progress.Progress`) hears of each step as it starts and ends."""
+    ``progress`` (a :class:`surgeon.progress.Progress`) hears of each step as it starts and ends.
+    ``watch`` is called with the model before the first step (report ``None``) and after each step
+    with its report (``apply --html`` draws each step from it)."""
     from surgeon.recipe.parse import load_recipe
 
     if not isinstance(recipe, Recipe):
@@ -486,10 +489,14 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     try:
         with task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
             snapshot = _snapshot(model.graph)
+            if watch is not None:
+                watch(model, None)
             for step in recipe.steps:
                 steps.describe(step.label)
                 report, snapshot = _run_step(model, step, registry, True, snapshot)
                 result.steps.append(report)
+                if watch is not None:
+                    watch(model, report)
                 if step.expect:
                     check_expect(model, report)
                 steps.advance()
