@@ -13,13 +13,18 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from surgeon import __version__
 from surgeon.errors import SurgeonError, UsageError
 from surgeon.progress import Progress
 
+if TYPE_CHECKING:
+    from surgeon.workflow import VerifyOptions
+
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+SCHEMA_FILE = "recipes/recipe.schema.json"
+CHECKS_FILE = "surgeon-checks.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("apply", help="run a recipe on a model and write the edited model")
     a.add_argument("recipe", help="YAML recipe file")
-    a.add_argument("model", help="ONNX model file (never modified unless --in-place)")
+    a.add_argument("model", nargs="+",
+                   help="ONNX model file (never modified unless --in-place); with --out-dir, any number of "
+                        "files, folders (every .onnx under them) or quoted glob patterns")
+    a.add_argument("--out-dir", metavar="DIR",
+                   help="apply the recipe to every MODEL, writing DIR/<name>.onnx (folders keep their "
+                        "sub-folders); a failed model is reported and the others still written")
+    a.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="worker processes for --out-dir (default: the number of CPUs; 1: one after another "
+                        "in this process)")
     a.add_argument("-o", "--output", help="output file (default: <model>.surgeon.onnx beside the input)")
     a.add_argument("--in-place", action="store_true", help="replace the input model")
     a.add_argument("-q", "--quiet", action="store_true",
@@ -45,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "surgeon's structure checks), none (nothing beyond writing)")
     a.add_argument("--dry-run", action="store_true", help="run every step and check the result, write nothing")
     a.add_argument("--report", metavar="FILE.json", help="write a JSON account of the run (see docs/trust.md)")
+    a.add_argument("--html", metavar="FILE.html",
+                   help="write a self-contained page that draws what each step changed")
+    a.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="variables",
+                   help="set a variable of the recipe's vars: (repeatable; typed by the parameter it feeds)")
     a.add_argument("--no-provenance", action="store_true",
                    help="do not record surgeon version, recipe and input hashes in the output's metadata")
     v = a.add_argument_group("verification (any of these turns it on; so do a recipe's verify: and a "
@@ -73,16 +90,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--exit-code", action="store_true",
                    help="exit with 1 when the models differ, 0 when they are identical (like git diff --exit-code)")
 
+    d.add_argument("--html", metavar="FILE.html",
+                   help="also write a self-contained page that draws the changed part of the graph")
+
     c = sub.add_parser("verify", help="compare two models' outputs in onnxruntime")
     c.add_argument("a", help="the baseline model (e.g. the original)")
     c.add_argument("b", help="the model to check (e.g. the edited one)")
     c.add_argument("--report", metavar="FILE.json", help="write the comparison as JSON")
     _comparison_options(c)
+    w = sub.add_parser("view", help="open a model in Netron (needs the optional netron extra)")
+    w.add_argument("model", help="ONNX model file")
+    w.add_argument("--port", type=int, default=8080, help="local port Netron serves on (default 8080)")
+    w.add_argument("--no-browser", action="store_true", help="serve and print the address; do not open a browser")
 
     sub.add_parser("passes", help="list the available passes")
     e = sub.add_parser("explain", help="show a pass's parameters, rules and recipe example")
     e.add_argument("name", help="pass name")
-    sub.add_parser("schema", help="print the JSON schema of recipes (for editors)")
+    s = sub.add_parser("schema", help="print (or --write) the JSON schema of recipes, for editors")
+    s.add_argument("--write", nargs="?", const=SCHEMA_FILE, metavar="FILE",
+                   help=f"write the schema to FILE (default {SCHEMA_FILE}) if it differs, instead of printing it")
+    s.add_argument("--check", nargs="?", const=SCHEMA_FILE, metavar="FILE",
+                   help="exit 1 when FILE is not the current schema (a stale schema misleads editors)")
+    val = sub.add_parser("validate", help="check recipes without writing anything (--model: against a model)")
+    val.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipe files")
+    val.add_argument("--model", metavar="MODEL",
+                     help="also run every step on MODEL in memory and say what each would do")
+    val.add_argument("--checks", nargs="?", const=CHECKS_FILE, metavar="FILE",
+                     help=f"run each recipe/model pair listed in FILE (default {CHECKS_FILE}) as "
+                          "apply --dry-run --verify would")
+    val.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="variables",
+                     help="set a variable of the recipes' vars: (repeatable)")
+    val.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -198,13 +236,30 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"--report: folder {Path(args.report).parent} does not exist")
     if args.no_verify and (args.verify or args.reference):
         raise UsageError("--no-verify excludes --verify and --reference")
+    if args.jobs is not None and (args.jobs < 1 or args.out_dir is None):
+        raise UsageError("--jobs takes a positive number of worker processes, with --out-dir")
     options = None
     if args.verify or args.reference or args.rtol is not None or args.atol is not None or args.dim or args.inputs:
         options = VerifyOptions(args.reference, args.rtol, args.atol, _dims(args.dim), args.inputs, args.seed)
+    if args.out_dir is not None:
+        return _apply_many(args, options, out, err)
+    if len(args.model) > 1:
+        raise UsageError(f"{len(args.model)} models given: to apply the recipe to each, add --out-dir DIR")
+    [args.model] = args.model
+    pictures = None
+    if args.html:
+        from surgeon.views.picture import RunPictures
+
+        if not Path(args.html).resolve().parent.is_dir():
+            raise UsageError(f"--html: folder {Path(args.html).parent} does not exist")
+        pictures = RunPictures()
     with _progress(err, args.quiet) as progress:
         result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
                             verify_with=options, provenance=not args.no_provenance, check=args.check,
-                            progress=progress, no_verify=args.no_verify)
+                            progress=progress, no_verify=args.no_verify, variables=_variables(args.variables),
+                            watch=pictures)
+    if pictures is not None:
+        _write_text(args.html, pictures.page(args.recipe, args.model))
     if not args.quiet:
         print(f"{args.recipe} on {args.model}:", file=out)
         for report in result.applied.steps:
@@ -250,6 +305,41 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _apply_many(args: argparse.Namespace, verify: VerifyOptions | None, out: TextIO, err: TextIO) -> int:
+    import dataclasses
+    import json
+
+    from surgeon.batch import apply_many, render_batch
+
+    if args.output or args.in_place:
+        raise UsageError("--out-dir names every output: leave out -o/--output and --in-place")
+    options = {"check": args.check, "variables": _variables(args.variables), "provenance": not args.no_provenance,
+               "dry_run": args.dry_run,
+               "verify": dataclasses.asdict(verify) if verify is not None else None}
+    with _progress(err, args.quiet) as progress:
+        result = apply_many(args.recipe, args.model, args.out_dir, jobs=args.jobs, options=options,
+                            progress=progress)
+    out.write(render_batch(result))
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+    return EXIT_USER if result.failed else EXIT_OK
+
+
+def _variables(items: list[str]) -> dict[str, str] | None:
+    """``--set NAME=VALUE`` pairs; the value stays text until the parameter it feeds types it."""
+    variables = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set score=0.4")
+        if name in variables:
+            raise UsageError(f"--set {name} is given twice")
+        variables[name] = value
+    return variables or None
+
+
 def _dims(items: list[str]) -> dict[str, int]:
     dims = {}
     for item in items:
@@ -293,8 +383,46 @@ def _diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from surgeon.views.diff import diff_models, differs, render_diff
 
     delta = diff_models(args.a, args.b)
-    out.write(json.dumps(delta, indent=2) + "\n" if args.json else render_diff(delta))
+    text = render_diff(delta)
+    out.write(json.dumps(delta, indent=2) + "\n" if args.json else text)
+    if args.html:
+        from surgeon.io.load import read_proto
+        from surgeon.views.picture import diff_page, structure_of_proto
+
+        a, b = (structure_of_proto(read_proto(Path(p))) for p in (args.a, args.b))
+        _write_text(args.html, diff_page(args.a, args.b, a, b, delta, text))
+        print(f"wrote {args.html}", file=err)
     return EXIT_USER if args.exit_code and differs(delta) else EXIT_OK
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write a report file whole or not at all."""
+    target = Path(path)
+    if not target.resolve().parent.is_dir():
+        raise UsageError(f"folder {target.parent} does not exist (for {path})")
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+
+
+def _view(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        import netron
+    except ImportError:
+        raise SurgeonError("surgeon view needs Netron, which is not installed",
+                           hint="pip install 'surgeon[netron]' (or pip install netron), then run "
+                                f"surgeon view {args.model} again") from None
+    model = Path(args.model)
+    if not model.is_file():
+        raise SurgeonError(f"model not found: {model}", hint="check the path")
+    address = netron.start(str(model), address=("localhost", args.port), browse=not args.no_browser)
+    host, port = address if isinstance(address, tuple) else ("localhost", args.port)
+    print(f"Netron shows {model} at http://{host}:{port} (Ctrl+C to stop)", file=out, flush=True)
+    try:
+        netron.wait()
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
 
 
 def _passes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -315,17 +443,55 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import json
+    from surgeon.recipe.schema import schema_text
 
-    from surgeon.recipe.schema import recipe_json_schema
-
-    json.dump(recipe_json_schema(), out, indent=2)
-    out.write("\n")
+    text = schema_text()
+    if args.write is None and args.check is None:
+        out.write(text)
+        return EXIT_OK
+    if args.write is not None and args.check is not None:
+        raise UsageError("--write and --check exclude each other")
+    path = Path(args.write or args.check)
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist (run from the repository root, or name the file)")
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if args.check is not None:
+        if current == text:
+            print(f"{path}: up to date", file=out)
+            return EXIT_OK
+        print(f"{path}: {'missing' if current is None else 'stale'}: regenerate it with "
+              f"`surgeon schema --write {path}`", file=err)
+        return EXIT_USER
+    if current == text:
+        print(f"{path}: already up to date", file=out)
+        return EXIT_OK
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # never a half-written schema
+    print(f"wrote {path}", file=out)
     return EXIT_OK
 
 
+def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import json
+
+    from surgeon.review import render_checks, run_checks, validate_recipe
+
+    if args.checks is not None:
+        if args.recipes or args.model:
+            raise UsageError("--checks runs the pairs its file lists: give no RECIPE and no --model with it")
+        checks = run_checks(args.checks)
+    elif not args.recipes:
+        raise UsageError("give at least one RECIPE (or --checks FILE)")
+    else:
+        variables = _variables(args.variables)
+        checks = [validate_recipe(recipe, args.model, variables) for recipe in args.recipes]
+    out.write(json.dumps([c.to_dict() for c in checks], indent=2) + "\n" if args.json else render_checks(checks))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_USER
+
+
 _COMMANDS = {"apply": _apply, "verify": _verify, "passes": _passes, "explain": _explain, "schema": _schema,
-             "inspect": _inspect, "diff": _diff}
+             "inspect": _inspect, "diff": _diff, "validate": _validate, "view": _view}
 
 
 if __name__ == "__main__":  # python -m surgeon.cli

@@ -12,6 +12,7 @@ model that fails verification is never written (a dry run never moves it).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import SaveResult, check_level, default_output_path, stage
 from surgeon.passes.custom_ops import recipe_scope
-from surgeon.passes.runner import ApplyResult, apply
+from surgeon.passes.runner import ApplyResult, StepReport, apply
 from surgeon.progress import Progress, task
 from surgeon.recipe.model import Recipe
 from surgeon.recipe.parse import load_recipe
@@ -75,6 +76,8 @@ def apply_file(
     check: str = "full",
     progress: Progress | None = None,
     no_verify: bool = False,
+    variables: dict[str, str] | None = None,
+    watch: Callable[[Model, StepReport | None], None] | None = None,
 ) -> FileResult:
     """Validate ``recipe``, load ``model_path``, run the steps, save the result.
 
@@ -91,10 +94,15 @@ def apply_file(
     (``ApplyResult.correspondence``). A recipe with a step whose contract asks for it
     (a precision change such as ``to_fp16``) is verified even without ``verify_with``,
     unless ``no_verify``.
+    ``watch`` sees the model before the first step and after each (:func:`surgeon.passes.runner.apply`).
+    ``variables`` set the recipe's ``vars:`` (``--set name=value``; text, typed by the parameter it feeds).
     """
     check = check_level(check)  # a wrong value costs nothing either
     if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)  # before the model is touched: a bad recipe costs nothing
+        recipe = load_recipe(recipe, variables=variables)  # before the model is touched: a bad recipe costs nothing
+    elif variables:
+        raise SurgeonError("variables can only be set on a recipe file", hint="pass the recipe's path, or build "
+                           "the Recipe with the values already in its steps")
     options = None if no_verify else _verify_options(recipe, verify_with)
     if options is not None:  # before the model is read: a typo costs nothing
         for what, given in (("reference model", options.reference), ("verification inputs", options.inputs)):
@@ -108,14 +116,15 @@ def apply_file(
     warnings = [w for w in [previous_run(model, recipe)] if w]
     with recipe_scope(recipe):  # the recipe's custom ops, for the steps and for checking the output
         return _apply_loaded(recipe, model, model_path, input_sha, warnings, output, in_place, dry_run, options,
-                             provenance, check, progress, no_verify)
+                             provenance, check, progress, no_verify, watch)
 
 
 def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str, warnings: list[str],
                   output: str | Path | None, in_place: bool, dry_run: bool, options: VerifyOptions | None,
-                  provenance: bool, check: str, progress: Progress | None, no_verify: bool) -> FileResult:
+                  provenance: bool, check: str, progress: Progress | None, no_verify: bool,
+                  watch: Callable[[Model, StepReport | None], None] | None) -> FileResult:
     try:
-        applied = apply(recipe, model, progress=progress)
+        applied = apply(recipe, model, progress=progress, watch=watch)
     except StepError as exc:
         failed = next((s for s in recipe.steps if exc.message.startswith(f"{s.label}:")), None)
         note = rerun_note(model, recipe, failed)

@@ -28,11 +28,13 @@ ALLOWED: dict[str, set[str]] = {
     "verify": {"errors", "progress", "graph", "io"},
     "report": {"errors", "progress", "graph", "io", "recipe", "passes"},
     "workflow": {"errors", "progress", "graph", "io", "recipe", "passes", "verify", "report"},
+    "review": {"errors", "progress", "graph", "io", "recipe", "passes", "verify", "report", "workflow"},
+    "batch": {"errors", "progress", "graph", "io", "recipe", "passes", "verify", "report", "workflow"},
     "terminal": {"progress"},
     "cli": {"errors", "progress", "graph", "io", "recipe", "passes", "builtin", "views", "verify", "report",
-            "workflow", "terminal"},
+            "workflow", "review", "batch", "terminal"},
     "api": {"errors", "progress", "graph", "io", "recipe", "passes", "builtin", "views", "verify", "report",
-            "workflow", "cli"},
+            "workflow", "review", "batch", "cli"},
 }
 # Progress-bar libraries: only the terminal display draws; everything else reports through surgeon.progress.
 DISPLAY_LIBRARIES = {"tqdm", "rich"}

@@ -242,7 +242,7 @@ def test_unknown_top_level_key_suggests_the_right_one(reg):
 def test_unknown_top_level_key_without_a_close_match_lists_the_keys(reg):
     assert error_of("version: 1\nsteps: [{pass: cleanup}]\nzzz: 1\n", reg) == (
         "recipe.yaml:3:1: error: unknown key 'zzz' in the recipe\n"
-        "  hint: allowed keys: version, description, plugins, verify, custom_ops, steps"
+        "  hint: allowed keys: version, description, plugins, vars, verify, custom_ops, steps"
     )
 
 
@@ -857,11 +857,14 @@ def test_schema_is_json_and_covers_every_pass(reg):
     schema = json.loads(json.dumps(recipe_json_schema(reg)))
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["required"] == ["version", "steps"]
-    assert set(schema["properties"]) == {"version", "description", "plugins", "verify", "custom_ops", "steps"}
+    assert set(schema["properties"]) == {"version", "description", "plugins", "vars", "verify", "custom_ops",
+                                         "steps"}
     custom = schema["properties"]["custom_ops"]["items"]
     assert custom["required"] == ["op", "outputs"]
     assert custom["properties"]["outputs"]["items"]["required"] == ["dtype"]
-    branches = {b["properties"]["pass"]["const"]: b for b in schema["properties"]["steps"]["items"]["oneOf"]}
+    *passes, include = schema["properties"]["steps"]["items"]["oneOf"]
+    assert include["required"] == ["include"] and set(include["properties"]) == {"include"}
+    branches = {b["properties"]["pass"]["const"]: b for b in passes}
     assert sorted(branches) == reg.names()
     for name, branch in branches.items():
         assert branch["properties"]["with"] == json.loads(json.dumps(reg.get(name).json_schema()))
@@ -877,7 +880,7 @@ def test_schema_is_json_and_covers_every_pass(reg):
 
 def test_schema_of_the_builtin_passes_is_json():
     schema = json.loads(json.dumps(recipe_json_schema()))
-    branches = schema["properties"]["steps"]["items"]["oneOf"]
+    *branches, _include = schema["properties"]["steps"]["items"]["oneOf"]
     assert [b["properties"]["pass"]["const"] for b in branches] == global_registry.names()
 
 
@@ -1028,7 +1031,7 @@ def test_builtin_ranges_in_schema_and_explain():
     out = io.StringIO()
     assert main(["schema"], out=out) == 0
     branches = {b["properties"]["pass"]["const"]: b for b in json.loads(out.getvalue())
-                ["properties"]["steps"]["items"]["oneOf"]}
+                ["properties"]["steps"]["items"]["oneOf"] if "pass" in b["properties"]}
     simplify = branches["simplify"]["properties"]["with"]["properties"]
     assert simplify["max_iterations"]["minimum"] == 1
     assert simplify["size_threshold"]["anyOf"][0] == {"type": "integer", "minimum": 0}

@@ -514,12 +514,15 @@ def _locate(diag: Diagnostic, step: Step) -> Diagnostic:
 
 
 def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry = default_registry,
-          progress: Progress | None = None) -> ApplyResult:
+          progress: Progress | None = None,
+          watch: Callable[[Model, StepReport | None], None] | None = None) -> ApplyResult:
     """Run every step of ``recipe`` (a Recipe or a YAML path) on ``model``, in place.
 
     The recipe's ``custom_ops:`` declarations are active while the steps run.
 
-    ``progress`` (a :class:`surgeon.progress.Progress`) hears of each step as it starts and ends."""
+    ``progress`` (a :class:`surgeon.progress.Progress`) hears of each step as it starts and ends.
+    ``watch`` is called with the model before the first step (report ``None``) and after each step
+    with its report (``apply --html`` draws each step from it)."""
     from surgeon.recipe.parse import load_recipe
 
     if not isinstance(recipe, Recipe):
@@ -536,6 +539,8 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
         with recipe_scope(recipe), in_recipe_folder(recipe.path), \
                 task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
             snapshot = _snapshot(model.graph)
+            if watch is not None:
+                watch(model, None)
             for step in recipe.steps:
                 steps.describe(step.label)
                 report, snapshot = _run_step(model, step, registry, True, snapshot)
@@ -543,6 +548,8 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
                 contract = registry.get(step.pass_name).contract
                 record(result.correspondence, contract, report, model)
                 result.verify_by_default |= bool(contract is not None and contract.verify_by_default)
+                if watch is not None:
+                    watch(model, report)
                 if step.expect:
                     check_expect(model, report)
                 steps.advance()

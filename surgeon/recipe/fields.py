@@ -42,6 +42,8 @@ TOP_KEYS = _table(
     Key("version", int, "recipe format version", required=True),
     Key("description", str, "what the recipe does and why, for reviewers"),
     Key("plugins", list[str], "modules (dotted names) or .py files (relative to the recipe) that register passes"),
+    Key("vars", dict[str, Any], "variables with their defaults, used as ${name} in steps; --set name=value "
+        "overrides one"),
     Key("verify", dict[str, Any], "compare the edited model's outputs with the input's in onnxruntime"),
     Key("custom_ops", list[dict[str, Any]], "what custom (plugin) ops do to the dtypes and shapes of their "
         "outputs, so shape inference and folding get past them", aliases=("custom_op", "plugin_ops")),

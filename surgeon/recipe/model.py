@@ -40,7 +40,12 @@ class Recipe:
     verify: dict[str, Any] | None = None
     path: str | None = None
     sha256: str | None = None
-    """Hash of the recipe file's bytes (provenance); None for recipes built in Python."""
+    """Hash of the recipe file's bytes, with the files it includes and the values set for its variables
+    (provenance); None for recipes built in Python."""
+    variables: dict[str, Any] = field(default_factory=dict)
+    """The final value of each ``vars:`` variable (defaults, then ``--set``)."""
+    included: tuple[str, ...] = ()
+    """The files spliced in by ``include:`` steps, in order."""
     custom_ops: tuple[Any, ...] = ()
     """The ``custom_ops:`` declarations (:class:`surgeon.recipe.custom_ops.CustomOp`), active while it runs."""
 

@@ -38,6 +38,7 @@ from typing import Any
 from surgeon.errors import Diagnostic, Location, RecipeError, SurgeonError
 from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default
 from surgeon.recipe.custom_ops import CustomOp, check_custom_ops, custom_ops_of
+from surgeon.recipe.expand import expand
 from surgeon.recipe.fields import STEP_KEYS, SUPPORTED_VERSIONS, TOP_KEYS, VERIFY_FIELDS, key_list, key_suggestion
 from surgeon.recipe.model import Recipe, Step
 from surgeon.recipe.types import check_type
@@ -47,8 +48,9 @@ from surgeon.recipe.yaml import Positions, load_yaml
 __all__ = ["SUPPORTED_VERSIONS", "load_recipe", "parse_recipe", "recipe_from_steps", "validate_steps"]
 
 
-def load_recipe(path: str | Path, registry: PassCatalogue | None = None) -> Recipe:
-    """Read and validate the recipe file at ``path``."""
+def load_recipe(path: str | Path, registry: PassCatalogue | None = None, *,
+                variables: dict[str, str] | None = None) -> Recipe:
+    """Read and validate the recipe file at ``path``; ``variables`` are ``--set`` values (text) for its ``vars:``."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -63,25 +65,42 @@ def load_recipe(path: str | Path, registry: PassCatalogue | None = None) -> Reci
         raise RecipeError(f"recipe {path} is not UTF-8 text (byte {exc.start} is invalid)",
                           hint="this looks like a model: the recipe comes first (surgeon apply RECIPE MODEL)"
                           if swapped else "save the recipe as UTF-8") from None
-    recipe = parse_recipe(text, filename=str(path), registry=registry)
+    recipe = parse_recipe(text, filename=str(path), registry=registry, variables=variables)
     return dataclasses.replace(recipe, path=str(path))
 
 
-def parse_recipe(text: str, filename: str = "<recipe>", registry: PassCatalogue | None = None) -> Recipe:
-    """Parse and validate recipe text; ``filename`` is used in messages and to find plugins.
+def parse_recipe(text: str, filename: str = "<recipe>", registry: PassCatalogue | None = None, *,
+                 variables: dict[str, str] | None = None) -> Recipe:
+    """Parse and validate recipe text; ``filename`` is used in messages, to find plugins and included files.
 
     Plugin modules are imported (the folder of ``filename`` is searched first)
     before the steps are checked, so that the passes they register are known.
+    ``include:`` steps and ``${var}`` references are resolved first
+    (:mod:`surgeon.recipe.expand`), ``variables`` overriding ``vars:`` defaults.
     """
     doc = load_yaml(text, filename)
-    parser = _Parser(doc.positions, filename, catalogue_or_default(registry))
-    parser.diagnostics += doc.problems
-    recipe = parser.recipe(doc.value)
+    catalogue = catalogue_or_default(registry)
+    expanded = expand(doc.value, doc.positions, filename, catalogue, variables)
+    parser = _Parser(expanded.positions, filename, catalogue)
+    parser.diagnostics += [*doc.problems, *expanded.diagnostics]
+    recipe = parser.recipe(expanded.value)
     if parser.diagnostics:
-        located = sorted(parser.diagnostics, key=_position)
+        # An unknown variable is the problem; the parameter's type error about '${name}' only repeats it.
+        unresolved = {d.location for d in expanded.diagnostics if d.message.startswith("unknown variable")}
+        kept = [d for d in parser.diagnostics if d.location not in unresolved or d in expanded.diagnostics]
+        kept = list(dict.fromkeys(kept))  # a file included twice reports its problems once
+        located = sorted(kept, key=lambda d: (d.location is not None and d.location.file != filename,
+                                              *_position(d)))
         raise RecipeError(diagnostics=located)
-    # Same bytes as the file when read by load_recipe: UTF-8 decoding round-trips exactly.
-    return dataclasses.replace(recipe, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    # Same bytes as the file when read by load_recipe: UTF-8 decoding round-trips exactly. What the
+    # recipe includes and the values set for it change what runs, so they join the hash.
+    digest = hashlib.sha256(text.encode("utf-8"))
+    for path, included in expanded.included:
+        digest.update(f"\0include {path}\0".encode() + included.encode("utf-8"))
+    for name, value in sorted((variables or {}).items()):
+        digest.update(f"\0set {name}={value}".encode())
+    return dataclasses.replace(recipe, sha256=digest.hexdigest(), variables=expanded.variables,
+                               included=tuple(path for path, _ in expanded.included))
 
 
 def _position(d: Diagnostic) -> tuple[int, int]:

@@ -11,6 +11,7 @@ selector's own rules (at least one criterion, a valid regex).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from surgeon.recipe.catalogue import PassCatalogue, PassInfo, catalogue_or_default
@@ -34,6 +35,9 @@ def recipe_json_schema(registry: PassCatalogue | None = None) -> dict[str, Any]:
     (default: the global pass registry)."""
     catalogue = catalogue_or_default(registry)
     steps = [_step_schema(spec) for spec in map(catalogue.lookup, catalogue.names()) if spec is not None]
+    steps.append({"type": "object", "required": ["include"], "additionalProperties": False,
+                  "properties": {"include": {"type": "string", "description": "splice the steps of this recipe "
+                                             "file here (relative to this file)"}}})
     special = {
         "version": {"enum": list(SUPPORTED_VERSIONS)},
         "verify": _fields_schema(VERIFY_FIELDS),
@@ -53,6 +57,12 @@ def recipe_json_schema(registry: PassCatalogue | None = None) -> dict[str, Any]:
         "properties": {name: {**special.get(name, schema_of(key.annotation)), "description": key.doc}
                        for name, key in TOP_KEYS.items()},
     }
+
+
+def schema_text(registry: PassCatalogue | None = None) -> str:
+    """The schema as the text of ``recipes/recipe.schema.json``: stable key order, a final newline,
+    so regenerating an unchanged schema changes no byte."""
+    return json.dumps(recipe_json_schema(registry), indent=2) + "\n"
 
 
 def _step_schema(spec: PassInfo) -> dict[str, Any]:
