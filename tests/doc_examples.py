@@ -138,33 +138,42 @@ def run_python(block: Block, folder: Path) -> tuple[int, str]:
 
 
 def fill(path: Path, folder: Path) -> None:
-    """Write each console command's real output into the page (authoring aid)."""
-    for block in blocks(path):  # the files the page's commands work on
-        if block.lang in ("sh", "bash"):
-            run_command("set -e\n" + "\n".join(block.lines), folder)
+    """Write each console command's real output into the page (authoring aid); sh and python blocks
+    run where they stand, as in the test."""
     out: list[str] = []
-    in_console = False
     lines = path.read_text(encoding="utf-8").splitlines()
     i = 0
     while i < len(lines):
-        line = lines[i]
-        if not in_console and line.strip() == "```console":
-            in_console = True
-            out.append(line)
-        elif in_console and line.strip() == "```":
-            in_console = False
-            out.append(line)
-        elif in_console and line.startswith("$ "):
-            command = line[2:]
-            out.append(line)
-            while command.endswith("\\"):
+        match = FENCE.match(lines[i])
+        if not match or match.group(1) not in ("console", "sh", "bash", "python"):
+            out.append(lines[i])
+            if match:  # copy a block that does not run, fence to fence
                 i += 1
-                out.append(lines[i])
-                command = command[:-1] + " " + lines[i].strip()
-            _, text = run_command(command, folder)
-            out += text.rstrip("\n").splitlines()
-        elif not in_console:
-            out.append(line)
+                while i < len(lines) and lines[i].strip() != "```":
+                    out.append(lines[i])
+                    i += 1
+                if i < len(lines):
+                    out.append(lines[i])
+            i += 1
+            continue
+        lang, start = match.group(1), i
+        body: list[str] = []
+        i += 1
+        while i < len(lines) and lines[i].strip() != "```":
+            body.append(lines[i])
+            i += 1
+        if lang in ("sh", "bash"):
+            run_command("set -e\n" + "\n".join(body), folder)
+            out += lines[start:i + 1]
+        elif lang == "python":
+            run_python(Block(path, start + 1, lang, body), folder)
+            out += lines[start:i + 1]
+        else:
+            out.append(lines[start])
+            for command, _, _ in console_steps(Block(path, start + 1, lang, body)):
+                out.append("$ " + command)
+                out += run_command(command, folder)[1].rstrip("\n").splitlines()
+            out.append("```")
         i += 1
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
