@@ -182,3 +182,29 @@ def test_spilled_weights_survive_copies_rewrites_and_inline_saves(tmp_path):
     del model, copy, spilled, m
     gc.collect()
     assert not spill_file.exists()
+
+
+def test_a_copy_keeps_spilled_weights_after_its_source_is_gone(tmp_path):
+    import gc
+
+    import surgeon
+    from surgeon.io.external import SpilledValues
+
+    src = _small_external(tmp_path)
+    model = surgeon.load(src)
+    surgeon.run_pass(model, "fold_constants")
+    spill_file = model.graph.tensors()["T0"]._values.spill.path
+    copy = model.copy()
+    del model
+    gc.collect()
+    assert spill_file.exists()  # the copy still refers to it
+    folded = [t for t in copy.graph.tensors().values() if isinstance(getattr(t, "_values", None), SpilledValues)]
+    assert sorted(t.name for t in folded) == ["T0", "T1"]
+    assert {t._values.spill.path for t in folded} == {spill_file}
+    out = tmp_path / "copy.onnx"
+    surgeon.save(copy, out)
+    x = np.random.default_rng(5).standard_normal((1, 512), dtype=np.float32)
+    np.testing.assert_allclose(_outputs(out, x), _outputs(src, x), rtol=1e-5, atol=1e-4)
+    del copy, folded
+    gc.collect()
+    assert not spill_file.exists()
