@@ -120,3 +120,38 @@ def test_ir3_initializer_inputs_are_kept():
             [onnx.numpy_helper.from_array(np.ones(2, np.float32), "w")]),
         opset_imports=[onnx.helper.make_opsetid("", 8)], ir_version=3)
     assert_round_trip(model)
+
+
+def test_constants_held_in_memory_export_as_gs_would():
+    """Arrays a pass put in memory are written into the graph in place (no extra copy of a
+    folded weight); the TensorProto is byte for byte what gs's exporter makes."""
+    import ml_dtypes
+    from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(5).astype(np.float16),
+              rng.standard_normal((2, 2)), np.arange(-3, 3, dtype=np.int8), np.arange(6, dtype=np.uint16),
+              np.arange(4, dtype=np.int64).reshape(2, 2), np.array([True, False]), np.array(7, np.int32),
+              np.zeros((0, 3), np.float32), np.arange(4, dtype=ml_dtypes.bfloat16)]
+    names = [f"c{i}" for i in range(len(arrays))]
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", [n], [f"o{n}"]) for n in names], "g", [],
+        [onnx.helper.make_tensor_value_info(f"o{n}", onnx.TensorProto.FLOAT, None) for n in names],
+        [onnx.numpy_helper.from_array(np.zeros(1, np.float32), n) for n in names])
+    model = surgeon.load(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    consts = model.graph.tensors()
+    for name, arr in zip(names, arrays):
+        consts[name].values = arr
+    consts["c1"].data_location = onnx.TensorProto.EXTERNAL  # values replaced in memory: inline now
+    consts["c2"].data_location = onnx.TensorProto.DEFAULT
+    expected = []
+    for name in names:
+        t = OnnxExporter.export_tensor_proto(consts[name])
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            t.data_location = onnx.TensorProto.DEFAULT
+        expected.append(t.SerializeToString())
+    exported = to_proto(model).graph.initializer
+    assert [t.name for t in exported] == names
+    assert [t.SerializeToString() for t in exported] == expected
+    assert exported[1].HasField("data_location") and not exported[0].HasField("data_location")
+    assert exported[9].data_type == onnx.TensorProto.BFLOAT16  # not numpy-native: gs's own path

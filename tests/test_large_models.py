@@ -22,6 +22,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 import surgeon
 from surgeon.graph import shapes
+from surgeon.io import export as export_module
 from surgeon.io import save as save_module
 from surgeon.io.external import ExternalValues
 from surgeon.recipe.model import Recipe
@@ -186,9 +187,11 @@ def test_inference_never_copies_weights_a_pass_loaded(big, monkeypatch):
     loaded = {c.name for c in model.graph.tensors().values()
               if isinstance(c, gs.Constant) and c.values.nbytes >= shapes.KEEP_BYTES}
     assert len(loaded) > 10
-    exported: list[str] = []
-    real = OnnxExporter.export_tensor_proto
+    exported: list[str] = []  # constants whose bytes went into a proto, by either path of the exporter
+    real, real_in_place = OnnxExporter.export_tensor_proto, export_module._in_place
     monkeypatch.setattr(OnnxExporter, "export_tensor_proto", staticmethod(lambda c: exported.append(c.name) or real(c)))
+    monkeypatch.setattr(export_module, "_in_place",
+                        lambda c, g: real_in_place(c, g) and (exported.append(c.name) or True))
     surgeon.run_pass(model, "set_batch", size=1)
     surgeon.run_pass(model, "infer_shapes")
     assert exported and not loaded & set(exported)
@@ -206,9 +209,11 @@ def test_save_writes_weights_a_pass_loaded_straight_from_memory(big, tmp_path, m
     surgeon.run_pass(model, "fold_constants")  # the transposed embedding, in memory
     head = next(c for c in model.graph.tensors().values()
                 if isinstance(c, gs.Constant) and isinstance(c._values, np.ndarray) and c.values.nbytes > 1024)
-    exported: list[str] = []
-    real = OnnxExporter.export_tensor_proto
+    exported: list[str] = []  # constants whose bytes went into a proto, by either path of the exporter
+    real, real_in_place = OnnxExporter.export_tensor_proto, export_module._in_place
     monkeypatch.setattr(OnnxExporter, "export_tensor_proto", staticmethod(lambda c: exported.append(c.name) or real(c)))
+    monkeypatch.setattr(export_module, "_in_place",
+                        lambda c, g: real_in_place(c, g) and (exported.append(c.name) or True))
     surgeon.save(model, tmp_path / "out.onnx")
     assert head.name not in exported
     monkeypatch.undo()

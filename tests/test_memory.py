@@ -201,3 +201,52 @@ def test_spilled_weights_survive_copies_rewrites_and_inline_saves(tmp_path):
     del model, copy, spilled, m
     gc.collect()
     assert not spill_file.exists()
+
+
+def test_a_copy_keeps_spilled_weights_after_its_source_is_gone(tmp_path):
+    import gc
+
+    import surgeon
+    from surgeon.io.external import SpilledValues
+
+    src = _small_external(tmp_path)
+    model = surgeon.load(src)
+    surgeon.run_pass(model, "fold_constants")
+    spill_file = model.graph.tensors()["T0"]._values.spill.path
+    copy = model.copy()
+    del model
+    gc.collect()
+    assert spill_file.exists()  # the copy still refers to it
+    folded = [t for t in copy.graph.tensors().values() if isinstance(getattr(t, "_values", None), SpilledValues)]
+    assert sorted(t.name for t in folded) == ["T0", "T1"]
+    assert {t._values.spill.path for t in folded} == {spill_file}
+    out = tmp_path / "copy.onnx"
+    surgeon.save(copy, out)
+    x = np.random.default_rng(5).standard_normal((1, 512), dtype=np.float32)
+    np.testing.assert_allclose(_outputs(out, x), _outputs(src, x), rtol=1e-5, atol=1e-4)
+    del copy, folded
+    gc.collect()
+    assert not spill_file.exists()
+
+
+def test_verify_costs_no_more_memory_than_running_the_model_once(tmp_path):
+    # onnxruntime must hold a model's weights to run it (and this model transposes each
+    # one at run time). verify opens three sessions one after another: what a closed
+    # session freed must not stay resident under the next one (it did: 812 MiB here
+    # against 537 MiB for one run).
+    src = _transpose_model(tmp_path)
+    feed = f"{{'x': np.zeros((2, {N}), np.float32)}}"
+    # One run as verify runs it: no graph optimizations (they could hide what an edit did).
+    alone = _run(f"""
+opts = onnxruntime.SessionOptions()
+opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+onnxruntime.InferenceSession({str(src)!r}, opts).run(None, {feed})
+print(json.dumps({{"baseline": baseline, "peak": hwm()}}))
+""")
+    r = _run(f"""
+report = surgeon.verify({str(src)!r}, {str(src)!r})
+print(json.dumps({{"baseline": baseline, "peak": hwm(), "status": report.status}}))
+""")
+    assert r["status"] == "match"
+    one_run = alone["peak"] - alone["baseline"]
+    assert r["peak"] - r["baseline"] < one_run + 32 * 2**20, ((r["peak"] - r["baseline"]) / 2**20, one_run / 2**20)

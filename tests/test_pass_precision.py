@@ -789,3 +789,17 @@ def test_every_real_model_is_within_float16_tolerance_or_says_why_not(name, tmp_
     for k in kept[:20]:  # the notes name each node kept for its values, and why
         assert f"kept in float32: {k['label']}: {k['why']}" in report.notes
     assert_close_fp16(path, to_proto(model), feeds)
+
+
+def test_activation_run_is_skipped_by_default_above_the_weight_limit(monkeypatch):
+    from surgeon.passes.builtin import precision
+
+    monkeypatch.setattr(precision, "ACTIVATION_RUN_MAX_BYTES", 1024)  # model_keepbn holds 11.2 KiB of weights
+    model = surgeon.load(real_model("model_keepbn.onnx"))
+    report = fp16(model)
+    assert report.details["activations_checked"] is False
+    assert report.notes[-1] == ("activations NOT checked: the model holds 11.2 KiB of weights, more than the "
+                                "1.0 KiB the automatic run allows (it holds them once more in onnxruntime); set "
+                                "check_activations: true to run it anyway")
+    forced = fp16(surgeon.load(real_model("model_keepbn.onnx")), check_activations=True)
+    assert forced.details["activations_checked"] is True

@@ -607,6 +607,26 @@ def test_set_batch_expand_and_shared_constant_with_old_batch_2():
     assert_batch_separable(model)
 
 
+def test_set_batch_rewrites_both_targets_of_a_split_then_merge_reshape_pair(tmp_path):
+    # x[1, 8] -> Relu -> Reshape [1, 2, 4] -> Reshape [1, 8]: each target hard-codes the
+    # batch in its first entry and each reshaped tensor carries it there.
+    model = build("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[1, 8] x) => (float[1, 8] y) <int64[3] s1 = {1, 2, 4}, int64[2] s2 = {1, 8}> {
+            r = Relu(x)
+            a = Reshape(r, s1)
+            y = Reshape(a, s2)
+        }""")
+    for n in model.graph.nodes:
+        n.name = n.outputs[0].name
+    report = surgeon.run_pass(model, "set_batch", size="N")
+    assert const_of(model, "a") == [0, 2, 4] and const_of(model, "y") == [0, 8]
+    assert report.notes == ["Reshape 'a': target [1, 2, 4] -> [0, 2, 4]", "Reshape 'y': target [1, 8] -> [0, 8]",
+                            "first dimension set to N on 'x', 'y'"]
+    assert value_info(to_proto(model).graph)["a"] == ["N", 2, 4]
+    surgeon.save(model, tmp_path / "out.onnx")
+    assert_batch_separable(tmp_path / "out.onnx")
+
+
 def test_set_batch_inside_if_branches():
     model = build("""<ir_version: 8, opset_import: ["" : 17]>
         agraph (bool c, float[1, 2, 3] x) => (float[1, 6] y) {

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import SparseValues
 
 from surgeon.errors import ExportError
@@ -193,6 +194,8 @@ class _Exporter:
                 g.sparse_initializer.append(OnnxExporter.export_sparse_tensor_proto(c))
             else:
                 tensor = self.initializer(c) if self.initializer is not None else None
+                if tensor is None and _in_place(c, g):
+                    continue
                 if tensor is None:
                     tensor = OnnxExporter.export_tensor_proto(c)
                 if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.external_data:
@@ -313,3 +316,31 @@ class _Exporter:
         if t.type not in (None, "tensor_type", "sequence_type", "sparse_tensor_type"):
             return None
         return OnnxExporter.export_value_info_proto(t, do_type_check=False)
+
+
+def _in_place(c: gs.Constant, g: onnx.GraphProto) -> bool:
+    """Write a constant held as a plain numeric array straight into ``g``'s initializers.
+
+    The same TensorProto as gs's ``export_tensor_proto`` (name, data type, dims,
+    ``raw_data = values.tobytes()``, data_location), built in place: gs builds it
+    apart (``make_tensor`` copies the bytes once more) and ``append`` copies the
+    whole message again, three copies of a folded weight where this makes two.
+    Returns False (nothing written) for what gs must convert (``export_dtype``,
+    lazy, sparse or non-numeric values such as bfloat16).
+    """
+    values = c._values
+    if type(values) is not np.ndarray or values.dtype.kind not in "biuf":
+        return False
+    data_type = dtype_to_onnx(values.dtype)
+    if c._export_dtype is not None and dtype_to_onnx(c._export_dtype) != data_type:
+        return False
+    t = g.initializer.add()
+    t.data_type = data_type
+    t.name = c.name
+    t.dims.extend(values.shape)
+    t.raw_data = values.tobytes()
+    if c.data_location is not None:
+        # gs keeps an EXTERNAL flag of values a pass replaced in memory: they are inline now.
+        external = c.data_location == onnx.TensorProto.EXTERNAL
+        t.data_location = onnx.TensorProto.DEFAULT if external else c.data_location
+    return True

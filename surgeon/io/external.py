@@ -202,8 +202,9 @@ class SpillFile:
     """One private file that computed weights are appended to; deleted when unused.
 
     Every :class:`SpilledValues` holds its file, so the file lives as long as
-    a constant of the model can read from it (a model exported and loaded
-    again, e.g. ``Model.copy()``, reads it too, while the original lives).
+    a constant of any model can read from it (a model exported and loaded
+    again, e.g. ``Model.copy()``, gets :class:`SpilledValues` too: see
+    :func:`lazy_external`).
     """
 
     def __init__(self) -> None:
@@ -286,6 +287,16 @@ class Spill:
             length += self._file.append_more(data)
         set_external(tensor, str(self._file.path), offset, length)
         return SpilledValues(tensor, self._file)
+
+
+def lazy_external(tensor: onnx.TensorProto, base_dir: Path) -> ExternalValues:
+    """Lazy values for an external tensor read from ``base_dir``. A tensor in one of this
+    process's spill files (a model exported and loaded again: ``Model.copy()``, a rewrite
+    by an onnx tool) gets :class:`SpilledValues`, which keep that file alive: the copy
+    must still read its weights once the model that spilled them is gone."""
+    location = spill_location(tensor)
+    spill = _LIVE.get(str(location)) if location is not None else None
+    return SpilledValues(tensor, spill) if spill is not None else ExternalValues(tensor, base_dir)
 
 
 def is_spilled(values: object) -> bool:

@@ -32,7 +32,7 @@ from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io import fast_import
 from surgeon.io.export import function_fingerprint
-from surgeon.io.external import ExternalValues, external_problems, is_external
+from surgeon.io.external import external_problems, is_external, lazy_external
 from surgeon.io.model import Model, Origin, tensor_signature
 
 # gs logs every graph it imports at INFO/WARNING; surgeon reports changes itself.
@@ -285,7 +285,7 @@ def _make_lazy_external(graph: gs.Graph, owned: list[gs.Constant], folder: Path)
     for c in consts:
         values = c._values
         if type(values).__name__ == "LazyValues" and is_external(values.tensor):
-            c._values = ExternalValues(values.tensor, folder)
+            c._values = lazy_external(values.tensor, folder)
 
 
 def _has_external(proto: onnx.ModelProto) -> bool:

@@ -146,7 +146,8 @@ class Model:
         return n
 
     def copy(self) -> Model:
-        """An independent copy (for dry runs). External weights stay on disk, shared."""
+        """An independent copy (for dry runs). External weights stay on disk, shared; weights a
+        pass spilled too (the copy keeps their spill file alive once this model is gone)."""
         from surgeon.io.export import to_proto
         from surgeon.io.load import from_proto
 

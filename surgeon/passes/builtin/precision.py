@@ -33,7 +33,7 @@ from onnx_graphsurgeon.ir.tensor import LazyValues
 from surgeon.errors import PassError, SurgeonError, suggestion_hint
 from surgeon.graph.constants import const_array, const_nbytes, const_pieces
 from surgeon.graph.edit import replace_uses
-from surgeon.graph.names import Namer, node_label
+from surgeon.graph.names import Namer, byte_size, node_label
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.activations import ActivationRunError, activation_peaks, load_inputs
 from surgeon.io.external import Spill
@@ -94,7 +94,7 @@ _RESULTS_OF_ATTRIBUTE = ("Constant", "ConstantOfShape", "Cast")
 def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str] | None = None,
             node_block_list: list[str] | None = None, fold_batchnorm: bool = True,
             max_constant_error: Annotated[float, Min(0)] = MAX_CONSTANT_ERROR,
-            check_activations: bool = True,
+            check_activations: bool | None = None,
             activation_limit: Annotated[float, Min(1), Max(FLOAT16_MAX)] = ACTIVATION_LIMIT,
             inputs: str | None = None) -> PassResult:
     """Convert float32 weights and computation to float16, keeping in float32 what float16 cannot hold.
@@ -127,8 +127,11 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
             (CPU) on sample inputs and keep in float32 every node of the main
             graph that reads or writes a value beyond ``activation_limit``.
             The run holds the weights and every intermediate tensor of one
-            inference; set false for a model too large for that (then only
-            constants and attributes are checked).
+            inference. Default (null): run it when the model's weights are at
+            most 1 GiB, skip it (with a note) above; true forces the run,
+            false skips it (then only constants and attributes are checked;
+            the verification that follows a precision change still compares
+            the outputs).
         activation_limit: the magnitude an activation may reach in the
             sample run and still be float16; the default 16384 leaves a
             factor 4 below float16's largest value (65504) for real inputs
@@ -227,6 +230,14 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
     peaks: dict[str, float] = {}
     measured: list[str] = []  # what the activation run says goes last in the notes
     float32 = _has_float32_computation(model)
+    if check_activations is None and float32:
+        weights = _weight_bytes(model)
+        check_activations = weights <= ACTIVATION_RUN_MAX_BYTES or inputs is not None
+        if not check_activations:
+            measured.append(f"activations NOT checked: the model holds {byte_size(weights)} of weights, more "
+                            f"than the {byte_size(ACTIVATION_RUN_MAX_BYTES)} the automatic run allows (it holds "
+                            "them once more in onnxruntime); set check_activations: true to run it anyway")
+            result.details["activations_checked"] = False
     if check_activations and float32:
         peaks = _measure(model, inputs, result, measured)
     if fold_batchnorm and float32:
@@ -303,6 +314,23 @@ def _measure(model: Model, inputs: str | None, result: PassResult, notes: list[s
     result.details["activations_checked"] = True
     result.details["sample_inputs"] = {k: list(v.shape) for k, v in feeds.items()}
     return peaks
+
+
+ACTIVATION_RUN_MAX_BYTES = 1 << 30
+"""Weights above which ``check_activations`` left at its default skips the onnxruntime run."""
+
+
+def _weight_bytes(model: Model) -> int:
+    """Bytes of every constant tensor of every graph, from shapes and dtypes (no weight is read)."""
+    total = 0
+    for g in walk_graphs(model.graph):
+        for t in g.tensors().values():
+            if isinstance(t, gs.Constant) and t.shape is not None:
+                try:
+                    total += int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+                except TypeError:
+                    continue
+    return total
 
 
 def _check_lists(model: Model, op_block_list: list[str] | None, node_block_list: list[str] | None) -> None:
