@@ -44,6 +44,7 @@ import onnx.checker
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import ExportError
+from surgeon.graph.collector import long_lived
 from surgeon.graph.names import node_label
 from surgeon.graph.ops import default_opset, is_plugin_op
 from surgeon.graph.walk import proto_graphs
@@ -169,6 +170,12 @@ def stage(
     ``check`` is the level of checking (module docstring); ``progress`` hears
     of the checking stage.
     """
+    with long_lived():  # exporting and checking allocate a lot; the model's objects need no rescans
+        return _stage(model, path, in_place, check, external_data, folder, progress)
+
+
+def _stage(model: Model, path: str | Path, in_place: bool, check: str | bool, external_data: bool | None,
+           folder: str | Path | None, progress: Progress | None) -> Staged:
     level = check_level(check)
     target = Path(path)
     if not str(path) or target.is_dir() or str(path).endswith(("/", "\\")):

@@ -24,6 +24,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
+from surgeon.graph.collector import long_lived
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
@@ -480,22 +481,15 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     result = ApplyResult(recipe)
     # The model's objects live through every step: frozen, the collector skips them instead of
     # rescanning hundreds of thousands of nodes and tensors each time a pass allocates.
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    try:
-        with task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
-            snapshot = _snapshot(model.graph)
-            for step in recipe.steps:
-                steps.describe(step.label)
-                report, snapshot = _run_step(model, step, registry, True, snapshot)
-                result.steps.append(report)
-                if step.expect:
-                    check_expect(model, report)
-                steps.advance()
-    finally:
-        if freeze:
-            gc.unfreeze()
+    with long_lived(), task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
+        snapshot = _snapshot(model.graph)
+        for step in recipe.steps:
+            steps.describe(step.label)
+            report, snapshot = _run_step(model, step, registry, True, snapshot)
+            result.steps.append(report)
+            if step.expect:
+                check_expect(model, report)
+            steps.advance()
     return result
 
 
