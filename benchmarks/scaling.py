@@ -112,9 +112,9 @@ def _if_node(g: G, prev: str, cond: str, shape: list[Any]) -> str:
 
 
 IF_EVERY = 25
-"""One chain element in IF_EVERY is an If. ``--full`` makes them sparser: onnx-graphsurgeon's importer
-copies the outer graph's tensor map for every subgraph (onnx_importer.py, ``import_graph`` and
-``import_attributes``), so loading a 100,000-node chain with an If every 25 nodes takes minutes."""
+"""One chain element in IF_EVERY is an If. At every size: surgeon's importer shares the outer
+graph's tensor map with each subgraph (onnx-graphsurgeon's copies it per subgraph, which made
+loading a 100,000-node chain with an If every 25 nodes take minutes)."""
 
 
 def chain(n: int, *, ops: tuple[str, ...] = ("Neg", "Relu"), if_every: int | None = None, opset: int = 17,
@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="cpu: the process's CPU time, all its threads (default; steady on a busy machine); "
                          "wall: elapsed time")
     ap.add_argument("--if-every", type=int, default=None,
-                    help="one chain element in this many is an If with two 2-node bodies (default 25; 250 with --full)")
+                    help="one chain element in this many is an If with two 2-node bodies (default 25)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the passes over the bound at 8N and print where the time goes")
     ap.add_argument("--top", type=int, default=15, help="lines per profile (default 15)")
@@ -594,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
 
     global clock, IF_EVERY
     clock = CLOCKS[args.clock]
-    IF_EVERY = args.if_every or (250 if args.full else 25)
+    IF_EVERY = args.if_every or 25
     signal.signal(signal.SIGALRM, _alarm)
     print(f"surgeon {surgeon.__version__}, onnx {onnx.__version__}, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cpus; {args.clock} time; If every {IF_EVERY}; "
