@@ -112,9 +112,11 @@ def _if_node(g: G, prev: str, cond: str, shape: list[Any]) -> str:
 
 
 IF_EVERY = 25
-"""One chain element in IF_EVERY is an If. At every size: surgeon's importer shares the outer
-graph's tensor map with each subgraph (onnx-graphsurgeon's copies it per subgraph, which made
-loading a 100,000-node chain with an If every 25 nodes take minutes)."""
+"""One chain element in IF_EVERY is an If. ``--full`` makes them sparser (one in 250): loading many If
+bodies is linear now (surgeon's importer shares the outer tensor map with each subgraph, where
+onnx-graphsurgeon's copies it), but passes that run onnx's shape inference or fall back to gs's
+cleanup on graphs with subgraphs (set_outputs: both) grow faster than linear in the number of If
+bodies - see benchmarks/README.md, "Scaling"."""
 
 
 def chain(n: int, *, ops: tuple[str, ...] = ("Neg", "Relu"), if_every: int | None = None, opset: int = 17,
@@ -575,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="cpu: the process's CPU time, all its threads (default; steady on a busy machine); "
                          "wall: elapsed time")
     ap.add_argument("--if-every", type=int, default=None,
-                    help="one chain element in this many is an If with two 2-node bodies (default 25)")
+                    help="one chain element in this many is an If with two 2-node bodies (default 25; 250 with --full)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the passes over the bound at 8N and print where the time goes")
     ap.add_argument("--top", type=int, default=15, help="lines per profile (default 15)")
@@ -594,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
 
     global clock, IF_EVERY
     clock = CLOCKS[args.clock]
-    IF_EVERY = args.if_every or 25
+    IF_EVERY = args.if_every or (250 if args.full else 25)
     signal.signal(signal.SIGALRM, _alarm)
     print(f"surgeon {surgeon.__version__}, onnx {onnx.__version__}, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cpus; {args.clock} time; If every {IF_EVERY}; "
