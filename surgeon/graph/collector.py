@@ -23,11 +23,25 @@ def long_lived() -> Iterator[None]:
     skipped. Nested blocks, and code that froze objects itself, leave the
     freeze to the outermost one.
     """
+    global _active
     if gc.get_freeze_count():
         yield
         return
     gc.freeze()
+    _active = True
     try:
         yield
     finally:
+        _active = False
         gc.unfreeze()
+
+
+_active = False
+
+
+def also_long_lived() -> None:
+    """Inside :func:`long_lived`, treat every object alive now as permanent too (e.g. the
+    runner's snapshot of a large graph, a million small tuples kept through a whole step,
+    which every full collection would rescan). Outside it, nothing happens."""
+    if _active:
+        gc.freeze()

@@ -24,7 +24,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
-from surgeon.graph.collector import long_lived
+from surgeon.graph.collector import also_long_lived, long_lived
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
 from surgeon.io.model import Model
@@ -464,6 +464,7 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
         ) from exc
     seconds = time.perf_counter() - start
     after = _snapshot(model.graph)
+    also_long_lived()  # the snapshot lives through the next step
     report = StepReport(step, seconds=seconds)
     _diff(before, after, report)
     if isinstance(returned, PassResult):
@@ -503,6 +504,7 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     # rescanning hundreds of thousands of nodes and tensors each time a pass allocates.
     with long_lived(), task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
         snapshot = _snapshot(model.graph)
+        also_long_lived()
         for step in recipe.steps:
             steps.describe(step.label)
             report, snapshot = _run_step(model, step, registry, True, snapshot)
