@@ -112,9 +112,11 @@ def _if_node(g: G, prev: str, cond: str, shape: list[Any]) -> str:
 
 
 IF_EVERY = 25
-"""One chain element in IF_EVERY is an If. ``--full`` makes them sparser: onnx-graphsurgeon's importer
-copies the outer graph's tensor map for every subgraph (onnx_importer.py, ``import_graph`` and
-``import_attributes``), so loading a 100,000-node chain with an If every 25 nodes takes minutes."""
+"""One chain element in IF_EVERY is an If. ``--full`` makes them sparser (one in 250): loading many If
+bodies is linear now (surgeon's importer shares the outer tensor map with each subgraph, where
+onnx-graphsurgeon's copies it), but passes that run onnx's shape inference or fall back to gs's
+cleanup on graphs with subgraphs (set_outputs: both) grow faster than linear in the number of If
+bodies - see benchmarks/README.md, "Scaling"."""
 
 
 def chain(n: int, *, ops: tuple[str, ...] = ("Neg", "Relu"), if_every: int | None = None, opset: int = 17,

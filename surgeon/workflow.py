@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from surgeon.errors import StepError, SurgeonError
+from surgeon.graph.collector import long_lived
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import SaveResult, check_level, default_output_path, stage
@@ -112,7 +113,18 @@ def apply_file(
     model_path = Path(model_path)
     with task(progress, f"loading {model_path.name}"):
         model = load(model_path)
-        input_sha = file_sha256(model_path)
+        with long_lived():
+            input_sha = file_sha256(model_path)
+    with long_lived():  # the model lives through the whole job: full collections skip its objects
+        return _edit_and_save(recipe, model, model_path, input_sha, output, in_place, dry_run, options,
+                              provenance, check, progress, no_verify, watch)
+
+
+def _edit_and_save(recipe: Recipe, model: Model, model_path: Path, input_sha: str, output: str | Path | None,
+                   in_place: bool, dry_run: bool, options: VerifyOptions | None, provenance: bool, check: str,
+                   progress: Progress | None, no_verify: bool,
+                   watch: Callable[[Model, StepReport | None], None] | None) -> FileResult:
+    """apply_file after loading: run the steps, stage, check, verify, commit."""
     warnings = [w for w in [previous_run(model, recipe)] if w]
     with recipe_scope(recipe):  # the recipe's custom ops, for the steps and for checking the output
         return _apply_loaded(recipe, model, model_path, input_sha, warnings, output, in_place, dry_run, options,

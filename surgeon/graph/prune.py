@@ -63,10 +63,12 @@ def cleanup(graph: gs.Graph, *, remove_unused_graph_inputs: bool = False) -> gs.
         t = queue[index]
         index += 1
         for node in t.inputs:
+            if id(node) in used_nodes:
+                continue  # its inputs are taken already (take() would skip them all again)
             if id(node) not in members:
                 graph._get_node_id(node)  # gs's error for a producer that is not in the graph
             used_nodes.add(id(node))
-            take(list(node.inputs))
+            take(node.inputs)
 
     if remove_unused_graph_inputs:
         graph.inputs = [inp for inp in graph.inputs if inp.name in used_names]

@@ -24,7 +24,7 @@ own error, or copes).
 from __future__ import annotations
 
 import gc
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from typing import Any
 
 import onnx
@@ -49,17 +49,43 @@ def supported() -> bool:
 def import_onnx(model: onnx.ModelProto) -> gs.Graph | None:
     """``gs.import_onnx(model)``, built fast; None when this gs version is untested or the
     fast path cannot build the model (the caller then runs gs's importer)."""
+    return import_checked(model)[0]
+
+
+def import_checked(model: onnx.ModelProto) -> tuple[gs.Graph | None, bool]:
+    """:func:`import_onnx`, and whether the graph is known to be well formed.
+
+    True means that every node input, in every graph, is a graph input, an
+    initializer, an output of an earlier node or a name of an enclosing graph
+    defined before the subgraph's node, and that every graph output is defined:
+    then ``load.structure_problems`` has nothing to find, and loading skips that
+    second walk over the protobuf. False says nothing either way (the caller
+    runs ``structure_problems`` for the exact findings).
+    """
     if not supported():
-        return None
+        return None, False
     paused = gc.isenabled()
     gc.disable()  # millions of new objects would trigger full collections over the whole model
     try:
-        return _Importer().model(model)
+        importer = _Importer()
+        graph = importer.model(model)
+        return graph, importer.well_formed
     except Exception:  # a malformed model: gs's importer raises its own error, or copes
-        return None
+        return None, False
     finally:
         if paused:
             gc.enable()
+
+
+class _Everything:
+    """The names visible inside a local function, for the well-formedness check: any
+    (``structure_problems`` does not look into functions)."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def add(self, name: str) -> None:
+        pass
 
 
 # -- object construction, as gs's constructors do it (same attributes, same order) --------------
@@ -204,10 +230,30 @@ def _graph_object(nodes: list, inputs: list, outputs: list, name: str, doc_strin
     return g
 
 
+def _visible(outer: Any, local: OrderedDict) -> Any:
+    """What a subgraph sees: this graph's tensors over the outer ones.
+
+    gs copies the outer map into a new dict for every subgraph
+    (``misc.combine_dicts``), which makes a graph with many ``If`` bodies
+    quadratic to load. A chained view finds the same tensors: the subgraph is
+    imported at once, while neither map changes (it only adds to its own
+    map), and it only ever reads ``outer``.
+    """
+    if not outer:
+        return ChainMap(local)
+    if isinstance(outer, ChainMap):
+        return ChainMap(local, *outer.maps)
+    return ChainMap(local, outer)
+
+
 class _Importer:
     def __init__(self) -> None:
         self.subgraphs: list[Graph] = []
         """Every graph built for a GRAPH attribute (in functions too)."""
+        self.well_formed = True
+        """No node reads a name not defined before it, no graph output is undefined (see import_checked)."""
+        self.defined: list[Any] = []
+        """Names defined so far, one set per graph being imported, innermost last."""
 
     def model(self, model: onnx.ModelProto) -> Graph:
         get_opset = _gs_importer.OnnxImporter.get_opset
@@ -237,7 +283,9 @@ class _Importer:
                 local[name] = _variable(name)
         inputs = [local[name] for name in proto.input]
         outputs = [local[name] for name in proto.output]
+        self.defined.append(_Everything())
         nodes = [self.node(n, {}, local, opset, import_domains) for n in proto.node]
+        self.defined.pop()
         attributes: dict[str, Any] = {}
         if proto.attribute:
             attributes = {name: None for name in proto.attribute}
@@ -287,7 +335,16 @@ class _Importer:
             if t is None:
                 t = local[name] = _value_info_tensor(vi)
             outputs.append(t)
+        defined = set(init_names)
+        defined.update(vi.name for vi in proto.input)
+        defined.add("")  # an omitted optional input
+        self.defined.append(defined)
         nodes = [self.node(n, outer, local, opset, import_domains) for n in proto.node]
+        if self.well_formed:
+            for vi in proto.output:
+                if not self._is_defined(vi.name):
+                    self.well_formed = False
+        self.defined.pop()
         return _graph_object(nodes, inputs, outputs, proto.name, proto.doc_string, opset, import_domains,
                              producer_name, producer_version, ir_version)
 
@@ -300,7 +357,10 @@ class _Importer:
         ins = _new_list(SynchronizedList)
         ins.__dict__.update(parent_obj=n, field_name="outputs")
         get = local.get
+        defined = self.defined[-1]
         for name in proto.input:
+            if name not in defined and self.well_formed and not self._is_defined(name):
+                self.well_formed = False
             t = get(name)
             if t is None:
                 t = outer.get(name)
@@ -325,9 +385,13 @@ class _Importer:
                     local[name] = t
             _append(outs, t)
             _append(t.__dict__["inputs"], n)
+            defined.add(name)
         n.__dict__.update(op=proto.op_type, name=proto.name, attrs=attrs, inputs=ins, outputs=outs,
                           domain=proto.domain if proto.HasField("domain") else None)
         return n
+
+    def _is_defined(self, name: str) -> bool:
+        return any(name in names for names in self.defined)
 
     def attributes(self, protos: Any, outer: dict | None, local: OrderedDict, opset: Any,
                    import_domains: Any) -> OrderedDict:
@@ -355,8 +419,7 @@ class _Importer:
             elif kind == "t":
                 value = _import_tensor(attr.t)
             else:  # a subgraph sees the outer tensors and this graph's tensors imported so far
-                visible = misc.combine_dicts(outer, local)
-                value = self.graph(attr.g, visible, opset, import_domains)
+                value = self.graph(attr.g, _visible(outer, local), opset, import_domains)
                 self.subgraphs.append(value)
             attrs[attr.name] = value
         return attrs

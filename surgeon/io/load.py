@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Collection
 from pathlib import Path
 
 import onnx
@@ -120,15 +121,19 @@ def _build_model(proto: onnx.ModelProto, folder: Path | None, source_path: Path 
                 + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""),
                 hint="keep the weight files next to the .onnx file, with the names it was saved with",
             )
-    broken = structure_problems(proto.graph)
-    if broken:
-        raise ModelLoadError(
-            f"{where} has a broken graph:\n  " + "\n  ".join(broken[:10])
-            + (f"\n  ... and {len(broken) - 10} more" if len(broken) > 10 else ""),
-            hint="no runtime can execute it; re-export the model, or fix the graph with onnx / onnx-graphsurgeon",
-        )
+    # None: an untested gs version, or a model it cannot build. Well formed: every input defined
+    # before its node, so structure_problems has nothing to find (it walks the protobuf again).
+    graph, well_formed = fast_import.import_checked(proto)
+    if not well_formed:
+        broken = structure_problems(proto.graph)
+        if broken:
+            raise ModelLoadError(
+                f"{where} has a broken graph:\n  " + "\n  ".join(broken[:10])
+                + (f"\n  ... and {len(broken) - 10} more" if len(broken) > 10 else ""),
+                hint="no runtime can execute it; re-export the model, or fix the graph with onnx / "
+                     "onnx-graphsurgeon",
+            )
     try:
-        graph = fast_import.import_onnx(proto)  # None: an untested gs version, or a model it cannot build
         if graph is None:
             with quiet_gs():
                 graph = gs.import_onnx(proto)
@@ -323,24 +328,31 @@ def _is_repeated(fd) -> bool:
     return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
 
 
-def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> list[str]:
+def structure_problems(gproto: onnx.GraphProto, outer: tuple[Collection[str], ...] = ()) -> list[str]:
     """Dangling inputs and cycles: defects that make a graph unrunnable anywhere.
 
     Unlike checker findings (a missing output shape, an unregistered plugin op),
     which surgeon tolerates when the input already had them, these are refused
-    on load: no edit can be verified on a graph that cannot run.
+    on load: no edit can be verified on a graph that cannot run. ``outer``: the
+    names the enclosing graphs provide, one collection per graph (looked up in
+    turn, never merged: a copy per subgraph made graphs with many ``If`` bodies
+    quadratic).
     """
     problems = []
     nodes = list(gproto.node)  # protobuf builds a new wrapper per access: read each field once
     inputs = [list(n.input) for n in nodes]
-    declared = set(outer) | {v.name for v in gproto.input} | {t.name for t in gproto.initializer} \
+    local = {v.name for v in gproto.input} | {t.name for t in gproto.initializer} \
         | {s.values.name for s in gproto.sparse_initializer} | {""}
+
+    def declared(name: str) -> bool:
+        return name in local or any(name in scope for scope in outer)
+
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
-    scope: frozenset[str] | None = None
+    scope: tuple[Collection[str], ...] | None = None
     in_order = True  # every edge goes forward: then there is no cycle (the usual case; no Kahn pass)
     for j, (n, ins) in enumerate(zip(nodes, inputs)):
         for name in ins:
-            if name in declared:
+            if name in local or (outer and declared(name)):
                 continue
             k = producer.get(name)
             if k is None:
@@ -353,10 +365,10 @@ def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozense
             for a in attributes:
                 if a.type == onnx.AttributeProto.GRAPH:
                     if scope is None:
-                        scope = frozenset(declared | set(producer))
+                        scope = (*outer, local, producer)
                     problems += structure_problems(a.g, scope)
     for out in gproto.output:
-        if out.name not in declared and out.name not in producer:
+        if not declared(out.name) and out.name not in producer:
             problems.append(f"graph output '{out.name}' of graph '{gproto.name}' is produced by nothing")
     if in_order:
         return problems
@@ -364,7 +376,7 @@ def structure_problems(gproto: onnx.GraphProto, outer: frozenset[str] = frozense
     waiting = [0] * len(nodes)
     readers: dict[int, list[int]] = {}
     for j, ins in enumerate(inputs):
-        feeding = {producer[i] for i in ins if i in producer and i not in declared}
+        feeding = {producer[i] for i in ins if i in producer and not declared(i)}
         waiting[j] = len(feeding)
         for k in feeding:
             readers.setdefault(k, []).append(j)

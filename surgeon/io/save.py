@@ -30,6 +30,7 @@ before, and duplicate names it already had pass silently.
 
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import tempfile
@@ -44,6 +45,7 @@ import onnx.checker
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import ExportError
+from surgeon.graph.collector import long_lived
 from surgeon.graph.names import node_label
 from surgeon.graph.ops import default_opset, is_plugin_op
 from surgeon.graph.walk import proto_graphs
@@ -169,6 +171,12 @@ def stage(
     ``check`` is the level of checking (module docstring); ``progress`` hears
     of the checking stage.
     """
+    with long_lived():  # exporting and checking allocate a lot; the model's objects need no rescans
+        return _stage(model, path, in_place, check, external_data, folder, progress)
+
+
+def _stage(model: Model, path: str | Path, in_place: bool, check: str | bool, external_data: bool | None,
+           folder: str | Path | None, progress: Progress | None) -> Staged:
     level = check_level(check)
     target = Path(path)
     if not str(path) or target.is_dir() or str(path).endswith(("/", "\\")):
@@ -412,7 +420,10 @@ def _check(path: Path, model: Model, written: onnx.ModelProto, *, full: bool = T
     """
     problem = _checker_problem(path, path.parent, written, full=full)
     if problem is None:
-        _refuse_new(structure_problems(written.graph))
+        # Nothing for structure_problems to find: the checker refuses a node input that no earlier
+        # node, graph input, initializer or outer scope provides (so unsorted graphs and cycles),
+        # and a graph output no node produces, in every graph; a second walk would cost as much
+        # as the checker itself on a 100,000-node graph.
         return []
     source = model.source_path if model.source_path is not None and model.source_path.exists() else None
     before = _checker_problem(source, path.parent, full=full) if source is not None else None
@@ -489,19 +500,29 @@ def _duplicate_names(proto: onnx.ModelProto) -> list[str]:
     """Node names used twice in one graph, tensor names defined twice in one graph, as findings."""
     found: list[str] = []
     for g in proto_graphs(proto.graph):
+        nodes = list(g.node)  # each protobuf field read once per node: every access builds a wrapper
+        names = [name for name in map(_name, nodes) if name]
+        outputs = [o for outs in map(_outputs, nodes) for o in outs if o]
+        declared = {v.name for v in g.input} | {t.name for t in g.initializer}
+        if len(set(names)) == len(names) and len(set(outputs)) == len(outputs) and declared.isdisjoint(outputs):
+            continue  # the usual case, in C-level set operations; the loops below word the findings
         seen: set[str] = set()
-        for n in g.node:
+        for n in nodes:
             if n.name in seen and n.name:
                 found.append(f"node name '{n.name}' is used by more than one node in graph '{g.name}'")
             seen.add(n.name)
         defined = {v.name for v in g.input} | {t.name for t in g.initializer}  # IR 3 lists both
-        for n in g.node:
+        for n in nodes:
             for o in n.output:
                 if o in defined and o:
                     found.append(f"tensor '{o}' is defined more than once in graph '{g.name}' "
                                  f"(again by {node_label(n)})")
                 defined.add(o)
     return list(dict.fromkeys(found))
+
+
+_name = operator.attrgetter("name")
+_outputs = operator.attrgetter("output")
 
 
 def _checker_problem(path: Path, scratch: Path, proto: onnx.ModelProto | None = None, *,

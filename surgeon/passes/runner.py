@@ -24,6 +24,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import Diagnostic, Location, StepError, SurgeonError
+from surgeon.graph.collector import also_long_lived, long_lived
 from surgeon.graph.correspondence import Correspondence
 from surgeon.graph.quiet import quiet_gs
 from surgeon.graph.walk import subgraphs_of
@@ -272,14 +273,16 @@ def _snapshot(graph: gs.Graph) -> _Snapshot:
             g, owner = pending.pop()
             for n in g.nodes:
                 ins, outs = n.inputs, tuple(n.outputs)
-                in_ids = tuple(map(id, ins))
                 if len(outs) == 1 and type(outs[0]) is variable:  # most nodes: spare a comprehension
                     t = outs[0]
+                    shape = t.shape
                     out_keys: tuple[tuple[Any, ...], ...] = \
-                        ((t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type),)
+                        ((t.name, t.dtype, None if shape is None else tuple(shape), t.type),)
+                    out_ids: tuple[int, ...] = (id(t),)
                 else:
                     out_keys = tuple([(t.name, t.dtype, None if t.shape is None else tuple(t.shape), t.type)
                                       if type(t) is variable else _output_key(t, tensors) for t in outs])
+                    out_ids = tuple(map(id, outs))
                 if not only_variables(map(type, ins)):  # constants: their values are tracked
                     for t in ins:
                         if type(t) is not variable and id(t) not in tensors:
@@ -288,7 +291,7 @@ def _snapshot(graph: gs.Graph) -> _Snapshot:
                 if n.attrs:
                     attrs = _attrs_key(n, tensors)
                     pending.extend((sub, owner) for _, sub in subgraphs_of(n))
-                nodes[id(n)] = (n, (n.name, n.op, n.domain, in_ids, tuple(map(id, outs)), out_keys), owner, attrs,
+                nodes[id(n)] = (n, (n.name, n.op, n.domain, tuple(map(id, ins)), out_ids, out_keys), owner, attrs,
                                 outs)
             for t in (*g.inputs, *g.outputs):
                 if id(t) not in tensors:
@@ -367,28 +370,31 @@ def _diff(before: _Snapshot, after: _Snapshot, d: StepReport) -> None:
         kept_functions = before.functions & after.functions
         moved_before: dict[int, tuple] = {}  # outputs of nodes removed or changed: id -> output key
         moved_after: dict[int, tuple] = {}
+        removed, rewired = d.removed, d.rewired
+        get = an.get
         for key, e in bn.items():
-            a = an.get(key)
+            a = get(key)
+            es = e[1]
             if a is None:
-                if _counted(e, kept_functions):
-                    d.removed.append(_ref(e[1]))
-                moved_before.update(zip(e[1][4], e[1][5]))
+                if e[2] == 0 or e[2] in kept_functions:  # _counted, inlined: half the nodes may go
+                    removed.append(_ref(es))
+                _moved(moved_before, es)
                 continue
-            if e[1] != a[1]:  # names, ops, ids, dtypes, shapes of str/int/None: plain comparisons
-                if e[1][:5] != a[1][:5]:
-                    if (e[1][0], e[1][3], e[1][4]) == (a[1][0], a[1][3], a[1][4]):  # only op or domain
-                        d.ops_changed.append((_ref(e[1]), _ref(a[1])))
-                    else:
-                        d.rewired.append(_ref(a[1]))
-                moved_before.update(zip(e[1][4], e[1][5]))
-                moved_after.update(zip(a[1][4], a[1][5]))
+            as_ = a[1]
+            if es != as_:  # names, ops, ids, dtypes, shapes of str/int/None: plain comparisons
+                if es[3] != as_[3] or es[4] != as_[4] or es[0] != as_[0]:
+                    rewired.append(_ref(as_))
+                elif es[1] != as_[1] or es[2] != as_[2]:  # only the op or its domain
+                    d.ops_changed.append((_ref(es), _ref(as_)))
+                _moved(moved_before, es)
+                _moved(moved_after, as_)
             if (e[3] is not None or a[3] is not None) and not _same(e[3], a[3]):
-                d.attrs_changed.append(_ref(a[1]))
+                d.attrs_changed.append(_ref(as_))
         for key, a in an.items():
             if key not in bn:
                 if _counted(a, kept_functions):
                     d.added.append(_ref(a[1]))
-                moved_after.update(zip(a[1][4], a[1][5]))
+                _moved(moved_after, a[1])
         d.rewired.sort(key=lambda r: (r.name, r.op))
         d.ops_changed.sort(key=lambda r: (r[1].name, r[1].op))
         d.attrs_changed.sort(key=lambda r: (r.name, r.op))
@@ -448,9 +454,23 @@ def _counted(entry: tuple, functions: set[int]) -> bool:
     return entry[2] == 0 or entry[2] in functions
 
 
+def _moved(moved: dict[int, tuple], sig: tuple) -> None:
+    """Remember the output keys of a node that went or changed, by output id."""
+    ids = sig[4]
+    if len(ids) == 1:
+        moved[ids[0]] = sig[5][0]
+    else:
+        moved.update(zip(ids, sig[5]))
+
+
+_new_object = object.__new__
+
+
 def _ref(sig: tuple) -> NodeRef:
     domain = sig[2] or ""
-    return NodeRef(sig[0] or "", sig[1], "" if domain == "ai.onnx" else domain)
+    ref = _new_object(NodeRef)  # NodeRef(...) without the frozen dataclass's object.__setattr__ per field
+    ref.__dict__.update(name=sig[0] or "", op=sig[1], domain="" if domain == "ai.onnx" else domain)
+    return ref
 
 
 # -- running -----------------------------------------------------------------------
@@ -490,6 +510,7 @@ def _run_step(model: Model, step: Step, registry: PassRegistry, in_recipe: bool,
         # means that graph: it takes the model's place instead of being dropped silently.
         model.graph = returned
     after = _snapshot(model.graph)
+    also_long_lived()  # the snapshot lives through the next step
     report = StepReport(step, seconds=seconds)
     _diff(before, after, report)
     if isinstance(returned, PassResult):
@@ -532,30 +553,24 @@ def apply(recipe: Recipe | str | Path, model: Model, *, registry: PassRegistry =
     result = ApplyResult(recipe, warnings=undeclared_warnings(recipe, model))
     # The model's objects live through every step: frozen, the collector skips them instead of
     # rescanning hundreds of thousands of nodes and tensors each time a pass allocates.
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    try:
-        with recipe_scope(recipe), in_recipe_folder(recipe.path), \
-                task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
-            snapshot = _snapshot(model.graph)
+    with long_lived(), recipe_scope(recipe), in_recipe_folder(recipe.path), \
+            task(progress, "steps", total=len(recipe.steps), unit="step") as steps:
+        snapshot = _snapshot(model.graph)
+        also_long_lived()
+        if watch is not None:
+            watch(model, None)
+        for step in recipe.steps:
+            steps.describe(step.label)
+            report, snapshot = _run_step(model, step, registry, True, snapshot)
+            result.steps.append(report)
+            contract = registry.get(step.pass_name).contract
+            record(result.correspondence, contract, report, model)
+            result.verify_by_default |= bool(contract is not None and contract.verify_by_default)
             if watch is not None:
-                watch(model, None)
-            for step in recipe.steps:
-                steps.describe(step.label)
-                report, snapshot = _run_step(model, step, registry, True, snapshot)
-                result.steps.append(report)
-                contract = registry.get(step.pass_name).contract
-                record(result.correspondence, contract, report, model)
-                result.verify_by_default |= bool(contract is not None and contract.verify_by_default)
-                if watch is not None:
-                    watch(model, report)
-                if step.expect:
-                    check_expect(model, report)
-                steps.advance()
-    finally:
-        if freeze:
-            gc.unfreeze()
+                watch(model, report)
+            if step.expect:
+                check_expect(model, report)
+            steps.advance()
     return result
 
 

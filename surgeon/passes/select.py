@@ -110,7 +110,8 @@ class Selector:
         if subgraphs:
             for func in getattr(graph, "functions", None) or []:
                 graphs += walk_graphs(func)
-        found = [(n, g) for g in graphs for n in g.nodes if self.matches(n)]
+        op = self.op  # the usual selector: a comparison per node before the full match
+        found = [(n, g) for g in graphs for n in g.nodes if (op is None or n.op == op) and self.matches(n)]
         if self.count is not None and len(found) != self.count:
             if not (self.allow_missing and not found):
                 raise PassError(

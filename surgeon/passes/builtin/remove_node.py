@@ -70,10 +70,13 @@ def remove_node(model: Model, select: Selector, *,
     graphs: dict[int, tuple[gs.Graph, list[gs.Node]]] = {}
     members: dict[int, set[int]] = {}
     for node, graph in matches:
-        graphs.setdefault(id(graph), (graph, []))[1].append(node)
-        if mode == "bypass":
-            if id(graph) not in members:
+        entry = graphs.get(id(graph))
+        if entry is None:
+            entry = graphs[id(graph)] = (graph, [])
+            if mode == "bypass":
                 members[id(graph)] = {id(n) for n in graph.nodes}
+        entry[1].append(node)
+        if mode == "bypass":
             note = _bypass(node, graph, input, members=members[id(graph)]).note
             if note is not None:
                 result.notes.append(note)
