@@ -11,6 +11,7 @@ from util import (
     POLYGRAPHY,
     RECIPES,
     assert_same_outputs,
+    ocr_det_inputs,
     ocr_inputs,
     random_inputs,
     real_model,
@@ -285,6 +286,8 @@ DIMS = {"transformer_encoder_dynamo.onnx": {"batch": 2, "seq": 5}}
 def meaningful_inputs(name: str, path) -> dict[str, np.ndarray]:
     if name.startswith("silero_vad"):
         return silero_inputs()
+    if name == "ch_PP-OCRv4_det_infer.onnx":
+        return ocr_det_inputs()
     if name.startswith("ch_PP-OCR"):
         return ocr_inputs()
     return random_inputs(path, dims=DIMS.get(name))

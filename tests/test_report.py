@@ -68,7 +68,7 @@ def test_report_contents(tmp_path, foo):
     step = data["steps"][0]
     assert (step["pass"], step["id"], step["params"]) == ("remove_node", "drop-fooop",
                                                           {"op": "FooOp", "domain": "devtech"})
-    assert step["location"] == f"{RECIPES / 'strip_fooop.yaml'}:7:5"
+    assert step["location"] == f"{RECIPES / 'strip_fooop.yaml'}:8:5"
     assert step["removed"] == [{"name": "/FooOp", "op": "FooOp", "domain": "devtech"}]
     assert step["added"] == [] and step["renamed"] == {} and step["folded"] == 0 and step["seconds"] >= 0
     assert data["verification"]["status"] == "match"
@@ -120,7 +120,7 @@ def test_a_step_failing_on_the_recipes_own_output_says_so(tmp_path, foo):
     recipe_sha = _sha(recipe)
     assert (code, out) == (1, "")
     assert err == (
-        f"{recipe}:7:5: error: step 1 'drop-fooop' (remove_node): selector (op='FooOp', domain='devtech') "
+        f"{recipe}:8:5: error: step 1 'drop-fooop' (remove_node): selector (op='FooOp', domain='devtech') "
         "matched no node\n"
         "  hint: op types in the model: Conv, Relu\n"
         "        set allow_missing: true if the step may legitimately match nothing\n"
