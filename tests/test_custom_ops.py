@@ -263,3 +263,23 @@ def test_simplify_folds_behind_declared_ops(tmp_path):
         surgeon.run_pass(model, "simplify")
     assert [n.op for n in model.graph.nodes] == ["ResizePlugin", "FooOp", "Reshape"]
     assert model.graph.nodes[2].inputs[1].values.tolist() == [2, -1]
+
+
+def test_full_check_on_save_goes_past_declared_ops(tmp_path):
+    """onnx's checker cannot see past a custom op; with a declaration, save's full check does."""
+    wrong = _recipe(tmp_path, "  - op: FooOp\n    domain: devtech\n    outputs:\n"
+                              "      - {dtype: float16, shape: input0}\n", "  - pass: cleanup\n")
+    out = tmp_path / "out.onnx"
+    with pytest.raises(surgeon.ExportError) as info:
+        apply_file(wrong, real_model("model_foo.onnx"), out)
+    assert str(info.value) == (
+        "error: the edited model fails the full check past its declared custom ops: shape inference failed at "
+        "node '/block2/block2.0/Conv' (Conv): W has inconsistent type tensor(float)\n"
+        "  hint: the custom_ops: declarations and the model disagree: check the declared dtype and shape of the "
+        "ops above, or the steps that changed what they feed")
+    assert not out.exists()
+    # The basic level does not infer shapes, and a right declaration passes the full check.
+    apply_file(wrong, real_model("model_foo.onnx"), out, check="basic")
+    right = _recipe(tmp_path, "  - op: FooOp\n    domain: devtech\n    outputs:\n"
+                              "      - {dtype: input0, shape: input0}\n", "  - pass: cleanup\n")
+    assert apply_file(right, real_model("model_foo.onnx"), tmp_path / "ok.onnx").check == "full"

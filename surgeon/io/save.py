@@ -424,6 +424,8 @@ def _check(path: Path, model: Model, written: onnx.ModelProto, *, full: bool = T
         # node, graph input, initializer or outer scope provides (so unsorted graphs and cycles),
         # and a graph output no node produces, in every graph; a second walk would cost as much
         # as the checker itself on a 100,000-node graph.
+        if full:
+            _check_past_declared_ops(model, written)
         return []
     source = model.source_path if model.source_path is not None and model.source_path.exists() else None
     before = _checker_problem(source, path.parent, full=full) if source is not None else None
@@ -443,6 +445,30 @@ def _check(path: Path, model: Model, written: onnx.ModelProto, *, full: bool = T
              + ("" if before is None else " with a different finding") + "); "
              "check the steps that touched the names above",
     )
+
+
+def _check_past_declared_ops(model: Model, written: onnx.ModelProto) -> None:
+    """The full check past custom ops the recipe (or ``surgeon.declare_op``) declared.
+
+    onnx's checker knows nothing of a custom op, so the types and shapes behind one go
+    unchecked. With declarations active, shape inference runs again through them with type
+    checks on, so a tensor behind a declared op that a node cannot take (float16 into a
+    float32 Conv) fails the save, naming the node.
+    """
+    from surgeon.errors import PassError
+    from surgeon.graph import custom_ops
+    from surgeon.graph.shapes import export_for_inference, infer
+
+    declared = custom_ops.active()
+    if not declared or not any((custom_ops.normal_domain(n.domain), n.op_type) in declared
+                               for g in proto_graphs(written.graph) for n in g.node):
+        return
+    try:
+        infer(export_for_inference(model, stale=False), errors="raise")
+    except PassError as exc:
+        raise ExportError(f"the edited model fails the full check past its declared custom ops: {exc.message}",
+                          hint="the custom_ops: declarations and the model disagree: check the declared dtype "
+                               "and shape of the ops above, or the steps that changed what they feed") from None
 
 
 def _same_finding(a: str, b: str) -> bool:
