@@ -283,3 +283,30 @@ def test_full_check_on_save_goes_past_declared_ops(tmp_path):
     right = _recipe(tmp_path, "  - op: FooOp\n    domain: devtech\n    outputs:\n"
                               "      - {dtype: input0, shape: input0}\n", "  - pass: cleanup\n")
     assert apply_file(right, real_model("model_foo.onnx"), tmp_path / "ok.onnx").check == "full"
+
+
+def test_insert_nms_checks_a_head_behind_a_declared_op(tmp_path):
+    """A YOLOv8 head written by a plugin op: only a declaration tells insert_nms its shape, so only
+    then is a transposed head ([N, anchors, values]) refused before any node is added."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17, "trt" : 1]>
+        g (float[1, 2100, 84] feats) => (float[N, a, b] output0) {
+            head = trt.Dequant (feats)
+            output0 = Identity (head)
+        }
+    """)
+    path = tmp_path / "head.onnx"
+    onnx.save(proto, path)
+    steps = "  - pass: insert_nms\n    with: {layout: yolov8}\n"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("version: 1\nsteps:\n" + steps)
+    result = apply_file(plain, path, tmp_path / "plain.onnx", check="basic")
+    assert result.applied.steps[0].added  # not checkable without the declaration: NMS is appended
+    declared = _recipe(tmp_path, "  - op: Dequant\n    domain: trt\n    outputs:\n"
+                                 "      - {dtype: input0, shape: input0}\n", steps)
+    with pytest.raises(surgeon.StepError) as info:
+        apply_file(declared, path, tmp_path / "declared.onnx")
+    assert info.value.message == (
+        "step 1 (insert_nms): 'output0' has shape [1, 2100, 84], which cannot be a yolov8 head [N, 4 + classes, "
+        "anchors]: dimension 1 (4 + classes) is 2100 but dimension 2 (anchors) is only 84; it looks like "
+        "[N, anchors, values]")
