@@ -158,3 +158,12 @@ def test_unknown_default_domain_op_is_kept_as_a_plugin_op(tmp_path):
     written = tmp_path / "m.surgeon.onnx"
     assert [n.op_type for n in onnx.load(written).graph.node][0] == "Conv*"
     assert _checker_problem(written, tmp_path) is None
+
+
+def test_text_field_that_is_not_utf8_is_a_user_error(tmp_path):
+    """Found by test_fuzz_apply: protobuf hands a non-UTF-8 opset domain over as bytes, silently."""
+    damaged = FOO.replace(b"devtech", b"\xe4evtech")
+    code, out, err, model = _apply(tmp_path, STRIP, damaged)
+    assert err == (f"error: {model} is not a valid ONNX model: a text field is not UTF-8 (b'\\xe4evtech')\n"
+                   "  hint: the file may be corrupt; re-export it\n")
+    _assert_user_error(tmp_path, code, err, model, damaged)

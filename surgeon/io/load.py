@@ -30,7 +30,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from surgeon.errors import ModelLoadError
 from surgeon.graph.names import node_label
 from surgeon.graph.quiet import quiet_gs
-from surgeon.graph.walk import node_domain, walk_graphs
+from surgeon.graph.walk import node_domain, proto_graphs, walk_graphs
 from surgeon.io import fast_import
 from surgeon.io.export import function_fingerprint
 from surgeon.io.external import external_problems, is_external, lazy_external
@@ -97,6 +97,19 @@ def from_proto(proto: onnx.ModelProto, *, base_dir: Path | None = None,
     return _build(proto, base_dir, source_path)
 
 
+def _check_text(proto: onnx.ModelProto, where: str) -> None:
+    """Refuse text fields that are not UTF-8 where protobuf hands them over as bytes without
+    complaint (opset domains, node ops and names): everything after the load assumes text."""
+    fields = [o.domain for o in proto.opset_import]
+    for g in proto_graphs(proto.graph):
+        for n in g.node:
+            fields += (n.op_type, n.domain, n.name)
+    if not all(isinstance(f, str) for f in fields):
+        bad = next(f for f in fields if not isinstance(f, str))
+        raise ModelLoadError(f"{where} is not a valid ONNX model: a text field is not UTF-8 ({bad!r})",
+                             hint="the file may be corrupt; re-export it")
+
+
 def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None) -> Model:
     paused = gc.isenabled()
     gc.disable()  # the graph's objects all live as long as the model: collections would only rescan them
@@ -109,6 +122,7 @@ def _build(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None
 
 def _build_model(proto: onnx.ModelProto, folder: Path | None, source_path: Path | None) -> Model:
     where = str(source_path) if source_path else "the model"
+    _check_text(proto, where)
     has_external = _has_external(proto)
     if has_external:
         if folder is None:
