@@ -307,9 +307,9 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _apply_many(args: argparse.Namespace, verify: VerifyOptions | None, out: TextIO, err: TextIO) -> int:
     import dataclasses
-    import json
 
     from surgeon.batch import apply_many, render_batch
+    from surgeon.report import write_report
 
     if args.output or args.in_place:
         raise UsageError("--out-dir names every output: leave out -o/--output and --in-place")
@@ -321,9 +321,7 @@ def _apply_many(args: argparse.Namespace, verify: VerifyOptions | None, out: Tex
                             progress=progress)
     out.write(render_batch(result))
     if args.report:
-        with open(args.report, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
+        write_report(result.to_dict(), args.report)
     return EXIT_USER if result.failed else EXIT_OK
 
 
@@ -465,9 +463,7 @@ def _schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if current == text:
         print(f"{path}: already up to date", file=out)
         return EXIT_OK
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # never a half-written schema
+    _write_text(str(path), text)  # never a half-written schema
     print(f"wrote {path}", file=out)
     return EXIT_OK
 

@@ -42,6 +42,13 @@ class Diagnostic:
     hint: str | None = None
     severity: str = "error"
 
+    @property
+    def position(self) -> tuple[int, int]:
+        """Sort key: line and column (a diagnostic without a place sorts first)."""
+        if self.location is None:
+            return (0, 0)
+        return (self.location.line or 0, self.location.column or 0)
+
     def render(self) -> str:
         head = f"{self.severity}: {self.message}"
         if self.location is not None:

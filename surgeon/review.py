@@ -145,8 +145,7 @@ def load_checks(path: str | Path) -> list[CheckPair]:
             files[key] = base / str(value)
         pairs.append(CheckPair(files["recipe"], files["model"], where))
     if problems:
-        raise RecipeError(diagnostics=sorted(problems, key=lambda d: (d.location.line or 0, d.location.column or 0)
-                                             if d.location else (0, 0)))
+        raise RecipeError(diagnostics=sorted(problems, key=lambda d: d.position))
     return pairs
 
 

@@ -21,6 +21,7 @@ import onnx
 from surgeon.errors import SurgeonError
 from surgeon.graph.correspondence import Correspondence, Expr, InputFeed, Tensor, evaluate, tensors_of
 from surgeon.io import samples
+from surgeon.io.runtime import cpu_session, load_arrays
 from surgeon.io.samples import input_specs
 from surgeon.progress import Progress, Task, task
 
@@ -260,7 +261,8 @@ class _Verification:
                  inputs: dict[str, np.ndarray] | str | Path | None, seed: int, stages: Task) -> None:
         self.corr, self.rtol, self.atol, self.seed, self.stages = corr, rtol, atol, seed, stages
         self.dims, self.recipe_dims = dims, recipe_dims
-        self.given = _load_npz(Path(inputs)) if isinstance(inputs, (str, Path)) else inputs
+        self.given = load_arrays(inputs, "verification inputs", "check the --inputs path") \
+            if isinstance(inputs, (str, Path)) else inputs
         self.baseline_source = reference if reference is not None else original
         self.reference = reference
         self.baseline_name = _name(reference, "the reference") if reference is not None \
@@ -561,28 +563,7 @@ def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | Non
     return check
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise SurgeonError(f"verification inputs not found: {path}", hint="check the --inputs path") from None
-    except Exception as exc:  # numpy raises ValueError, OSError, BadZipFile... for a bad file
-        raise SurgeonError(f"cannot read verification inputs {path}: {_short(exc)}",
-                           hint="save them with numpy.savez(path, input_name=array, ...)") from None
-
-
 def _session(model: Any):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # onnxruntime logs failures to the terminal itself; verify reports them
-    # Graph optimizations could hide a difference the edit introduced (or create one).
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    # No memory arena: one run needs none, and onnxruntime keeps an arena's largest
-    # block after the session is gone (596 MB of a 4 GiB model's, held while the next
-    # session loads its weights).
-    opts.enable_cpu_mem_arena = False
     source: Any
     if isinstance(model, (str, Path)):
         source = str(model)
@@ -600,7 +581,8 @@ def _session(model: Any):
         from surgeon.io.export import to_proto
 
         source = to_proto(model).SerializeToString()
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    # Unoptimized: an optimization could hide a difference the edit introduced (or create one).
+    return cpu_session(source)
 
 
 def _release_freed_memory() -> None:

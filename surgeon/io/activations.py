@@ -29,6 +29,7 @@ import onnx
 from surgeon.errors import SurgeonError
 from surgeon.io import samples
 from surgeon.io.model import Model
+from surgeon.io.runtime import cpu_session, load_arrays
 
 ACTIVATION_BATCH = 1
 """A symbolic batch dim gets 1 here: the run measures magnitudes, which a larger batch does not change
@@ -41,14 +42,7 @@ class ActivationRunError(SurgeonError):
 
 def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` file, by name."""
-    try:
-        with np.load(Path(path), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise SurgeonError(f"sample inputs not found: {path}", hint="check the path of the .npz file") from None
-    except Exception as exc:  # numpy raises ValueError, OSError, BadZipFile... for a bad file
-        raise SurgeonError(f"cannot read sample inputs {path}: {_short(exc)}",
-                           hint="save them with numpy.savez(path, input_name=array, ...)") from None
+    return load_arrays(path, "sample inputs", "check the path of the .npz file")
 
 
 def activation_peaks(model: Model, names: Iterable[str],
@@ -69,17 +63,11 @@ def activation_peaks(model: Model, names: Iterable[str],
     wanted = [n for n in names if n not in graph_inputs]
     proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in declared)
     specs = samples.input_specs(proto)
-    opts = ort.SessionOptions()
-    opts.enable_cpu_mem_arena = False
-    opts.log_severity_level = 4  # onnxruntime's own error lines never reach the terminal: the error says it
     # Basic optimizations fold what is computed from weights alone (a Transpose of each weight) once, at load,
     # instead of holding a copy per node at run time (1.5x instead of 2x the weights on tests/test_memory.py's
     # transposed MatMul chain); exposed tensors are graph outputs, which no optimization removes or changes.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    if model.base_dir is not None:
-        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model.base_dir))
     try:
-        session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = cpu_session(proto.SerializeToString(), optimization="basic", weights_folder=model.base_dir)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/NotImplemented types
         raise ActivationRunError(f"onnxruntime cannot load the float32 model: {_short(exc)}",
                                  hint="onnxruntime cannot run custom ops without their library") from None

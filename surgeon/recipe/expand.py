@@ -247,15 +247,19 @@ def _lookup(name: str, variables: dict[str, _Var], where: Location, problems: li
     if var is not None:
         var.used = True
         return var
-    close = did_you_mean(name, variables)
-    if close:
-        hint = f"did you mean {', '.join(repr(c) for c in close)}?"
-    elif variables:
-        hint = f"the recipe's variables: {', '.join(variables)}"
-    else:
-        hint = f"declare it at the top of the recipe: 'vars: {{{name}: <default>}}'"
+    hint = _variables_hint(name, variables, f"declare it at the top of the recipe: 'vars: {{{name}: <default>}}'")
     problems.append(Diagnostic(f"unknown variable '{name}' in '${{{name}}}'", where, hint))
     return None
+
+
+def _variables_hint(name: str, variables: dict[str, Any], when_none: str) -> str:
+    """Did you mean (a close name), else the recipe's variables, else ``when_none``."""
+    close = did_you_mean(name, variables)
+    if close:
+        return f"did you mean {', '.join(repr(c) for c in close)}?"
+    if variables:
+        return f"the recipe's variables: {', '.join(variables)}"
+    return when_none
 
 
 def _typed(var: _Var, annotation: Any) -> Any:
@@ -270,11 +274,5 @@ def _typed(var: _Var, annotation: Any) -> Any:
 
 
 def _unknown_set(name: str, variables: dict[str, Any], where: Location) -> Diagnostic:
-    close = did_you_mean(name, variables)
-    if close:
-        hint = f"did you mean {', '.join(repr(c) for c in close)}?"
-    elif variables:
-        hint = f"the recipe's variables: {', '.join(variables)}"
-    else:
-        hint = "the recipe has no 'vars:'; declare the variable there with a default"
+    hint = _variables_hint(name, variables, "the recipe has no 'vars:'; declare the variable there with a default")
     return Diagnostic(f"--set {name}: the recipe declares no variable '{name}'", where, hint)

@@ -90,7 +90,7 @@ def parse_recipe(text: str, filename: str = "<recipe>", registry: PassCatalogue 
         kept = [d for d in parser.diagnostics if d.location not in unresolved or d in expanded.diagnostics]
         kept = list(dict.fromkeys(kept))  # a file included twice reports its problems once
         located = sorted(kept, key=lambda d: (d.location is not None and d.location.file != filename,
-                                              *_position(d)))
+                                              *d.position))
         raise RecipeError(diagnostics=located)
     # Same bytes as the file when read by load_recipe: UTF-8 decoding round-trips exactly. What the
     # recipe includes and the values set for it change what runs, so they join the hash.
@@ -101,13 +101,6 @@ def parse_recipe(text: str, filename: str = "<recipe>", registry: PassCatalogue 
         digest.update(f"\0set {name}={value}".encode())
     return dataclasses.replace(recipe, sha256=digest.hexdigest(), variables=expanded.variables,
                                included=tuple(path for path, _ in expanded.included))
-
-
-def _position(d: Diagnostic) -> tuple[int, int]:
-    """Sort key: line and column (a diagnostic without a place sorts first)."""
-    if d.location is None:
-        return (0, 0)
-    return (d.location.line or 0, d.location.column or 0)
 
 
 def recipe_from_steps(steps: Any, description: str = "", registry: PassCatalogue | None = None) -> Recipe:

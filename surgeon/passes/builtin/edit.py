@@ -69,7 +69,7 @@ def _is_output(model: Model, name: str) -> bool:
 
 def _run_single(spec: tuple, values: tuple) -> np.ndarray:
     """Run one node alone in onnxruntime: its variable inputs take ``values``, its constants stay."""
-    import onnxruntime as ort
+    from surgeon.io.runtime import cpu_session
 
     op, domain, attrs, node_inputs, opset = spec
     inputs, args = [], []
@@ -89,10 +89,7 @@ def _run_single(spec: tuple, values: tuple) -> np.ndarray:
                      inputs=inputs, outputs=[out], opset=opset)
     proto = gs.export_onnx(graph, do_type_check=False)
     proto.ir_version = min(proto.ir_version, 8)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(["out"], feeds)[0]
+    return cpu_session(proto.SerializeToString(), optimization="all", arena=True).run(["out"], feeds)[0]
 
 
 @verified_by(Contract("the tensor the new node reads equals the original's, and the tensor it writes equals the "

@@ -30,7 +30,6 @@ import numpy as np
 import onnx
 import onnx.defs
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
@@ -42,6 +41,7 @@ from surgeon.graph.shape_values import VALUE_OPS, ShapeInfo, reshape_target
 from surgeon.graph.walk import node_domain, subgraphs_of, walk_graphs
 from surgeon.io.external import Spill
 from surgeon.io.model import Model
+from surgeon.io.runtime import cpu_session
 from surgeon.passes.contract import EQUAL, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Min
@@ -712,11 +712,7 @@ def _run(nodes: list[gs.Node], wanted: list[gs.Tensor], opset: int,
     opsets = [onnx.helper.make_opsetid("", opset)]
     model = onnx.helper.make_model(graph, opset_imports=opsets,
                                    ir_version=max(onnx.helper.find_min_ir_version_for(opsets), 7))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 4  # failures are reported by the pass, not printed by onnxruntime
-    options.enable_cpu_mem_arena = False  # an arena keeps (and rounds up) what a big fold allocated
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(model.SerializeToString())  # failures are reported by the pass
     return session.run([name(t) for t in wanted], feeds)
 
 

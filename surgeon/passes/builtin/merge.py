@@ -18,12 +18,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from surgeon.errors import PassError, SurgeonError
+from surgeon.graph.constants import np_dtype_of_ort
 from surgeon.graph.correspondence import Correspondence, Derived, Pick, Tensor
 from surgeon.graph.names import Namer, quoted
 from surgeon.graph.walk import node_domain, walk_graphs
 from surgeon.io.external import ExternalValues, external_location, external_ref
 from surgeon.io.load import load
 from surgeon.io.model import Model
+from surgeon.io.runtime import cpu_session
 from surgeon.passes.context import recipe_folder
 from surgeon.passes.contract import Contract, verified_by
 from surgeon.passes.registry import registry
@@ -138,22 +140,13 @@ def _run_file(path: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarr
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not session:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.log_severity_level = 3  # onnxruntime's own warnings stay off the terminal
-            session.append(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]))
+            session.append(cpu_session(path, optimization="all", arena=True))
         sess = session[0]
-        typed: dict[str, np.ndarray] = {i.name: feeds[i.name].astype(_NP_OF_ORT.get(i.type, np.float32), copy=False)
+        typed = {i.name: feeds[i.name].astype(np_dtype_of_ort(i.type) or np.float32, copy=False)
                  for i in sess.get_inputs()}
         return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, typed)))
 
     return run
-
-
-_NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
-              "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
 
 
 def _merge_contract(plan: Correspondence, report: StepReport, model: Model) -> None:

@@ -321,16 +321,9 @@ ACTIVATION_RUN_MAX_BYTES = 1 << 30
 
 
 def _weight_bytes(model: Model) -> int:
-    """Bytes of every constant tensor of every graph, from shapes and dtypes (no weight is read)."""
-    total = 0
-    for g in walk_graphs(model.graph):
-        for t in g.tensors().values():
-            if isinstance(t, gs.Constant) and t.shape is not None:
-                try:
-                    total += int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
-                except TypeError:
-                    continue
-    return total
+    """Bytes of every constant tensor of every graph (no weight is read)."""
+    return sum(const_nbytes(t) for g in walk_graphs(model.graph) for t in g.tensors().values()
+               if isinstance(t, gs.Constant))
 
 
 def _check_lists(model: Model, op_block_list: list[str] | None, node_block_list: list[str] | None) -> None:
