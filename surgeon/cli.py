@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("a", help="the baseline model (e.g. the original)")
     c.add_argument("b", help="the model to check (e.g. the edited one)")
     c.add_argument("--report", metavar="FILE.json", help="write the comparison as JSON")
+    c.add_argument("--tolerance", choices=("dtype", "reassociated", "fp16"), default="dtype",
+                   help="how far floats may differ: dtype (each output dtype's default), reassociated (float "
+                        "arithmetic reordered: 1e-4 of each output's scale), fp16 (b computes in float16: 1e-2 "
+                        "of each output's scale, carried through a final Sigmoid/Tanh/Softmax). Default: dtype")
     _comparison_options(c)
     w = sub.add_parser("view", help="open a model in Netron (needs the optional netron extra)")
     w.add_argument("model", help="ONNX model file")
@@ -286,6 +290,7 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from surgeon.graph.correspondence import Correspondence
     from surgeon.verify import VerificationError, verify
 
     if args.report and not Path(args.report).resolve().parent.is_dir():
@@ -294,7 +299,7 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if path is not None and not Path(path).is_file():
             raise SurgeonError(f"not found: {path}", hint="check the path")
     report = verify(args.a, args.b, rtol=args.rtol, atol=args.atol, dims=_dims(args.dim), inputs=args.inputs,
-                    seed=args.seed)
+                    seed=args.seed, correspondence=Correspondence(tolerance=args.tolerance))
     if args.report:
         import json
 

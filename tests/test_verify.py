@@ -369,6 +369,105 @@ def test_surgeon_verify_compares_two_models(tmp_path):
     assert "    verify    compare two models' outputs in onnxruntime\n" in build_parser().format_help()
 
 
+# -- float16 tolerance carried through a final bounded activation ---------------------------------------
+
+
+def _activated(op: str, shift: float = 0.0, k: float = 8.0, opset: int = 17):
+    """y = op(x * k + shift): a model whose output is a probability-like map of logits up to |24|."""
+    return onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : {opset}]>
+        agraph (float[1, 64] x) => (float[1, 64] y) {{
+          k = Constant <value_float: float = {k}> ()
+          b = Constant <value_float: float = {shift}> ()
+          m = Mul (x, k)
+          z = Add (m, b)
+          y = {op} (z)
+        }}""")
+
+
+RAMP = {"x": np.linspace(-3, 3, 64, dtype=np.float32).reshape(1, 64)}
+
+
+def _fp16_verify(a, b, inputs=RAMP):
+    from surgeon.graph.correspondence import Correspondence
+
+    return surgeon.verify(a, b, inputs=inputs, correspondence=Correspondence(tolerance="fp16"))
+
+
+CARRIED = ("or per element what fp16 allows on Sigmoid's input 'z' (atol 0.01 of its scale 24, rtol 0.01) carried "
+           "through Sigmoid")
+
+
+def test_fp16_tolerance_of_a_sigmoid_output_is_its_logits_carried_through_it():
+    """float16 errs in proportion to the logits: a logit shift of 0.1 (0.4 % of their scale 24) is float16's
+    ordinary error and matches, though it moves a probability by 0.024 (2.4 % of the map's scale 1); a shift
+    of 0.6 (2.5 %) is beyond it and fails, naming the error allowed at the worst element."""
+    report = _fp16_verify(_activated("Sigmoid"), _activated("Sigmoid", shift=0.1))
+    assert report.status == "match"
+    assert report.outputs[0].describe() == (
+        "y: match, max abs error 0.0243, max rel error 0.5 (rtol 0.01, atol up to 0.0599 per element: fp16: atol "
+        f"0.01 of the output's scale 1, {CARRIED})")
+    report = _fp16_verify(_activated("Sigmoid"), _activated("Sigmoid", shift=0.6))
+    assert report.status == "mismatch"
+    assert report.outputs[0].describe() == (
+        "y: MISMATCH, max abs error 0.149, max rel error 1.5 (rtol 0.01, atol up to 0.0599 per element: fp16: atol "
+        f"0.01 of the output's scale 1, {CARRIED}); worst element (0, 31): expected 0.40589723, got 0.554543972 "
+        "(allowed error 0.0639)")
+
+
+@pytest.mark.parametrize("op, fine, wrong", [("Tanh", dict(shift=0.1), dict(shift=0.6)),
+                                             ("HardSigmoid", dict(shift=0.1), dict(shift=0.6)),
+                                             ("Softmax", dict(k=8.04), dict(k=9.6))])
+def test_fp16_tolerance_is_carried_through_tanh_hardsigmoid_and_softmax(op, fine, wrong):
+    ramp = RAMP if op != "Softmax" else {"x": RAMP["x"] / 10}  # a softmax over logits up to 2.4 spreads out
+    assert _fp16_verify(_activated(op), _activated(op, **fine), ramp).status == "match"
+    report = _fp16_verify(_activated(op), _activated(op, **wrong), ramp)
+    assert report.status == "mismatch"
+    assert f"per element what fp16 allows on {op}'s input 'z' " in report.outputs[0].describe()
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh", "HardSigmoid", "Softmax"])
+def test_the_carried_bound_holds_for_every_input_error_within_the_tolerance(op):
+    """The per-element bound is sound: no input error within atol + rtol * |z| moves an output further."""
+    from surgeon.verify import _Bounded
+
+    rng = np.random.default_rng(0)
+    bounded = _Bounded(op, "z", axis=-1)
+    f = {"Sigmoid": lambda v: 1 / (1 + np.exp(-v)), "Tanh": np.tanh,
+         "HardSigmoid": lambda v: np.clip(0.2 * v + 0.5, 0, 1),
+         "Softmax": lambda v: np.exp(v - v.max(-1, keepdims=True)) / np.exp(v - v.max(-1, keepdims=True)).sum(
+             -1, keepdims=True)}[op]
+    for _ in range(200):
+        z = rng.normal(0, rng.uniform(0.1, 20), (4, 16))
+        atol, rtol = rng.uniform(0, 0.5), rng.uniform(0, 0.05)
+        bound = bounded.carried(z, f(z), atol, rtol)
+        moved = z + rng.uniform(-1, 1, z.shape) * (atol + rtol * np.abs(z))
+        assert (np.abs(f(moved) - f(z)) <= bound + 1e-12).all()
+
+
+def test_given_tolerances_are_not_carried():
+    from surgeon.graph.correspondence import Correspondence
+
+    report = surgeon.verify(_activated("Sigmoid"), _activated("Sigmoid", shift=0.1), inputs=RAMP, atol=0.03,
+                            correspondence=Correspondence(tolerance="fp16"))
+    assert report.outputs[0].describe() == ("y: match, max abs error 0.0243, max rel error 0.5 (rtol 0.01, atol 0.03: "
+                                            "given)")
+
+
+def test_surgeon_verify_takes_a_tolerance_policy(tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(_activated("Sigmoid"), a)
+    onnx.save(_activated("Sigmoid", shift=0.1), b)
+    np.savez(tmp_path / "ramp.npz", **RAMP)
+    code, out, err = _cli("verify", str(a), str(b), "--inputs", str(tmp_path / "ramp.npz"), "--tolerance", "fp16")
+    assert (code, err) == (0, "")
+    assert out == (f"verify: match against {a} ({tmp_path / 'ramp.npz'} inputs)\n"
+                   "  inputs: x float32[1, 64]\n"
+                   "  y: match, max abs error 0.0243, max rel error 0.5 (rtol 0.01, atol up to 0.0599 per element: "
+                   f"fp16: atol 0.01 of the output's scale 1, {CARRIED})\n")
+    code, out, err = _cli("verify", str(a), str(b), "--inputs", str(tmp_path / "ramp.npz"))
+    assert code == 1 and "  y: MISMATCH, max abs error 0.0243, max rel error 0.5 (rtol 0.0001, atol 1e-05); " in err
+
+
 # -- contracts --------------------------------------------------------------------------------------
 
 
