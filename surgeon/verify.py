@@ -21,6 +21,7 @@ import onnx
 
 from surgeon.errors import SurgeonError
 from surgeon.graph.correspondence import Correspondence, Expr, InputFeed, Tensor, evaluate, tensors_of
+from surgeon.graph.ops import is_foreign_op
 from surgeon.io import samples
 from surgeon.io.runtime import cpu_session, load_arrays
 from surgeon.io.samples import input_specs
@@ -400,6 +401,10 @@ class _Verification:
                 continue
             assert expr is not None
             targets.append((name, expr))
+        foreign = self._around_foreign_ops(edited, base, targets)
+        if not targets and foreign:
+            return self.fail("skipped", "nothing can be compared: every output is computed by an op onnxruntime "
+                                        "cannot run, and what it reads comes straight from the inputs")
         bounded: dict[str, _Bounded] = {}
         if corr.tolerance in _POLICIES and self.rtol is None and self.atol is None:
             opset = next((o.version for o in base.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -468,8 +473,8 @@ class _Verification:
         self.stages.describe("running the edited model")
         compared = [name for name, _ in targets]
         try:
-            got = _run(edited.session(compared, prune=bool(corr.skipped or corr.changed_from)), edited_feeds,
-                       compared)
+            got = _run(edited.session(compared, prune=bool(corr.skipped or corr.changed_from or foreign)),
+                       edited_feeds, compared)
         except Exception as exc:
             what = "the given inputs" if self.given is not None else "the generated inputs"
             return self.fail("failed", f"the edited model failed to run on {what}: {_short(exc)}")
@@ -511,7 +516,43 @@ class _Verification:
     def _can_prune(self, base: _Model, needed: list[str]) -> bool:
         """Whether comparing needs only part of the baseline (not every node leads to a needed tensor)."""
         return len(_needed_nodes(base.proto.graph, set(needed))) < len(base.proto.graph.node) \
-            and bool(self.corr.changed_from)
+            and bool(self.corr.changed_from or _foreign_nodes(base.proto))
+
+    def _around_foreign_ops(self, edited: _Model, base: _Model, targets: list[tuple[str, Expr]]) -> bool:
+        """Compare around the ops of the edited model that onnxruntime cannot run (a TensorRT plugin, a custom
+        op): outputs they compute are not compared (said in a note); what each of them reads is compared
+        instead, when something computes it. Updates ``targets``; whether there are such ops."""
+        foreign = _foreign_nodes(edited.proto)
+        if not foreign:
+            return False
+        label = {t: _node_label(n) for n in foreign for t in n.output if t}
+        origin = {t: label[src] for t, src in _downstream(edited.proto.graph, set(label)).items()}
+        origin.update(label)
+        unrun = [name for name, _ in targets if name in origin and name in edited.outputs]
+        targets[:] = [(name, expr) for name, expr in targets if name not in origin]
+        inputs = {s.name for s in edited.specs}
+        constants = {i.name for i in edited.proto.graph.initializer} | \
+            {t for n in edited.proto.graph.node if n.op_type == "Constant" for t in n.output}
+        compared = {name for name, _ in targets}
+        reads_compared = False
+        for node in foreign:
+            for t in node.input:
+                if not t or t in inputs or t in constants or t in origin:
+                    continue
+                expr = self.corr.expr(t)
+                if t not in compared and (expr is None or any(x not in base.tensors for x in tensors_of(expr))):
+                    self.report.notes.append(f"'{t}', which {_node_label(node)} reads, is not compared: "
+                                             f"{self.baseline_name} has no tensor it corresponds to")
+                    continue
+                if t not in compared:
+                    assert expr is not None
+                    targets.append((t, expr))
+                    compared.add(t)
+                reads_compared = True
+        instead = "; what it reads is compared instead" if reads_compared else ""
+        self.report.notes += [f"output '{name}' is not compared: it is computed by {origin[name]}, which "
+                              f"onnxruntime cannot run{instead}" for name in unrun]
+        return True
 
     def _check_dim_names(self, edited: _Model, base: _Model) -> None:
         symbols = {d for spec in (*edited.specs, *base.specs) for d in (spec.shape or ()) if isinstance(d, str)}
@@ -753,6 +794,25 @@ def _needed_nodes(graph: onnx.GraphProto, outputs: set[str]) -> set[int]:
             if t in producer and producer[t] not in keep:
                 pending.append(producer[t])
     return keep
+
+
+def _foreign_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes of the main graph that onnxruntime cannot run: a foreign op (graph.ops.is_foreign_op), or an
+    If/Loop/Scan with one in a body."""
+    local = {(f.domain, f.name) for f in proto.functions}
+
+    def foreign(node: onnx.NodeProto) -> bool:
+        if is_foreign_op(node.domain, node.op_type, local):
+            return True
+        return any(foreign(sub) for attr in node.attribute
+                   for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs) for sub in g.node)
+
+    return [n for n in proto.graph.node if foreign(n)]
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    op = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+    return f"{op} '{node.name}'" if node.name else f"an unnamed {op} node"
 
 
 def _reads(node: onnx.NodeProto) -> list[str]:

@@ -20,6 +20,7 @@ from util import (
 )
 
 import surgeon
+from surgeon.graph.correspondence import Correspondence
 from surgeon.io.export import to_proto
 from surgeon.passes.registry import registry
 from surgeon.passes.runner import run_step
@@ -278,7 +279,7 @@ def test_ready_recipe_runs_on_a_real_model(tmp_path):
 
 # -- down-conversion: surgeon's own adapters (surgeon/graph/downgrade.py) ------------------------------
 
-# Models that onnxruntime cannot run (a placeholder op without a kernel): checked, but not compared.
+# Models that onnxruntime cannot run as a whole (devtech::FooOp has no kernel): verified around the op.
 NOT_RUNNABLE = {"model_foo.onnx", "model_foo_dynamo.onnx", "model_foo_dynamo_library.onnx", "model_foo_keepbn.onnx"}
 DIMS = {"transformer_encoder_dynamo.onnx": {"batch": 2, "seq": 5}}
 
@@ -308,6 +309,10 @@ def test_every_real_model_reaches_opset_13_and_11(name, target):
     assert [n.SerializeToString() for n in after.graph.node if n.domain not in ("", "ai.onnx")] == custom
     if name not in NOT_RUNNABLE:
         assert_same_outputs(path, after, meaningful_inputs(name, path))
+    else:  # what FooOp reads is compared; its outputs cannot run
+        report = surgeon.verify(path, after, correspondence=Correspondence(tolerance="reassociated"))
+        assert report.status == "match" and [(o.edited_name, o.intermediate) for o in report.outputs] == [
+            (t, True) for n in after.graph.node if n.op_type == "FooOp" for t in n.input], report.summary()
 
 
 def test_downgrade_of_a_transformer_notes_what_it_assumes():

@@ -468,6 +468,60 @@ def test_surgeon_verify_takes_a_tolerance_policy(tmp_path):
     assert code == 1 and "  y: MISMATCH, max abs error 0.0243, max rel error 0.5 (rtol 0.0001, atol 1e-05); " in err
 
 
+# -- ops onnxruntime cannot run: compared around them ---------------------------------------------------
+
+WITH_PLUGIN = """<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+agraph (float[2, 4] x) => (float[2, 4] y, float[2, 4] s) {
+  a = Relu (x)
+  b = devtech.FooOp (a)
+  y = Sigmoid (b)
+  s = Neg (x)
+}"""
+
+
+def test_a_plugin_op_is_verified_around_what_it_reads(tmp_path):
+    """A custom op or TensorRT plugin has no onnxruntime kernel: the outputs it computes are not compared (a note
+    says so), what it reads is, and so are the outputs that do not go through it; never "skipped"."""
+    path = tmp_path / "plugin.onnx"
+    onnx.save(onnx.parser.parse_model(WITH_PLUGIN), path)
+    code, out, err = _cli("verify", str(path), str(path))
+    assert (code, err) == (0, "")
+    assert out == (f"verify: match against {path} (random inputs)\n"
+                   "  inputs: x float32[2, 4]\n"
+                   "  s: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n"
+                   "  a (intermediate): match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n"
+                   "  note: output 'y' is not compared: it is computed by an unnamed devtech::FooOp node, which "
+                   "onnxruntime cannot run; what it reads is compared instead\n"
+                   f"  note: {path} cannot run as a whole ([ONNXRuntimeError] : 1 : FAIL : Fatal error: "
+                   "devtech:FooOp(-1) is not a registered function/op); the part of it that computes the compared "
+                   "tensors was run\n")
+
+
+@pytest.mark.parametrize("domain, op, foreign", [
+    ("", "Relu", False), ("ai.onnx", "Relu", False), ("", "FeedForward_TRT", True), ("devtech", "FooOp", True),
+    ("com.microsoft", "FusedConv", False), ("ai.onnx.ml", "TreeEnsembleClassifier", False),
+    ("ai.onnx.ml", "NoSuchOp", True), ("pkg", "block", False)])
+def test_which_ops_onnxruntime_cannot_run(domain, op, foreign):
+    from surgeon.graph.ops import is_foreign_op
+
+    assert is_foreign_op(domain, op, local_functions={("pkg", "block")}) is foreign
+
+
+def test_a_plugin_op_reading_only_the_inputs_leaves_nothing_to_compare(tmp_path):
+    path = tmp_path / "plugin_first.onnx"
+    onnx.save(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+        agraph (float[2, 4] x) => (float[2, 4] y) {
+          y = devtech.FooOp (x)
+        }"""), path)
+    report = surgeon.verify(path, path)
+    assert (report.status, report.outputs) == ("skipped", [])
+    assert report.notes == [
+        "output 'y' is not compared: it is computed by an unnamed devtech::FooOp node, which onnxruntime cannot "
+        "run",
+        "nothing can be compared: every output is computed by an op onnxruntime cannot run, and what it reads "
+        "comes straight from the inputs"]
+
+
 # -- contracts --------------------------------------------------------------------------------------
 
 
