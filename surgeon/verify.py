@@ -21,7 +21,7 @@ import onnx
 
 from surgeon.errors import SurgeonError
 from surgeon.graph.correspondence import Correspondence, Expr, InputFeed, Tensor, evaluate, tensors_of
-from surgeon.graph.ops import is_foreign_op
+from surgeon.graph.ops import foreign_nodes, proto_node_label, proto_node_reads
 from surgeon.io import samples
 from surgeon.io.runtime import cpu_session, load_arrays
 from surgeon.io.samples import input_specs
@@ -443,7 +443,11 @@ class _Verification:
                 if not attempt[2] or self.given is not None:
                     break  # nothing defaulted to retry with another size
         if first is None:
-            return self._baseline_rejected(error)
+            declared = {(s.name, s.dtype, s.shape) for s in base.specs}
+            same = all(f.transform is None and f.original == s.name and (s.name, s.dtype, s.shape) in declared
+                       for s in edited.specs for f in [feeds_via.get(s.name)] if f is not None) and \
+                len(feeds_via) == len(edited.specs) == len(base.specs)
+            return self._baseline_rejected(error, same)
         (edited_feeds, base_feeds, _, shapes_note), base_values = first
         second = None
         if self.given is None:  # a second, different random input: do the outputs depend on the inputs at all?
@@ -516,16 +520,16 @@ class _Verification:
     def _can_prune(self, base: _Model, needed: list[str]) -> bool:
         """Whether comparing needs only part of the baseline (not every node leads to a needed tensor)."""
         return len(_needed_nodes(base.proto.graph, set(needed))) < len(base.proto.graph.node) \
-            and bool(self.corr.changed_from or _foreign_nodes(base.proto))
+            and bool(self.corr.changed_from or foreign_nodes(base.proto))
 
     def _around_foreign_ops(self, edited: _Model, base: _Model, targets: list[tuple[str, Expr]]) -> bool:
         """Compare around the ops of the edited model that onnxruntime cannot run (a TensorRT plugin, a custom
         op): outputs they compute are not compared (said in a note); what each of them reads is compared
         instead, when something computes it. Updates ``targets``; whether there are such ops."""
-        foreign = _foreign_nodes(edited.proto)
+        foreign = foreign_nodes(edited.proto)
         if not foreign:
             return False
-        label = {t: _node_label(n) for n in foreign for t in n.output if t}
+        label = {t: proto_node_label(n) for n in foreign for t in n.output if t}
         origin = {t: label[src] for t, src in _downstream(edited.proto.graph, set(label)).items()}
         origin.update(label)
         unrun = [name for name, _ in targets if name in origin and name in edited.outputs]
@@ -541,7 +545,7 @@ class _Verification:
                     continue
                 expr = self.corr.expr(t)
                 if t not in compared and (expr is None or any(x not in base.tensors for x in tensors_of(expr))):
-                    self.report.notes.append(f"'{t}', which {_node_label(node)} reads, is not compared: "
+                    self.report.notes.append(f"'{t}', which {proto_node_label(node)} reads, is not compared: "
                                              f"{self.baseline_name} has no tensor it corresponds to")
                     continue
                 if t not in compared:
@@ -631,12 +635,16 @@ class _Verification:
             report.status = "failed"
         return report
 
-    def _baseline_rejected(self, exc: Exception) -> VerifyReport:
+    def _baseline_rejected(self, exc: Exception, same_inputs: bool) -> VerifyReport:
+        """``same_inputs``: both models take the same inputs, fed as they are (so the sizes or values made
+        up for them are what the baseline rejects, not a difference between the models)."""
         if self.given is not None:  # the user's own inputs do not fit: their file is what is wrong
             return self.fail("failed", f"{self.baseline_name} rejected the given inputs: {_short(exc)}")
+        why = "(give inputs it accepts with --inputs FILE.npz, or sizes with --dim)" if same_inputs else \
+            "(do the models take the same inputs?)"
         return self.fail("failed" if self.reference is not None else "skipped",
-                         f"{self.baseline_name} rejected the inputs built for the edited model "
-                         f"(do the models take the same inputs?): {_short(exc)}")
+                         f"{self.baseline_name} rejected the inputs built for the edited model {why}: "
+                         f"{_short(exc)}")
 
 
 def _compare(name: str, edited_name: str, want: Any, got: Any, rtol: float | None, atol: float | None,
@@ -790,38 +798,10 @@ def _needed_nodes(graph: onnx.GraphProto, outputs: set[str]) -> set[int]:
         if i in keep:
             continue
         keep.add(i)
-        for t in _reads(graph.node[i]):
+        for t in proto_node_reads(graph.node[i]):
             if t in producer and producer[t] not in keep:
                 pending.append(producer[t])
     return keep
-
-
-def _foreign_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """Nodes of the main graph that onnxruntime cannot run: a foreign op (graph.ops.is_foreign_op), or an
-    If/Loop/Scan with one in a body."""
-    local = {(f.domain, f.name) for f in proto.functions}
-
-    def foreign(node: onnx.NodeProto) -> bool:
-        if is_foreign_op(node.domain, node.op_type, local):
-            return True
-        return any(foreign(sub) for attr in node.attribute
-                   for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs) for sub in g.node)
-
-    return [n for n in proto.graph.node if foreign(n)]
-
-
-def _node_label(node: onnx.NodeProto) -> str:
-    op = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
-    return f"{op} '{node.name}'" if node.name else f"an unnamed {op} node"
-
-
-def _reads(node: onnx.NodeProto) -> list[str]:
-    names = [t for t in node.input if t]
-    for attr in node.attribute:
-        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            for sub in g.node:
-                names += _reads(sub)
-    return names
 
 
 def _downstream(graph: onnx.GraphProto, changed: set[str]) -> dict[str, str]:
@@ -830,7 +810,7 @@ def _downstream(graph: onnx.GraphProto, changed: set[str]) -> dict[str, str]:
         return {}
     origin: dict[str, str] = {}
     for node in graph.node:  # nodes are in topological order
-        sources = [origin.get(t) or (t if t in changed else None) for t in _reads(node)]
+        sources = [origin.get(t) or (t if t in changed else None) for t in proto_node_reads(node)]
         source = next((x for x in sources if x), None)
         if source is not None:
             for t in node.output:

@@ -163,7 +163,14 @@ def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str
                                          reference=options.reference, rtol=options.rtol, atol=options.atol,
                                          dims=options.dims, recipe_dims=options.recipe_dims,
                                          inputs=options.inputs, seed=options.seed, progress=progress)
-            if result.verification.status in ("mismatch", "failed", "inconclusive"):
+            if result.verification.status == "skipped" and applied.verify_by_default:
+                # A precision change is written only once verified: nothing compared is no proof.
+                result.verification.notes.append(
+                    "a recipe that changes precision is written only once verified: give inputs the model "
+                    "accepts (--inputs FILE.npz, or sizes with --dim), a --reference that runs, or --no-verify "
+                    "to write it unverified")
+            if result.verification.status in ("mismatch", "failed", "inconclusive") or \
+                    (result.verification.status == "skipped" and applied.verify_by_default):
                 error = VerificationError(result.verification)
                 error.result = result
                 raise error

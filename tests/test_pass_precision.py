@@ -774,13 +774,31 @@ def test_float32_extremes_are_bounds_and_are_clamped():
     assert_close_fp16(proto, to_proto(model), {"x": np.array([-1.0, 0.5, -60000.0, 2.0], np.float32)})
 
 
-def test_custom_op_model_says_its_activations_were_not_checked():
-    report = fp16(surgeon.load(real_model("model_foo.onnx")))
-    assert report.notes[-1] == (
-        "activations NOT checked (only constants and attributes): onnxruntime cannot load the float32 model: "
-        "[ONNXRuntimeError] : 1 : FAIL : Fatal error: devtech:FooOp(-1) is not a registered function/op "
-        "(onnxruntime cannot run custom ops without their library; check_activations: false skips the run)")
-    assert report.details["activations_checked"] is False
+def test_activations_are_measured_up_to_a_custom_op():
+    """onnxruntime cannot run devtech::FooOp: the run stops there, what comes before it is measured (a Mul
+    reaching 3e4 stays float32) and the notes say what after it is not."""
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+        agraph (float[1, 64] x) => (float[1, 64] y) {
+          k = Constant <value_float: float = 30000.0> ()
+          a = Mul (x, k)
+          b = devtech.FooOp (a)
+          y = Relu (b)
+        }""")
+    report = fp16(surgeon.load(proto))
+    assert report.notes == [
+        "1 node(s) now compute in float16",
+        "kept in float32: values float16 cannot hold x1; no ONNX schema: devtech::FooOp x1",
+        "kept in float32: an unnamed Mul node: output 'a' reaches 6.975e+04 in the sample run (activation_limit "
+        "16384)",
+        "activations measured in onnxruntime on random inputs: x [1, 64]",
+        "activations NOT checked after an unnamed devtech::FooOp node (onnxruntime cannot run it; the nodes computed "
+        "from it are checked for constants and attributes only)"]
+    assert report.details["activations_checked"] is True
+    foo = surgeon.load(real_model("model_foo.onnx"))
+    assert fp16(foo).notes[-2:] == [
+        "activations measured in onnxruntime on random inputs: input [1, 3, 32, 32]",
+        "activations NOT checked after devtech::FooOp '/FooOp' (onnxruntime cannot run it; the nodes computed from "
+        "it are checked for constants and attributes only)"]
 
 
 def test_missing_inputs_file(tmp_path):

@@ -637,6 +637,47 @@ def test_to_fp16_is_verified_by_default_at_float16_tolerances(tmp_path):
     assert ": fp16: atol 0.01 of the output's scale " in out
 
 
+def test_a_precision_change_that_cannot_be_verified_is_not_written(tmp_path):
+    """Silero VAD rejects the 16-sample audio verification makes up: "skipped" is no proof for a float16 model,
+    so nothing is written (exit 1) and the note says how to verify it; with the model's real inputs it is."""
+    from util import silero_inputs
+
+    path = real_model("silero_vad.onnx")
+    out = tmp_path / "vad16.onnx"
+    code, stdout, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(path), "-o", str(out))
+    assert code == 1 and not out.exists()
+    lines = err.splitlines()
+    assert lines[:2] == [f"error: verification failed: skipped against {path} (random inputs)",
+                         "  inputs: input float32[2, 16], state float32[2, 16, 128], sr int64[]"]
+    assert lines[2].startswith(f"  note: {path} rejected the inputs built for the edited model (give inputs it "
+                               "accepts with --inputs FILE.npz, or sizes with --dim): [ONNXRuntimeError] ")
+    assert lines[3:] == ["  note: a recipe that changes precision is written only once verified: give inputs the "
+                         "model accepts (--inputs FILE.npz, or sizes with --dim), a --reference that runs, or "
+                         "--no-verify to write it unverified",
+                         "  hint: nothing was written; see the notes above"]
+    np.savez(tmp_path / "audio.npz", **silero_inputs())
+    code, stdout, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(path), "-o", str(out),
+                             "--inputs", str(tmp_path / "audio.npz"))
+    assert (code, err) == (0, "") and out.exists()
+    assert f"verify: match against {path} ({tmp_path / 'audio.npz'} inputs)\n" in stdout
+
+
+def test_float16_model_with_a_custom_op_is_verified_around_it(tmp_path):
+    """to_fp16 casts what devtech::FooOp reads back to float32; that Cast's output is the original's tensor, so
+    verification compares it, though neither model runs as a whole."""
+    path = real_model("model_foo_dynamo.onnx")
+    code, out, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(path), "-o", str(tmp_path / "foo16.onnx"))
+    assert (code, err) == (0, "")
+    assert out[out.index("verify: "):].splitlines()[:5] == [
+        f"verify: match against {path} (random inputs)",
+        "  inputs: input float32[2, 3, 32, 32]",
+        "  dims: N=2 (default for a batch dimension)",
+        "  relu_fp32 (intermediate) vs 'relu': match, max abs error 0.00125, max rel error 43.2 (rtol 0.01, atol "
+        "0.0339333: fp16: atol 0.01 of the output's scale 3.39)",
+        "  note: output 'output' is not compared: it is computed by devtech::FooOp 'node__symbolic', which onnxruntime "
+        "cannot run; what it reads is compared instead"]
+
+
 def test_no_verify_excludes_verify():
     code, out, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), "m.onnx", "--no-verify", "--verify")
     assert code == 2

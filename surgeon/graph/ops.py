@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+import onnx
 import onnx.defs
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -42,6 +43,61 @@ def is_foreign_op(domain: str | None, op: str, local_functions: Collection[tuple
     if domain in DEFAULT_DOMAINS or domain == "ai.onnx.ml":
         return not onnx.defs.has(op, "" if domain in DEFAULT_DOMAINS else domain)
     return domain not in ONNXRUNTIME_DOMAINS
+
+
+def foreign_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes of the main graph that onnxruntime cannot run: a foreign op (:func:`is_foreign_op`), or an
+    If/Loop/Scan with one in a body."""
+    local = {(f.domain, f.name) for f in proto.functions}
+    return [n for n in proto.graph.node if _is_foreign_node(n, local)]
+
+
+def drop_foreign_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Remove from ``proto``'s main graph the nodes onnxruntime cannot run and every node and graph output
+    computed from them, so the rest can run; the foreign nodes removed (none: ``proto`` is unchanged)."""
+    local = {(f.domain, f.name) for f in proto.functions}
+    foreign: list[onnx.NodeProto] = []
+    tainted: set[str] = set()
+    kept = []
+    for node in proto.graph.node:  # in topological order: a reader comes after what it reads
+        if _is_foreign_node(node, local):
+            foreign.append(node)
+            tainted.update(t for t in node.output if t)
+        elif any(t in tainted for t in proto_node_reads(node)):
+            tainted.update(t for t in node.output if t)
+        else:
+            kept.append(node)
+    if not foreign:
+        return []
+    outputs = [o for o in proto.graph.output if o.name not in tainted]
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    del proto.graph.output[:]
+    proto.graph.output.extend(outputs)
+    return foreign
+
+
+def proto_node_label(node: onnx.NodeProto) -> str:
+    """How messages name a protobuf node: "devtech::FooOp '/FooOp'", "an unnamed Relu node"."""
+    op = f"{node.domain}::{node.op_type}" if node.domain not in DEFAULT_DOMAINS else node.op_type
+    return f"{op} '{node.name}'" if node.name else f"an unnamed {op} node"
+
+
+def _is_foreign_node(node: onnx.NodeProto, local: Collection[tuple[str, str]]) -> bool:
+    if is_foreign_op(node.domain, node.op_type, local):
+        return True
+    return any(_is_foreign_node(sub, local) for attr in node.attribute
+               for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs) for sub in g.node)
+
+
+def proto_node_reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors a node reads, those its subgraphs read from outside included."""
+    names = [t for t in node.input if t]
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for sub in g.node:
+                names += proto_node_reads(sub)
+    return names
 
 
 def default_opset(imports: Iterable) -> int | None:

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from surgeon.errors import SurgeonError
+from surgeon.graph.ops import drop_foreign_nodes, proto_node_label
 from surgeon.io import samples
 from surgeon.io.model import Model
 from surgeon.io.runtime import cpu_session, load_arrays
@@ -45,22 +46,26 @@ def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
     return load_arrays(path, "sample inputs", "check the path of the .npz file")
 
 
-def activation_peaks(model: Model, names: Iterable[str],
-                     feeds: dict[str, np.ndarray] | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def activation_peaks(model: Model, names: Iterable[str], feeds: dict[str, np.ndarray] | None = None
+                     ) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
     """Largest finite magnitude of each tensor in ``names`` (tensors of the main graph) when onnxruntime
-    runs ``model`` on ``feeds``, and the feeds used. Without ``feeds``, :mod:`surgeon.io.samples` makes
-    them (as verification does, with a batch of 1), trying image sizes in turn until the model runs.
-    Tensors that are not float, or hold no finite value, are left out. Raises
-    :class:`ActivationRunError` when onnxruntime cannot load or run the model."""
+    runs ``model`` on ``feeds``, the feeds used, and the ops onnxruntime cannot run (a custom op, a
+    TensorRT plugin: labels; the run stops at them, so nothing computed from them is measured).
+    Without ``feeds``, :mod:`surgeon.io.samples` makes them (as verification does, with a batch of 1),
+    trying image sizes in turn until the model runs. Tensors that are not float, or hold no finite
+    value, are left out. Raises :class:`ActivationRunError` when onnxruntime cannot load or run the model."""
     import onnxruntime as ort
 
     from surgeon.io.export import to_proto
 
     names = list(dict.fromkeys(names))
     proto = to_proto(model)
+    # A custom op or TensorRT plugin has no kernel here: the part of the graph before it still runs.
+    skipped = drop_foreign_nodes(proto)
+    computed = {t for n in proto.graph.node for t in n.output if t}
     graph_inputs = {i.name for i in proto.graph.input}
     declared = {o.name for o in proto.graph.output}
-    wanted = [n for n in names if n not in graph_inputs]
+    wanted = [n for n in names if n not in graph_inputs and (not skipped or n in computed)]
     proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in declared)
     specs = samples.input_specs(proto)
     # Basic optimizations fold what is computed from weights alone (a Transpose of each weight) once, at load,
@@ -94,7 +99,7 @@ def activation_peaks(model: Model, names: Iterable[str],
             continue
         peaks = {name: _peak(v) for name, v in zip(wanted, values)}
         peaks.update({k: _peak(v) for k, v in tried.items() if k in set(names)})
-        return {k: v for k, v in peaks.items() if v is not None}, tried
+        return {k: v for k, v in peaks.items() if v is not None}, tried, [proto_node_label(n) for n in skipped]
     raise ActivationRunError(f"onnxruntime cannot run the float32 model on the sample inputs {failure}",
                              hint="give sample inputs the model accepts as a .npz file (inputs: <file.npz>)")
 

@@ -20,9 +20,10 @@ folded first (the ``fuse`` pass, through the registry).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import onnx
@@ -42,6 +43,10 @@ from surgeon.passes.compose import call_pass
 from surgeon.passes.contract import FP16, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Max, Min
+
+if TYPE_CHECKING:
+    from surgeon.graph.correspondence import Correspondence
+    from surgeon.passes.runner import StepReport
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 FLOAT16_TINY = float(np.finfo(np.float16).smallest_subnormal)  # 2**-24, about 6e-08
@@ -90,7 +95,14 @@ _STATS_PIECE = 1 << 20  # elements checked at a time (4 MiB of float32, a few te
 _RESULTS_OF_ATTRIBUTE = ("Constant", "ConstantOfShape", "Cast")
 
 
-@verified_by(FP16)
+def _casts_back_contract(plan: Correspondence, report: StepReport, model: Model) -> None:
+    """A tensor cast back to float32 (in front of a node kept in float32, a custom op) is the original's
+    tensor: verification can compare it (e.g. what a custom op onnxruntime cannot run reads)."""
+    for cast, source in report.details.get("float32_casts", {}).items():
+        plan.exprs[cast] = plan.expr(source)
+
+
+@verified_by(dataclasses.replace(FP16, update=_casts_back_contract))
 def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str] | None = None,
             node_block_list: list[str] | None = None, fold_batchnorm: bool = True,
             max_constant_error: Annotated[float, Min(0)] = MAX_CONSTANT_ERROR,
@@ -140,7 +152,7 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
             one array per graph input, by name (a relative path is relative
             to the current directory). Without it the inputs are
             seeded standard-normal noise; a symbolic dim is 1 for the first
-            axis, 224 for height and width of a rank-4 (NCHW) input, 64
+            axis, 224 for height and width of a rank-4 (NCHW) input, 16
             otherwise.
 
     Rules:
@@ -204,9 +216,13 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
         8. Local function bodies are not converted (calls stay float32; run
            ``inline_functions`` first to convert them). A model without
            float32 computation is left unchanged, so the step is idempotent.
-        9. When onnxruntime cannot run the float32 model on the sample inputs
-           the step fails and the model is unchanged: give ``inputs`` the
-           model accepts, or set ``check_activations: false``.
+        9. When onnxruntime cannot run the float32 model on the given
+           ``inputs`` the step fails and the model is unchanged (give inputs
+           the model accepts, or set ``check_activations: false``); on random
+           inputs a note says the activations were NOT checked. The run stops
+           at ops onnxruntime cannot run (custom ops, TensorRT plugins): what
+           is computed from them is checked for constants and attributes
+           only, and a note names the op.
 
     Example:
         version: 1
@@ -298,7 +314,7 @@ def _measure(model: Model, inputs: str | None, result: PassResult, notes: list[s
         names += [t.name for t in outputs if _is_plain_tensor(t) and (t.dtype is None or _is_float32(t.dtype))]
     names += [t.name for t in graph.inputs if _is_float32(t.dtype)]
     try:
-        peaks, feeds = activation_peaks(model, names, load_inputs(inputs) if inputs is not None else None)
+        peaks, feeds, unrun = activation_peaks(model, names, load_inputs(inputs) if inputs is not None else None)
     except (ActivationRunError, SurgeonError) as exc:
         if inputs is None and isinstance(exc, ActivationRunError):
             notes.append(f"activations NOT checked (only constants and attributes): {exc.message} ({exc.hint}; "
@@ -311,6 +327,9 @@ def _measure(model: Model, inputs: str | None, result: PassResult, notes: list[s
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
     source = f"the inputs of {inputs}" if inputs is not None else "random inputs"
     notes.append(f"activations measured in onnxruntime on {source}: {shapes}")
+    if unrun:
+        notes.append(f"activations NOT checked after {', '.join(unrun)} (onnxruntime cannot run it; the nodes "
+                     "computed from it are checked for constants and attributes only)")
     result.details["activations_checked"] = True
     result.details["sample_inputs"] = {k: list(v.shape) for k, v in feeds.items()}
     return peaks
@@ -832,6 +851,7 @@ class _Plan:
         # (graph id, producer id or 0 for the graph's start) -> Casts to put after it
         self.after: dict[tuple[int, int], list[gs.Node]] = {}
         self.casts: dict[tuple[int, str], gs.Variable] = {}
+        self.back_to_float32: dict[str, str] = {}  # Cast output -> the tensor it casts back to float32
         self._cast_outputs()
         for t in self._float_tensors():
             if self.home[id(t)] == F16:
@@ -850,6 +870,7 @@ class _Plan:
                 nodes.append(n)
                 nodes += self.after.get((id(g), id(n)), [])
             g.nodes = nodes
+        result.details["float32_casts"] = dict(self.back_to_float32)
         self._report(result, self.stats)
 
     def _place(self, t: gs.Tensor) -> tuple[int, int]:
@@ -888,6 +909,8 @@ class _Plan:
         if key not in self.casts:
             self.casts[key] = self._new_tensor(t, to)
             self._new_cast(t, self.casts[key], to, self._place(t))
+            if to == F32:
+                self.back_to_float32[self.casts[key].name] = t.name
         return self.casts[key]
 
     def _cast_body_output(self, body: gs.Graph, k: int, to: str) -> None:
