@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tolerance", choices=("dtype", "reassociated", "fp16"), default="dtype",
                    help="how far floats may differ: dtype (each output dtype's default), reassociated (float "
                         "arithmetic reordered: 1e-4 of each output's scale), fp16 (b computes in float16: 1e-2 "
-                        "of each output's scale, carried through a final Sigmoid/Tanh/Softmax). Default: dtype")
+                        "of each output's scale, or on the logits of a final Sigmoid/Tanh/Softmax). Default: dtype")
     _comparison_options(c)
     w = sub.add_parser("view", help="open a model in Netron (needs the optional netron extra)")
     w.add_argument("model", help="ONNX model file")

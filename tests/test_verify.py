@@ -393,25 +393,38 @@ def _fp16_verify(a, b, inputs=RAMP):
     return surgeon.verify(a, b, inputs=inputs, correspondence=Correspondence(tolerance="fp16"))
 
 
-CARRIED = ("or per element what fp16 allows on Sigmoid's input 'z' (atol 0.01 of its scale 24, rtol 0.01) carried "
-           "through Sigmoid")
+CARRIED = ("fp16: atol 0.01 of the output's scale 1; where beyond that, what fp16 allows on Sigmoid's input 'z' "
+           "(atol 0.01 of its scale, rtol 0.01) carried through Sigmoid")
 
 
 def test_fp16_tolerance_of_a_sigmoid_output_is_its_logits_carried_through_it():
     """float16 errs in proportion to the logits: a logit shift of 0.1 (0.4 % of their scale 24) is float16's
-    ordinary error and matches, though it moves a probability by 0.024 (2.4 % of the map's scale 1); a shift
-    of 0.6 (2.5 %) is beyond it and fails, naming the error allowed at the worst element."""
+    ordinary error, though it moves a probability by 0.024 (2.4 % of the map's scale 1). Beyond the output's own
+    tolerance, the logits are compared (and reported) and, as they match, each probability may move by what
+    their tolerance moves it through the Sigmoid. A shift of 0.6 (2.5 %) fails on the logits."""
     report = _fp16_verify(_activated("Sigmoid"), _activated("Sigmoid", shift=0.1))
     assert report.status == "match"
-    assert report.outputs[0].describe() == (
-        "y: match, max abs error 0.0243, max rel error 0.5 (rtol 0.01, atol up to 0.0599 per element: fp16: atol "
-        f"0.01 of the output's scale 1, {CARRIED})")
+    assert [o.describe() for o in report.outputs] == [
+        "z (intermediate; Sigmoid's input, for y): match, max abs error 0.1, max rel error 0.262 (rtol 0.01, "
+        "atol 0.24: fp16: atol 0.01 of the output's scale 24)",
+        f"y: match, max abs error 0.0243, max rel error 0.5 (rtol 0.01, atol up to 0.0599 per element: {CARRIED}, "
+        "as that input matches)"]
     report = _fp16_verify(_activated("Sigmoid"), _activated("Sigmoid", shift=0.6))
     assert report.status == "mismatch"
-    assert report.outputs[0].describe() == (
-        "y: MISMATCH, max abs error 0.149, max rel error 1.5 (rtol 0.01, atol up to 0.0599 per element: fp16: atol "
-        f"0.01 of the output's scale 1, {CARRIED}); worst element (0, 31): expected 0.40589723, got 0.554543972 "
-        "(allowed error 0.0639)")
+    assert [o.describe() for o in report.outputs] == [
+        "z (intermediate; Sigmoid's input, for y): MISMATCH, max abs error 0.6, max rel error 1.58 (rtol 0.01, "
+        "atol 0.24: fp16: atol 0.01 of the output's scale 24); worst element (0, 31): expected -0.380952388, "
+        "got 0.219047636",
+        f"y: MISMATCH, max abs error 0.149, max rel error 1.5 (rtol 0.01, atol up to 0.0599 per element: {CARRIED}, "
+        "if that input matched (it does not)); worst element (0, 31): expected 0.40589723, got 0.554543972 "
+        "(allowed error 0.0639)"]
+
+
+def test_an_output_within_its_own_tolerance_needs_no_logits():
+    report = _fp16_verify(_activated("Sigmoid"), _activated("Sigmoid", shift=0.01))
+    assert [o.describe() for o in report.outputs] == [
+        "y: match, max abs error 0.00241, max rel error 1.5 (rtol 0.01, atol 0.01: fp16: atol 0.01 of the "
+        "output's scale 1)"]
 
 
 @pytest.mark.parametrize("op, fine, wrong", [("Tanh", dict(shift=0.1), dict(shift=0.6)),
@@ -422,7 +435,18 @@ def test_fp16_tolerance_is_carried_through_tanh_hardsigmoid_and_softmax(op, fine
     assert _fp16_verify(_activated(op), _activated(op, **fine), ramp).status == "match"
     report = _fp16_verify(_activated(op), _activated(op, **wrong), ramp)
     assert report.status == "mismatch"
-    assert f"per element what fp16 allows on {op}'s input 'z' " in report.outputs[0].describe()
+    assert report.outputs[0].describe().startswith(f"z (intermediate; {op}'s input, for y): MISMATCH, ")
+    assert f"what fp16 allows on {op}'s input 'z' " in report.outputs[1].describe()
+
+
+def test_a_softmax_whose_logits_drift_fails_though_the_carried_bound_would_hold():
+    """The carried bound is a worst case over every error pattern; logits scaled by 5 % (a classifier weight 5 %
+    off) stay within it after a Softmax, but not within their own tolerance."""
+    ramp = {"x": RAMP["x"] / 10}
+    report = _fp16_verify(_activated("Softmax"), _activated("Softmax", k=8.4), ramp)
+    assert report.status == "mismatch"
+    z, y = report.outputs
+    assert (z.ok, y.ok, y.max_abs <= y.atol) == (False, False, True)
 
 
 @pytest.mark.parametrize("op", ["Sigmoid", "Tanh", "HardSigmoid", "Softmax"])
@@ -462,8 +486,10 @@ def test_surgeon_verify_takes_a_tolerance_policy(tmp_path):
     assert (code, err) == (0, "")
     assert out == (f"verify: match against {a} ({tmp_path / 'ramp.npz'} inputs)\n"
                    "  inputs: x float32[1, 64]\n"
+                   "  z (intermediate; Sigmoid's input, for y): match, max abs error 0.1, max rel error 0.262 (rtol "
+                   "0.01, atol 0.24: fp16: atol 0.01 of the output's scale 24)\n"
                    "  y: match, max abs error 0.0243, max rel error 0.5 (rtol 0.01, atol up to 0.0599 per element: "
-                   f"fp16: atol 0.01 of the output's scale 1, {CARRIED})\n")
+                   f"{CARRIED}, as that input matches)\n")
     code, out, err = _cli("verify", str(a), str(b), "--inputs", str(tmp_path / "ramp.npz"))
     assert code == 1 and "  y: MISMATCH, max abs error 0.0243, max rel error 0.5 (rtol 0.0001, atol 1e-05); " in err
 
@@ -486,12 +512,14 @@ def test_a_plugin_op_is_verified_around_what_it_reads(tmp_path):
     onnx.save(onnx.parser.parse_model(WITH_PLUGIN), path)
     code, out, err = _cli("verify", str(path), str(path))
     assert (code, err) == (0, "")
-    assert out == (f"verify: match against {path} (random inputs)\n"
+    assert out == (f"verify: match against {path} (random inputs); 1 output(s) not compared: 'y' (see the notes)\n"
                    "  inputs: x float32[2, 4]\n"
                    "  s: match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n"
                    "  a (intermediate): match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n"
                    "  note: output 'y' is not compared: it is computed by an unnamed devtech::FooOp node, which "
                    "onnxruntime cannot run; what it reads is compared instead\n"
+                   "  note: to compare what comes after it, declare the op's outputs (custom_ops: in the recipe) "
+                   "and run infer_shapes first: verification then feeds its outputs the same values in both models\n"
                    f"  note: {path} cannot run as a whole ([ONNXRuntimeError] : 1 : FAIL : Fatal error: "
                    "devtech:FooOp(-1) is not a registered function/op); the part of it that computes the compared "
                    "tensors was run\n")
@@ -505,6 +533,23 @@ def test_which_ops_onnxruntime_cannot_run(domain, op, foreign):
     from surgeon.graph.ops import is_foreign_op
 
     assert is_foreign_op(domain, op, local_functions={("pkg", "block")}) is foreign
+
+
+def test_both_models_are_cut_at_a_plugin_op_whose_output_is_typed(tmp_path):
+    """With FooOp's output typed (declared, inferred), both models get the same random values there, and what
+    comes after FooOp is compared too: an edit after it that changes the numbers is caught."""
+    typed = WITH_PLUGIN.replace("agraph (float[2, 4] x) => (float[2, 4] y, float[2, 4] s)",
+                                "agraph (float[2, 4] x) => (float[2, 4] y, float[2, 4] s) <float[2, 4] b>")
+    path, wrong = tmp_path / "plugin.onnx", tmp_path / "wrong.onnx"
+    onnx.save(onnx.parser.parse_model(typed), path)
+    onnx.save(onnx.parser.parse_model(typed.replace("y = Sigmoid (b)", "y = Tanh (b)")), wrong)
+    report = surgeon.verify(path, path)
+    assert [(o.edited_name, o.ok) for o in report.outputs] == [("y", True), ("s", True), ("a", True)]
+    assert report.notes == ["onnxruntime cannot run an unnamed devtech::FooOp node: its outputs ('b') were fed the "
+                            "same random values in both models, so what comes after it is compared; the op itself "
+                            "is not verified"]
+    report = surgeon.verify(path, wrong)
+    assert report.status == "mismatch" and [o.edited_name for o in report.outputs if not o.ok] == ["y"]
 
 
 def test_a_plugin_op_reading_only_the_inputs_leaves_nothing_to_compare(tmp_path):
@@ -664,18 +709,22 @@ def test_a_precision_change_that_cannot_be_verified_is_not_written(tmp_path):
 
 def test_float16_model_with_a_custom_op_is_verified_around_it(tmp_path):
     """to_fp16 casts what devtech::FooOp reads back to float32; that Cast's output is the original's tensor, so
-    verification compares it, though neither model runs as a whole."""
+    verification compares it, though neither model runs as a whole. FooOp's output is typed in the export, so
+    both models are cut there and fed the same values: the output after it is compared too."""
     path = real_model("model_foo_dynamo.onnx")
     code, out, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(path), "-o", str(tmp_path / "foo16.onnx"))
     assert (code, err) == (0, "")
-    assert out[out.index("verify: "):].splitlines()[:5] == [
+    assert out[out.index("verify: "):].splitlines() == [
         f"verify: match against {path} (random inputs)",
         "  inputs: input float32[2, 3, 32, 32]",
         "  dims: N=2 (default for a batch dimension)",
+        "  output: match, max abs error 0.00128, max rel error 1 (rtol 0.01, atol 0.0373439: fp16: atol 0.01 of the "
+        "output's scale 3.73)",
         "  relu_fp32 (intermediate) vs 'relu': match, max abs error 0.00125, max rel error 43.2 (rtol 0.01, atol "
         "0.0339333: fp16: atol 0.01 of the output's scale 3.39)",
-        "  note: output 'output' is not compared: it is computed by devtech::FooOp 'node__symbolic', which onnxruntime "
-        "cannot run; what it reads is compared instead"]
+        "  note: onnxruntime cannot run devtech::FooOp 'node__symbolic': its outputs ('_symbolic') were fed the same "
+        "random values in both models, so what comes after it is compared; the op itself is not verified",
+        f"wrote {tmp_path / 'foo16.onnx'}"]
 
 
 def test_no_verify_excludes_verify():

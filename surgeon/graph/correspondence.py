@@ -34,8 +34,8 @@ TOLERANCES = ("dtype", "reassociated", "fp16")
 """Tolerance policies, loosest last: the dtype's default; float arithmetic reordered
 (fused weights: rtol 1e-4, atol 1e-4 of the output's scale); float16 computation
 (rtol 1e-2, atol 1e-2 of the output's scale). Under the two scale-relative ones, an output a final
-Sigmoid/Tanh/HardSigmoid/Softmax produces is also allowed, per element, the error on the
-activation's input carried through it (surgeon.verify). A recipe gets the loosest its steps declare."""
+Sigmoid/Tanh/HardSigmoid/Softmax produces and that is beyond its tolerance is checked on the
+activation's input (surgeon.verify). A recipe gets the loosest its steps declare."""
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,11 @@ def _proto(model: Any) -> onnx.ModelProto:
     raise TypeError(f"expected a path, ModelProto, bytes or surgeon.Model, not {type(model).__name__}")
 
 
+def tensor_spec(vi: onnx.ValueInfoProto) -> InputSpec:
+    """The spec of any typed tensor (a graph input, or a value_info entry: a tensor fed from outside)."""
+    return _spec(vi)
+
+
 def _spec(vi: onnx.ValueInfoProto) -> InputSpec:
     t = vi.type
     if not t.HasField("tensor_type"):
@@ -236,4 +241,4 @@ def sample_feeds(specs: list[InputSpec], resolved: ResolvedDims, seed: int = 0,
 
 
 __all__ = ["IMAGE_SIZE", "IMAGE_SIZES", "InputSpec", "ResolvedDims", "UNNAMED", "concrete_shape", "input_specs",
-           "metadata", "resolve_dims", "sample_array", "sample_feeds", "shape_text"]
+           "metadata", "resolve_dims", "sample_array", "sample_feeds", "shape_text", "tensor_spec"]

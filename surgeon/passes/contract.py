@@ -40,7 +40,7 @@ class Contract:
     ``what``: the comparison in words (reported per step). ``tolerance``: one of
     ``dtype`` (the output dtype's default), ``reassociated`` (float arithmetic
     reordered, e.g. weights fused), ``fp16`` (computation in float16; relative to
-    each output's scale, or carried through a final bounded activation).
+    each output's scale, or checked on the input of a final bounded activation).
     ``update(correspondence, report, model)`` runs after the step and records
     what the pass changed on purpose (the model is the edited one, right after
     the step). ``verify_by_default``: a recipe with this pass is verified even
@@ -69,8 +69,9 @@ REASSOCIATED = Contract("outputs equal the original's; float arithmetic is reord
 """Semantics-preserving passes that reorder float arithmetic (fusing weights, decomposing ops)."""
 
 FP16 = Contract("outputs equal the original's at float16 tolerances (rtol 1e-2, atol 1e-2 of each output's "
-                "scale; an output of a final Sigmoid, Tanh, HardSigmoid or Softmax is allowed, per element, that "
-                "error on the activation's input carried through it); precision changes are verified by default",
+                "scale; an output of a final Sigmoid, Tanh, HardSigmoid or Softmax beyond that is checked on the "
+                "activation's input, and allowed what that input's tolerance moves it); precision changes are "
+                "verified by default",
                 tolerance="fp16", verify_by_default=True)
 """Passes that compute in float16."""
 

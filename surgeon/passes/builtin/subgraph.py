@@ -21,7 +21,8 @@ from surgeon.passes.result import PassResult
 
 @verified_by(Contract("outputs equal the original's: the new node is meant to compute what the region did "
                       "(floats at rtol 1e-4 and atol 1e-4 of each output's scale); for a plugin op that onnxruntime "
-                      "cannot run, what it reads is compared and the outputs it computes are not (a note says so)",
+                      "cannot run, what it reads is compared, and what comes after it with the plugin fed the region's "
+                      "values in the original",
                       tolerance="reassociated"))
 def replace_subgraph(model: Model, *, inputs: list[str], outputs: list[str], op: str, domain: str = "",
                      attrs: dict[str, Any] | None = None, name: str | None = None) -> PassResult:
