@@ -81,14 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--nodes", action="store_true", help="list the nodes: name, op, inputs -> outputs")
     i.add_argument("--tensors", action="store_true", help="list the tensors: name, type, where it comes from")
     i.add_argument("--op", help="with --nodes/--tensors: only nodes of this op type (tensors they read or write)")
-    i.add_argument("--name", help="with --nodes/--tensors: only names containing this text (case-insensitive; "
-                                   "* and ? are wildcards)")
+    i.add_argument("--name", help="with --nodes/--tensors: only names containing this text (case-insensitive); "
+                                   "with * ? or [ it is a glob the whole name must match ('*lstm*')")
     d = sub.add_parser("diff", help="structural difference between two models")
     d.add_argument("a", help="first (old) model")
     d.add_argument("b", help="second (new) model")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.add_argument("--exit-code", action="store_true",
-                   help="exit with 1 when the models differ, 0 when they are identical (like git diff --exit-code)")
+                   help="exit with 1 when the models differ, 0 when they are identical, 2 when they cannot be "
+                        "compared (like diff(1))")
 
     d.add_argument("--html", metavar="FILE.html",
                    help="also write a self-contained page that draws the changed part of the graph")
@@ -137,13 +138,14 @@ def _comparison_options(group: argparse._ActionsContainer) -> None:
                             "dimensions. Default: the recipe's verify: dims, the --inputs arrays, the model's "
                             "metadata, then 224 for image height/width, 2 for a batch, 16 otherwise")
     group.add_argument("--inputs", metavar="FILE.npz",
-                       help="real inputs (numpy.savez, one array per input name; others are random)")
+                       help="real inputs (numpy.savez, one array per input of the edited model, by name)")
     group.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -156,7 +158,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except SurgeonError as exc:
         print(str(exc), file=err)
         _report_failure(argv, exc, err)
-        return EXIT_USER
+        # diff --exit-code says "differ" with 1, so trouble is 2 there, as for diff(1).
+        return EXIT_USAGE if getattr(args, "exit_code", False) else EXIT_USER
     except SystemExit as exc:  # --version / --help
         return int(exc.code or 0)
     except KeyboardInterrupt:
@@ -305,7 +308,7 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if report.status != "match":
-        raise VerificationError(report)
+        raise VerificationError(report, writing=False)
     print(f"verify: {report.summary()}", file=out)
     return EXIT_OK
 

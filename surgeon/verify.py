@@ -21,7 +21,7 @@ import onnx
 
 from surgeon.errors import SurgeonError
 from surgeon.graph.correspondence import Correspondence, Expr, InputFeed, Tensor, evaluate, tensors_of
-from surgeon.graph.ops import foreign_nodes, proto_node_label, proto_node_reads
+from surgeon.graph.ops import foreign_label, foreign_nodes, proto_node_reads
 from surgeon.io import samples
 from surgeon.io.runtime import cpu_session, load_arrays
 from surgeon.io.samples import input_specs
@@ -44,10 +44,17 @@ class VerificationError(SurgeonError):
     run's ``FileResult`` as ``result`` so a JSON report can still be written.
     """
 
-    def __init__(self, report: VerifyReport) -> None:
+    def __init__(self, report: VerifyReport, writing: bool = True) -> None:
         self.report = report
         self.result: Any = None
-        if report.status == "mismatch":
+        if not writing:  # `surgeon verify A B`: two existing models, nothing is written either way
+            hint = {"mismatch": "the models compute different things on these inputs" + (
+                        "; B computes in float16: compare at float16 tolerances with --tolerance fp16"
+                        if report.tolerance == "dtype" and report.float16_inside else ""),
+                    "inconclusive": "random inputs do not exercise these models: give real inputs with --inputs "
+                                    "FILE.npz (numpy.savez, one array per input name), or input sizes with --dim"
+                    }.get(report.status, "see the notes above")
+        elif report.status == "mismatch":
             hint = ("the edit changed what the model computes; nothing was written.\n"
                     "Check the recipe, or give inputs that represent the model's real data with --inputs")
         elif report.status == "inconclusive":
@@ -141,6 +148,10 @@ class VerifyReport:
     """Per recipe step, the verification contract it declared."""
     not_compared: list[str] = field(default_factory=list)
     """Graph outputs of the edited model that were not compared (the notes say why)."""
+    float16_inside: bool = False
+    """The edited model computes in float16 (its float tensors or Casts are float16)."""
+    remedy: str = ""
+    """When ``skipped``: what would let the comparison run ("a --reference that runs"); empty when nothing would."""
     tolerance: str = "dtype"
     """The tolerance policy the contracts called for (dtype, reassociated, fp16)."""
 
@@ -382,6 +393,7 @@ class _Verification:
         except Exception as exc:
             return self.fail("failed", f"the edited model cannot be read: {_short(exc)}")
         base = _Model(self.baseline_source)
+        report.float16_inside = _computes_in_float16(edited.proto)
         self.stages.advance()
         base_inputs = {s.name for s in base.specs}
 
@@ -429,6 +441,7 @@ class _Verification:
         if not targets and foreign:
             return self.fail("skipped", "nothing can be compared: every output is computed by an op onnxruntime "
                                         "cannot run, and what it reads comes straight from the inputs")
+            # no remedy: no input, size or reference makes the op run
         logits = self._bounded_outputs(edited, base, targets)
         needed = list(dict.fromkeys([*bound.values(), *(t for _, e in targets for t in tensors_of(e)),
                                      *(b.input for b, _ in logits.values()), *self.from_base]))
@@ -623,6 +636,7 @@ class _Verification:
         foreign = foreign_nodes(edited.proto)
         if not foreign:
             return False
+        local = {(f.domain, f.name) for f in edited.proto.functions}
         self.cut, self.from_base = self._cuttable(edited, base, foreign)
         fed = set(self.cut) | set(self.from_base)
         for node in foreign:
@@ -633,11 +647,11 @@ class _Verification:
                 how = f"were fed what {self.baseline_name} computes for them"
             else:
                 continue
-            self.report.notes.append(f"onnxruntime cannot run {proto_node_label(node)}: its outputs "
+            self.report.notes.append(f"onnxruntime cannot run {foreign_label(node, local)}: its outputs "
                                      f"({', '.join(repr(t) for t in outputs)}) {how}, so what comes after it is "
                                      "compared; the op itself is not verified")
         uncut = [n for n in foreign if not any(t in fed for t in n.output)]
-        label = {t: proto_node_label(n) for n in foreign for t in n.output if t}
+        label = {t: foreign_label(n, local) for n in foreign for t in n.output if t}
         # What is computed from an op not cut is not compared; nor are the op's outputs (a fed value is no proof).
         origin = {t: label[src] for t, src in _downstream(edited.proto.graph, set(label) - fed).items()}
         origin.update(label)
@@ -648,13 +662,13 @@ class _Verification:
             {t for n in edited.proto.graph.node if n.op_type == "Constant" for t in n.output}
         compared = {name for name, _ in targets}
         reads_compared = False
-        for node in foreign:
-            for t in node.input:
-                if not t or t in inputs or t in constants or t in origin or t in fed:
+        for node in foreign:  # what it reads, in its bodies too (outer-scope tensors of the main graph)
+            for t in dict.fromkeys(proto_node_reads(node)):
+                if not t or t not in edited.tensors or t in inputs or t in constants or t in origin or t in fed:
                     continue
                 expr = self.corr.expr(t)
                 if t not in compared and (expr is None or any(x not in base.tensors for x in tensors_of(expr))):
-                    self.report.notes.append(f"'{t}', which {proto_node_label(node)} reads, is not compared: "
+                    self.report.notes.append(f"'{t}', which {foreign_label(node, local)} reads, is not compared: "
                                              f"{self.baseline_name} has no tensor it corresponds to")
                     continue
                 if t not in compared:
@@ -766,8 +780,11 @@ class _Verification:
         self.report.dim_sources = dict(resolved.sources)
         note = ""
         if resolved.image_defaulted and image_size != samples.IMAGE_SIZE:
-            note = (f"{self.baseline_name} rejected images of {samples.IMAGE_SIZE}x{samples.IMAGE_SIZE}; "
-                    f"verified at {image_size}x{image_size} (give the size with --dim)")
+            axes = {axis for _, axis in resolved.image_defaulted}
+            first, now = (f"images of {samples.IMAGE_SIZE}x{samples.IMAGE_SIZE}", f"{image_size}x{image_size}") \
+                if axes == {2, 3} else (f"an image {'height' if 2 in axes else 'width'} of {samples.IMAGE_SIZE}",
+                                        f"{image_size}")
+            note = f"{self.baseline_name} rejected {first}; verified at {now} (give the size with --dim)"
         return edited_feeds, base_feeds, bool(resolved.image_defaulted), note
 
     def _baseline_cannot_run(self, exc: Exception) -> VerifyReport:
@@ -777,6 +794,7 @@ class _Verification:
         report.notes.append(f"{self.baseline_name} cannot run in onnxruntime ({_short(exc)}); nothing was compared")
         if self.reference is None:
             report.status = "skipped"
+            report.remedy = "a --reference that runs"
             report.notes.append("give a model that computes the same thing with --reference MODEL "
                                 "(verify: {reference: ...} in the recipe) to compare against")
         else:
@@ -790,6 +808,7 @@ class _Verification:
             return self.fail("failed", f"{self.baseline_name} rejected the given inputs: {_short(exc)}")
         why = "(give inputs it accepts with --inputs FILE.npz, or sizes with --dim)" if same_inputs else \
             "(do the models take the same inputs?)"
+        self.report.remedy = "inputs the model accepts (--inputs FILE.npz, or sizes with --dim)"
         return self.fail("failed" if self.reference is not None else "skipped",
                          f"{self.baseline_name} rejected the inputs built for the edited model {why}: "
                          f"{_short(exc)}")
@@ -1006,6 +1025,16 @@ def _name(model: Any, default: str) -> str:
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) < 300 else text[:297] + "..."
+
+
+def _computes_in_float16(proto: onnx.ModelProto) -> bool:
+    """Whether a model holds float16 weights or casts to float16 (its main graph)."""
+    f16 = onnx.TensorProto.FLOAT16
+    g = proto.graph
+    return any(t.data_type == f16 for t in g.initializer) or any(
+        n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute) for n in g.node) or any(
+        n.op_type == "Constant" and any(a.name == "value" and a.t.data_type == f16 for a in n.attribute)
+        for n in g.node)
 
 
 def _has_control_flow(proto: onnx.ModelProto) -> bool:

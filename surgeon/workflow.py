@@ -22,6 +22,7 @@ from surgeon.graph.collector import long_lived
 from surgeon.io.load import load
 from surgeon.io.model import Model
 from surgeon.io.save import SaveResult, check_level, default_output_path, stage
+from surgeon.passes.context import run_inputs
 from surgeon.passes.custom_ops import recipe_scope
 from surgeon.passes.runner import ApplyResult, StepReport, apply
 from surgeon.progress import Progress, task
@@ -135,8 +136,11 @@ def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str
                   output: str | Path | None, in_place: bool, dry_run: bool, options: VerifyOptions | None,
                   provenance: bool, check: str, progress: Progress | None, no_verify: bool,
                   watch: Callable[[Model, StepReport | None], None] | None) -> FileResult:
+    # The real inputs verification will use are there for the steps too (to_fp16 measures activations on them).
+    known = options if options is not None else None if no_verify else _verify_options(recipe, None)
     try:
-        applied = apply(recipe, model, progress=progress, watch=watch)
+        with run_inputs(known.inputs if known is not None else None):
+            applied = apply(recipe, model, progress=progress, watch=watch)
     except StepError as exc:
         failed = next((s for s in recipe.steps if exc.message.startswith(f"{s.label}:")), None)
         note = rerun_note(model, recipe, failed)
@@ -165,10 +169,12 @@ def _apply_loaded(recipe: Recipe, model: Model, model_path: Path, input_sha: str
                                          inputs=options.inputs, seed=options.seed, progress=progress)
             if result.verification.status == "skipped" and applied.verify_by_default:
                 # A precision change is written only once verified: nothing compared is no proof.
+                remedy = result.verification.remedy
                 result.verification.notes.append(
-                    "a recipe that changes precision is written only once verified: give inputs the model "
-                    "accepts (--inputs FILE.npz, or sizes with --dim), a --reference that runs, or --no-verify "
-                    "to write it unverified")
+                    f"a recipe that changes precision is written only once verified: give {remedy}, or "
+                    "--no-verify to write it unverified" if remedy else "a recipe that changes precision is "
+                    "written only once verified, and nothing here can be compared: --no-verify writes it "
+                    "unverified")
             if result.verification.status in ("mismatch", "failed", "inconclusive") or \
                     (result.verification.status == "skipped" and applied.verify_by_default):
                 error = VerificationError(result.verification)

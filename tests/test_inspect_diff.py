@@ -168,6 +168,9 @@ def test_diff_exit_code_is_1_when_models_differ(tmp_path):
     assert "nodes: 5 -> 4 (1 removed, 0 added)\n" in text
     assert "metadata: + surgeon.recipe_steps\n" in text
     assert _cli("diff", FIXTURES / "model_foo.onnx", out)[0] == 0  # without --exit-code a difference is no failure
+    missing = tmp_path / "nope.onnx"  # trouble is 2 with --exit-code, as for diff(1): a script tells it from "differ"
+    assert _cli("diff", FIXTURES / "model_foo.onnx", missing, "--exit-code")[0] == 2
+    assert _cli("diff", FIXTURES / "model_foo.onnx", missing)[0] == 1
 
 
 def test_diff_sees_changed_attributes_and_metadata(tmp_path):

@@ -697,14 +697,17 @@ def test_a_precision_change_that_cannot_be_verified_is_not_written(tmp_path):
     assert lines[2].startswith(f"  note: {path} rejected the inputs built for the edited model (give inputs it "
                                "accepts with --inputs FILE.npz, or sizes with --dim): [ONNXRuntimeError] ")
     assert lines[3:] == ["  note: a recipe that changes precision is written only once verified: give inputs the "
-                         "model accepts (--inputs FILE.npz, or sizes with --dim), a --reference that runs, or "
-                         "--no-verify to write it unverified",
+                         "model accepts (--inputs FILE.npz, or sizes with --dim), or --no-verify to write it "
+                         "unverified",
                          "  hint: nothing was written; see the notes above"]
     np.savez(tmp_path / "audio.npz", **silero_inputs())
     code, stdout, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(path), "-o", str(out),
                              "--inputs", str(tmp_path / "audio.npz"))
     assert (code, err) == (0, "") and out.exists()
     assert f"verify: match against {path} ({tmp_path / 'audio.npz'} inputs)\n" in stdout
+    # ... and the step measured its activations on those inputs too, not on made-up ones
+    assert f"      activations measured in onnxruntime on the inputs of {tmp_path / 'audio.npz'}: input [1, 512], " \
+           "state [2, 1, 128], sr []\n" in stdout
 
 
 def test_float16_model_with_a_custom_op_is_verified_around_it(tmp_path):
@@ -725,6 +728,33 @@ def test_float16_model_with_a_custom_op_is_verified_around_it(tmp_path):
         "  note: onnxruntime cannot run devtech::FooOp 'node__symbolic': its outputs ('_symbolic') were fed the same "
         "random values in both models, so what comes after it is compared; the op itself is not verified",
         f"wrote {tmp_path / 'foo16.onnx'}"]
+
+
+def test_a_precision_change_that_nothing_can_verify_says_only_no_verify_helps(tmp_path):
+    """devtech::FooOp reads the graph input and everything goes through it: no input, size or reference helps."""
+    path = tmp_path / "foo_first.onnx"
+    onnx.save(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+        agraph (float[2, 4] x) => (float[2, 4] y) {
+          f = devtech.FooOp (x)
+          y = Relu (f)
+        }"""), path)
+    code, out, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(path), "-o", str(tmp_path / "o.onnx"))
+    assert code == 1 and not (tmp_path / "o.onnx").exists()
+    assert err.splitlines()[-2:] == [
+        "  note: a recipe that changes precision is written only once verified, and nothing here can be compared: "
+        "--no-verify writes it unverified",
+        "  hint: nothing was written; see the notes above"]
+
+
+def test_surgeon_verify_suggests_float16_tolerances_for_a_float16_model(tmp_path):
+    code, out, err = _cli("apply", str(RECIPES / "to_fp16.yaml"), str(FIXTURES / "model.onnx"), "-o",
+                          str(tmp_path / "m16.onnx"))
+    assert code == 0
+    code, out, err = _cli("verify", str(FIXTURES / "model.onnx"), str(tmp_path / "m16.onnx"))
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == ("  hint: the models compute different things on these inputs; B computes in "
+                                    "float16: compare at float16 tolerances with --tolerance fp16")
+    assert _cli("verify", str(FIXTURES / "model.onnx"), str(tmp_path / "m16.onnx"), "--tolerance", "fp16")[0] == 0
 
 
 def test_no_verify_excludes_verify():

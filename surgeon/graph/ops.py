@@ -83,6 +83,18 @@ def proto_node_label(node: onnx.NodeProto) -> str:
     return f"{op} '{node.name}'" if node.name else f"an unnamed {op} node"
 
 
+def foreign_label(node: onnx.NodeProto, local: Collection[tuple[str, str]] = ()) -> str:
+    """A foreign node's label; for an If/Loop/Scan, with the foreign op in its body that makes it one."""
+    if is_foreign_op(node.domain, node.op_type, local):
+        return proto_node_label(node)
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            inner = next((n for n in g.node if _is_foreign_node(n, local)), None)
+            if inner is not None:
+                return f"{proto_node_label(node)} (its {attr.name} holds {foreign_label(inner, local)})"
+    return proto_node_label(node)
+
+
 def _is_foreign_node(node: onnx.NodeProto, local: Collection[tuple[str, str]]) -> bool:
     if is_foreign_op(node.domain, node.op_type, local):
         return True

@@ -1,4 +1,5 @@
-"""What a pass may know of the recipe that runs it: the folder that its file paths are relative to.
+"""What a pass may know of the recipe that runs it: the folder that its file paths are relative to,
+and the real inputs the run was given.
 
 A pass that reads a file named in a recipe (``merge``'s ``model``) resolves
 it against :func:`recipe_folder`: the recipe's folder while the runner runs a
@@ -33,3 +34,22 @@ def recipe_folder() -> Path:
 def resolve(path: str) -> Path:
     """``path`` relative to :func:`recipe_folder` (an absolute path stays as it is)."""
     return recipe_folder() / path
+
+
+_INPUTS: list[Path | None] = []
+
+
+@contextmanager
+def run_inputs(path: str | Path | None) -> Iterator[None]:
+    """Steps run inside the block may use ``path``, the real inputs (``.npz``) the run is verified on
+    (``surgeon apply --inputs``, a recipe's ``verify: inputs``), e.g. to measure activations on them."""
+    _INPUTS.append(Path(path) if path is not None else None)
+    try:
+        yield
+    finally:
+        _INPUTS.pop()
+
+
+def given_inputs() -> Path | None:
+    """The real inputs of the running recipe (see :func:`run_inputs`), or None."""
+    return _INPUTS[-1] if _INPUTS else None

@@ -70,8 +70,7 @@ REASSOCIATED = Contract("outputs equal the original's; float arithmetic is reord
 
 FP16 = Contract("outputs equal the original's at float16 tolerances (rtol 1e-2, atol 1e-2 of each output's "
                 "scale; an output of a final Sigmoid, Tanh, HardSigmoid or Softmax beyond that is checked on the "
-                "activation's input, and allowed what that input's tolerance moves it); precision changes are "
-                "verified by default",
+                "activation's input, and allowed what that input's tolerance moves it)",
                 tolerance="fp16", verify_by_default=True)
 """Passes that compute in float16."""
 

@@ -40,6 +40,7 @@ from surgeon.io.activations import ActivationRunError, activation_peaks, load_in
 from surgeon.io.external import Spill
 from surgeon.io.model import Model
 from surgeon.passes.compose import call_pass
+from surgeon.passes.context import given_inputs
 from surgeon.passes.contract import FP16, verified_by
 from surgeon.passes.result import PassResult
 from surgeon.passes.spec import Max, Min
@@ -150,8 +151,9 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
             larger than the samples.
         inputs: a ``.npz`` file with sample inputs for the activation run,
             one array per graph input, by name (a relative path is relative
-            to the current directory). Without it the inputs are
-            seeded standard-normal noise; a symbolic dim is 1 for the first
+            to the current directory). Without it, the inputs ``surgeon
+            apply --inputs`` (or the recipe's ``verify: inputs``) verifies
+            on, else seeded standard-normal noise; a symbolic dim is 1 for the first
             axis, 224 for height and width of a rank-4 (NCHW) input, 16
             otherwise.
 
@@ -242,6 +244,8 @@ def to_fp16(model: Model, *, keep_io_types: bool = True, op_block_list: list[str
     blocked_ops = dict(DEFAULT_OP_BLOCK_LIST) if op_block_list is None else \
         {op: "op_block_list" for op in op_block_list}
     _check_lists(model, op_block_list, node_block_list)
+    if inputs is None and check_activations is not False and given_inputs() is not None:
+        inputs = str(given_inputs())  # the real inputs the run is verified on (surgeon apply --inputs)
     result = PassResult()
     peaks: dict[str, float] = {}
     measured: list[str] = []  # what the activation run says goes last in the notes
