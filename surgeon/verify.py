@@ -363,7 +363,9 @@ class _Verification:
                  inputs: dict[str, np.ndarray] | str | Path | None, seed: int, stages: Task) -> None:
         self.corr, self.rtol, self.atol, self.seed, self.stages = corr, rtol, atol, seed, stages
         self.cut: dict[str, onnx.ValueInfoProto] = {}
-        """Outputs of a foreign op both models hold: fed the same random values in both (by their types)."""
+        """Outputs of a foreign op both models hold: fed the same random values in both (the edited model's
+        types; ``cut_base``: the baseline's, which may differ, e.g. float32 where the edited model has float16)."""
+        self.cut_base: dict[str, onnx.ValueInfoProto] = {}
         self.from_base: list[str] = []
         """Outputs of a foreign op of the edited model that the baseline computes: fed the baseline's values."""
         self.dims, self.recipe_dims = dims, recipe_dims
@@ -448,12 +450,12 @@ class _Verification:
 
         self.stages.describe(f"running {self.baseline_name}")
         try:
-            base_sess = base.session(needed, cut=self.cut)
+            base_sess = base.session(needed, cut=self.cut_base)
         except Exception as exc:
             # It may still run the part the comparison needs (a custom op after it is why
             # the model is being edited): drop the nodes nothing compared depends on.
             try:
-                base_sess = base.session(needed, prune=True, cut=self.cut) if self._can_prune(base, needed) \
+                base_sess = base.session(needed, prune=True, cut=self.cut_base) if self._can_prune(base, needed) \
                     else None
             except Exception:
                 base_sess = None
@@ -618,7 +620,9 @@ class _Verification:
         for name, vi in self.cut.items():
             spec = samples.tensor_spec(vi)
             value = samples.sample_array(spec, samples.concrete_shape(spec, resolved, image_size), rng)
-            attempt[0][name] = attempt[1][name] = value
+            attempt[0][name] = value
+            base_type = samples.tensor_spec(self.cut_base[name]).dtype
+            attempt[1][name] = value.astype(base_type) if base_type is not None else value
 
     def _can_prune(self, base: _Model, needed: list[str]) -> bool:
         """Whether comparing needs only part of the baseline (not every node leads to a needed tensor)."""
@@ -638,6 +642,12 @@ class _Verification:
             return False
         local = {(f.domain, f.name) for f in edited.proto.functions}
         self.cut, self.from_base = self._cuttable(edited, base, foreign)
+        base_typed = {v.name: v for v in [*base.proto.graph.value_info, *base.proto.graph.output]
+                      if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+        for name, vi in self.cut.items():
+            own = base_typed.get(name)
+            self.cut_base[name] = vi if own is None else onnx.helper.make_tensor_value_info(
+                name, own.type.tensor_type.elem_type, None)
         fed = set(self.cut) | set(self.from_base)
         for node in foreign:
             outputs = [t for t in node.output if t]

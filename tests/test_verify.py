@@ -552,6 +552,28 @@ def test_both_models_are_cut_at_a_plugin_op_whose_output_is_typed(tmp_path):
     assert report.status == "mismatch" and [o.edited_name for o in report.outputs if not o.ok] == ["y"]
 
 
+def test_a_cut_plugin_output_gets_each_models_own_type(tmp_path):
+    """The edited model runs FooOp in float16: its output gets the random values as float16, the original's the
+    same values as float32."""
+    original = WITH_PLUGIN.replace("agraph (float[2, 4] x) => (float[2, 4] y, float[2, 4] s)",
+                                   "agraph (float[2, 4] x) => (float[2, 4] y, float[2, 4] s) <float[2, 4] b>")
+    edited = """<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
+        agraph (float[2, 4] x) => (float[2, 4] y, float[2, 4] s) <float16[2, 4] b> {
+          a = Relu (x)
+          a16 = Cast <to = 10> (a)
+          b = devtech.FooOp (a16)
+          b32 = Cast <to = 1> (b)
+          y = Sigmoid (b32)
+          s = Neg (x)
+        }"""
+    onnx.save(onnx.parser.parse_model(original), tmp_path / "a.onnx")
+    onnx.save(onnx.parser.parse_model(edited), tmp_path / "b.onnx")
+    from surgeon.graph.correspondence import Correspondence
+
+    report = surgeon.verify(tmp_path / "a.onnx", tmp_path / "b.onnx", correspondence=Correspondence(tolerance="fp16"))
+    assert [(o.edited_name, o.ok) for o in report.outputs] == [("y", True), ("s", True)], report.summary()
+
+
 def test_a_plugin_op_reading_only_the_inputs_leaves_nothing_to_compare(tmp_path):
     path = tmp_path / "plugin_first.onnx"
     onnx.save(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "devtech" : 1]>
