@@ -260,19 +260,22 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not Path(args.html).resolve().parent.is_dir():
             raise UsageError(f"--html: folder {Path(args.html).parent} does not exist")
         pictures = RunPictures()
-    with _progress(err, args.quiet) as progress:
-        result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place, dry_run=args.dry_run,
-                            verify_with=options, provenance=not args.no_provenance, check=args.check,
-                            progress=progress, no_verify=args.no_verify, variables=_variables(args.variables),
-                            watch=pictures)
+    from surgeon.verify import VerificationError
+
+    try:
+        with _progress(err, args.quiet) as progress:
+            result = apply_file(args.recipe, args.model, args.output, in_place=args.in_place,
+                                dry_run=args.dry_run, verify_with=options, provenance=not args.no_provenance,
+                                check=args.check, progress=progress, no_verify=args.no_verify,
+                                variables=_variables(args.variables), watch=pictures)
+    except VerificationError as exc:
+        if not args.quiet and exc.result is not None:  # what the steps did (kept in float32, ...) explains it
+            _print_steps(args, exc.result, out)
+        raise
     if pictures is not None:
         _write_text(args.html, pictures.page(args.recipe, args.model))
     if not args.quiet:
-        print(f"{args.recipe} on {args.model}:", file=out)
-        for report in result.applied.steps:
-            print(f"  {report.summary()}", file=out)
-            for note in report.notes:
-                print(f"      {note}", file=out)
+        _print_steps(args, result, out)
         if result.check != "none":
             print(f"checked ({result.check}) in {result.check_seconds:.2f} s", file=out)
         if result.verification is not None:
@@ -290,6 +293,14 @@ def _apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     extra = f" (weights in {saved.data_path.name})" if saved.data_path else ""
     print(f"wrote {saved.path}{extra}", file=out)
     return EXIT_OK
+
+
+def _print_steps(args: argparse.Namespace, result, out: TextIO) -> None:
+    print(f"{args.recipe} on {args.model}:", file=out)
+    for report in result.applied.steps:
+        print(f"  {report.summary()}", file=out)
+        for note in report.notes:
+            print(f"      {note}", file=out)
 
 
 def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -54,6 +54,11 @@ class VerificationError(SurgeonError):
                     "inconclusive": "random inputs do not exercise these models: give real inputs with --inputs "
                                     "FILE.npz (numpy.savez, one array per input name), or input sizes with --dim"
                     }.get(report.status, "see the notes above")
+        elif report.status == "mismatch" and report.tolerance == "fp16":
+            hint = ("float16 moved the outputs beyond its tolerance; nothing was written.\n"
+                    "Keep the nodes that drift in float32 (node_block_list, op_block_list; the step's notes say "
+                    "what stays float32 and why), give inputs that represent the model's real data with --inputs, "
+                    "or write it anyway with --no-verify")
         elif report.status == "mismatch":
             hint = ("the edit changed what the model computes; nothing was written.\n"
                     "Check the recipe, or give inputs that represent the model's real data with --inputs")

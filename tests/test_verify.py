@@ -683,6 +683,12 @@ def test_precision_changes_are_verified_by_default_and_a_broken_model_is_never_w
                               "  dims: N=2 (default for a batch dimension)\n"
                               "  output: MISMATCH, max abs error ")
         assert ": fp16: atol 0.01 of the output's scale " in err
+        assert err.endswith(
+            "  hint: float16 moved the outputs beyond its tolerance; nothing was written.\n"
+            "        Keep the nodes that drift in float32 (node_block_list, op_block_list; the step's notes say what "
+            "stays float32 and why), give inputs that represent the model's real data with --inputs, or write it "
+            "anyway with --no-verify\n")
+        assert out.startswith(f"{recipe} on {path}:\n  step 1 (v10_spoil): ")  # what the steps did is printed
         assert not (tmp_path / "o.onnx").exists()
         code, out, err = _cli("apply", str(recipe), str(path), "-o", str(tmp_path / "o.onnx"), "--no-verify")
         assert (code, err) == (0, "") and "verify:" not in out and (tmp_path / "o.onnx").exists()
