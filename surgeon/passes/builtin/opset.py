@@ -136,6 +136,7 @@ def convert_opset(model: Model, *, target: Annotated[int, Min(1, hint=_TARGET_HI
         model.ir_version = needed
         result.notes.append(f"raised the IR version from {old_ir} to {needed} (opset {target} needs it)")
     result.notes.insert(0, f"converted from opset {current} to {target}")
+    result.headline.append(f"opset {current} -> {target}")  # the summary says it, not just "changed"
     result.notes.extend(caveats)
     result.details = {"opset": [current, target], "ir_version": [old_ir, model.ir_version]}
     result.changed = True  # the opset import: the runner does not see it
