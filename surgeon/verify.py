@@ -21,7 +21,7 @@ import onnx
 
 from surgeon.errors import SurgeonError
 from surgeon.graph.correspondence import Correspondence, Expr, InputFeed, Tensor, evaluate, tensors_of
-from surgeon.graph.ops import foreign_label, foreign_nodes, proto_node_reads
+from surgeon.graph.ops import foreign_label, foreign_nodes, proto_node_label, proto_node_reads
 from surgeon.io import samples
 from surgeon.io.runtime import cpu_session, load_arrays
 from surgeon.io.samples import input_specs
@@ -243,6 +243,20 @@ class _Bounded:
     axis: int = -1
     flattened: bool = False
     """Softmax before opset 13: it normalizes over every axis from ``axis`` on, not just ``axis``."""
+    output: str = ""
+    """The activation's output in the baseline."""
+    layout: tuple[tuple[str, tuple[int, ...] | None, str], ...] = ()
+    """Ops that only rearrange its output on the way to the compared tensor: (op, Transpose's perm, output)."""
+
+    def rearranged(self, values: np.ndarray, base_values: dict[str, Any]) -> np.ndarray:
+        """``values`` (shaped as the activation's output) rearranged as ``layout`` does, to the compared
+        tensor's shape (reshape-like ops keep the element order; the shapes come from the baseline's run)."""
+        for op, perm, output in self.layout:
+            if op == "Transpose":
+                values = values.transpose(perm) if perm is not None else values.transpose()
+            else:
+                values = values.reshape(np.shape(base_values[output]))
+        return values
 
     def carried(self, z: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> np.ndarray:
         """Per element, how far the output moves when each input element moves by ``atol + rtol * |z|``."""
@@ -263,20 +277,29 @@ class _Bounded:
         return np.maximum(np.abs(f(z + step) - at), np.abs(at - f(z - step)))
 
 
+# Ops that only move elements around: an output made of a bounded activation's values through them has
+# those values, rearranged (Reshape's shape input and the others' axes change no value).
+_LAYOUT_OPS = ("Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
 def _bounded_producers(graph: onnx.GraphProto, names: list[str], opset: int) -> dict[str, _Bounded]:
-    """Compared baseline tensors (of ``names``) that a bounded activation produces (through Identity)."""
+    """Compared baseline tensors (of ``names``) that a bounded activation produces, directly or through ops
+    that only rearrange its values (``_LAYOUT_OPS``)."""
     producer = {t: n for n in graph.node for t in n.output if t}
     found: dict[str, _Bounded] = {}
     for name in names:
         node = producer.get(name)
-        while node is not None and node.op_type == "Identity" and node.domain in ("", "ai.onnx"):
+        layout: list[tuple[str, tuple[int, ...] | None, str]] = []
+        while node is not None and node.op_type in _LAYOUT_OPS and node.domain in ("", "ai.onnx") and node.input:
+            perm = next((tuple(a.ints) for a in node.attribute if a.name == "perm"), None)
+            layout.append((node.op_type, perm, node.output[0]))
             node = producer.get(node.input[0])
         if node is None or node.op_type not in _BOUNDED or node.domain not in ("", "ai.onnx") \
                 or not node.input or not node.input[0]:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         bounded = _Bounded(node.op_type, node.input[0], float(attrs.get("alpha", 0.2)),
-                           float(attrs.get("beta", 0.5)))
+                           float(attrs.get("beta", 0.5)), output=node.output[0], layout=tuple(reversed(layout)))
         if node.op_type == "Softmax":
             # Opset 13 normalizes over `axis` (default -1); before, over every axis from `axis` (default 1) on.
             bounded = dataclasses.replace(bounded, axis=int(attrs.get("axis", -1 if opset >= 13 else 1)),
@@ -369,9 +392,13 @@ class _Verification:
         self.corr, self.rtol, self.atol, self.seed, self.stages = corr, rtol, atol, seed, stages
         self.cut: dict[str, onnx.ValueInfoProto] = {}
         """Outputs of a foreign op both models hold: fed the same random values in both (the edited model's
-        types; ``cut_base``: the baseline's, which may differ, e.g. float32 where the edited model has float16)."""
+        types; ``cut_base``: the baseline's tensors, by their names there, in their own types, which may
+        differ, e.g. float32 where the edited model has float16; ``cut_pairs``: edited name -> baseline name)."""
         self.cut_base: dict[str, onnx.ValueInfoProto] = {}
-        self.from_base: list[str] = []
+        self.cut_pairs: dict[str, str] = {}
+        self.from_base: dict[str, str] = {}
+        """Outputs of a foreign op of the edited model that the baseline computes -> the baseline's tensor."""
+        self.logit_checks: dict[str, OutputCheck] = {}
         """Outputs of a foreign op of the edited model that the baseline computes: fed the baseline's values."""
         self.dims, self.recipe_dims = dims, recipe_dims
         self.given = load_arrays(inputs, "verification inputs", "check the --inputs path") \
@@ -450,8 +477,10 @@ class _Verification:
                                         "cannot run, and what it reads comes straight from the inputs")
             # no remedy: no input, size or reference makes the op run
         logits = self._bounded_outputs(edited, base, targets)
+        activation_side = [t for b, _ in logits.values()
+                           for t in [b.input, *([b.output] if b.layout else []), *(c[2] for c in b.layout)]]
         needed = list(dict.fromkeys([*bound.values(), *(t for _, e in targets for t in tensors_of(e)),
-                                     *(b.input for b, _ in logits.values()), *self.from_base]))
+                                     *activation_side, *self.from_base.values()]))
 
         self.stages.describe(f"running {self.baseline_name}")
         try:
@@ -506,8 +535,8 @@ class _Verification:
         for name, original_name in bound.items():
             edited_feeds[name] = base_values[original_name]
         edited_cut = dict(self.cut)
-        for name in self.from_base:
-            edited_feeds[name], edited_cut[name] = _fed_tensor(name, base_values[name], edited.proto)
+        for name, original in self.from_base.items():
+            edited_feeds[name], edited_cut[name] = _fed_tensor(name, base_values[original], edited.proto)
         report.input_shapes.update({n: f"{edited_feeds[n].dtype}{list(edited_feeds[n].shape)}" for n in bound})
         report.input_sources = {n: (f"'{f.original}' of {self.baseline_name} fed {f.what}" if f.what
                                     else f"'{f.original}' of {self.baseline_name} fed the same values")
@@ -597,14 +626,21 @@ class _Verification:
         if isinstance(edited_z, np.ndarray) and isinstance(z, np.ndarray) and edited_z.dtype != z.dtype:
             edited_z = edited_z.astype(z.dtype)  # float16 inside the edited model
         policy = self.corr.tolerance
-        inner = _compare(bounded.input, twin, z, edited_z, None, None, policy)
-        inner.compared_with, inner.intermediate = f"'{bounded.input}'", True
-        inner.role = f"{bounded.op}'s input, for {check.edited_name}"
-        self.report.outputs.append(inner)
-        if inner.problem is not None or z.shape != want.shape:
+        inner = self.logit_checks.get(twin)
+        if inner is None:  # one line per activation input, however many outputs read the activation
+            inner = _compare(bounded.input, twin, z, edited_z, None, None, policy)
+            inner.compared_with, inner.intermediate = f"'{bounded.input}'", True
+            inner.role = f"{bounded.op}'s input, for {check.edited_name}"
+            self.report.outputs.append(inner)
+            self.logit_checks[twin] = inner
+        activated = base_values[bounded.output] if bounded.layout else want
+        if inner.problem is not None or z.shape != np.shape(activated):
+            return check
+        allowance = bounded.rearranged(_carried_allowance(bounded, z, activated, policy), base_values)
+        if allowance.shape != want.shape:
             return check
         carried = _compare(check.name, check.edited_name, want, got[check.edited_name], None, None, policy,
-                           _carried_allowance(bounded, z, want, policy))
+                           allowance)
         pr, pa = _POLICIES[policy]
         how = (f"what {policy} allows on {bounded.op}'s input '{bounded.input}' (atol {pa:g} of its scale, "
                f"rtol {pr:g}) carried through {bounded.op}")
@@ -626,8 +662,9 @@ class _Verification:
             spec = samples.tensor_spec(vi)
             value = samples.sample_array(spec, samples.concrete_shape(spec, resolved, image_size), rng)
             attempt[0][name] = value
-            base_type = samples.tensor_spec(self.cut_base[name]).dtype
-            attempt[1][name] = value.astype(base_type) if base_type is not None else value
+            original = self.cut_pairs[name]
+            base_type = samples.tensor_spec(self.cut_base[original]).dtype
+            attempt[1][original] = value.astype(base_type) if base_type is not None else value
 
     def _can_prune(self, base: _Model, needed: list[str]) -> bool:
         """Whether comparing needs only part of the baseline (not every node leads to a needed tensor)."""
@@ -646,26 +683,25 @@ class _Verification:
         if not foreign:
             return False
         local = {(f.domain, f.name) for f in edited.proto.functions}
-        self.cut, self.from_base = self._cuttable(edited, base, foreign)
+        untyped = self._cuttable(edited, base, foreign)
         base_typed = {v.name: v for v in [*base.proto.graph.value_info, *base.proto.graph.output]
                       if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
         for name, vi in self.cut.items():
-            own = base_typed.get(name)
-            self.cut_base[name] = vi if own is None else onnx.helper.make_tensor_value_info(
-                name, own.type.tensor_type.elem_type, None)
+            original = self.cut_pairs[name]
+            own = base_typed.get(original)
+            self.cut_base[original] = onnx.helper.make_tensor_value_info(
+                original, (own or vi).type.tensor_type.elem_type, None)
         fed = set(self.cut) | set(self.from_base)
         for node in foreign:
-            outputs = [t for t in node.output if t]
-            if outputs and outputs[0] in self.cut:
-                how = "were fed the same random values in both models"
-            elif outputs and outputs[0] in self.from_base:
-                how = f"were fed what {self.baseline_name} computes for them"
-            else:
-                continue
-            self.report.notes.append(f"onnxruntime cannot run {foreign_label(node, local)}: its outputs "
-                                     f"({', '.join(repr(t) for t in outputs)}) {how}, so what comes after it is "
-                                     "compared; the op itself is not verified")
-        uncut = [n for n in foreign if not any(t in fed for t in n.output)]
+            random = [t for t in node.output if t in self.cut]
+            computed = [t for t in node.output if t in self.from_base]
+            for outputs, how in ((random, "were fed the same random values in both models"),
+                                 (computed, f"were fed what {self.baseline_name} computes for them")):
+                if outputs:
+                    self.report.notes.append(
+                        f"onnxruntime cannot run {foreign_label(node, local)}: its outputs "
+                        f"({', '.join(repr(t) for t in outputs)}) {how}, so what comes after it is compared; "
+                        "the op itself is not verified")
         label = {t: foreign_label(n, local) for n in foreign for t in n.output if t}
         # What is computed from an op not cut is not compared; nor are the op's outputs (a fed value is no proof).
         origin = {t: label[src] for t, src in _downstream(edited.proto.graph, set(label) - fed).items()}
@@ -695,48 +731,61 @@ class _Verification:
         self.report.notes += [f"output '{name}' is not compared: it is computed by {origin[name]}, which "
                               f"onnxruntime cannot run{instead}" for name in unrun]
         self.report.not_compared += unrun
-        if any(name not in label for name in unrun) and any(
-                n.op_type == b.op_type and n.domain == b.domain for n in uncut for b in foreign_nodes(base.proto)):
-            self.report.notes.append("to compare what comes after it, declare the op's outputs (custom_ops: in "
-                                     "the recipe) and run infer_shapes first: verification then feeds its outputs "
-                                     "the same values in both models")
+        if any(name not in label for name in unrun):  # something after a foreign op is not compared: say why
+            self.report.notes += [why for t, why in untyped.items() if any(origin.get(u) == label[t] for u in unrun)]
         return True
 
-    def _cuttable(self, edited: _Model, base: _Model,
-                  foreign: list[onnx.NodeProto]) -> tuple[dict[str, onnx.ValueInfoProto], list[str]]:
-        """Where the edited model can be cut at a foreign node (its outputs keep their names in the baseline):
-        (outputs the baseline computes with the same foreign op, typed with sizes the verification inputs fix
-        -> type; outputs the baseline computes with ops it can run)."""
-        symbols = {d for spec in edited.specs for d in (spec.shape or ()) if isinstance(d, str)}
+    def _cuttable(self, edited: _Model, base: _Model, foreign: list[onnx.NodeProto]) -> dict[str, str]:
+        """Fill ``self.from_base`` (foreign outputs the baseline computes with ops it can run) and ``self.cut``
+        / ``self.cut_pairs`` (foreign outputs the baseline computes with the same op, typed with sizes the
+        inputs or --dim fix). Returns the foreign outputs that something reads but that cannot be fed -> why
+        (a note telling how to fix it)."""
+        symbols = {d for spec in edited.specs for d in (spec.shape or ()) if isinstance(d, str)} | \
+            set(self.dims) | set(self.recipe_dims)
         base_producer = {t: n for n in base.proto.graph.node for t in n.output if t}
         base_foreign_outputs = {t for n in foreign_nodes(base.proto) for t in n.output if t}
-        typed = {v.name: v for g in (base.proto.graph, edited.proto.graph)  # the edited model's types win
-                 for v in [*g.value_info, *g.output] if v.type.HasField("tensor_type")}
-        cut: dict[str, onnx.ValueInfoProto] = {}
-        from_base: list[str] = []
+        typed = {v.name: v for v in [*edited.proto.graph.value_info, *edited.proto.graph.output]
+                 if v.type.HasField("tensor_type")}
+        base_typed = {v.name: v for v in [*base.proto.graph.value_info, *base.proto.graph.output]
+                      if v.type.HasField("tensor_type")}
         read = {t for n in edited.proto.graph.node for t in proto_node_reads(n)}
+        why: dict[str, str] = {}
         for node in foreign:
-            outputs = [t for t in node.output if t]
-            if not any(t in read for t in outputs):
-                continue  # nothing comes after it
-            if any(t not in base_producer or self.corr.expr(t) != Tensor(t) for t in outputs):
-                continue
-            if not any(t in base_foreign_outputs for t in outputs):
-                from_base += outputs
-                continue
-            twin = base_producer[outputs[0]]
-            if twin.op_type != node.op_type or twin.domain != node.domain or \
-                    not all(t in base_foreign_outputs for t in outputs):
-                continue
-            specs = [samples.tensor_spec(typed[t]) if t in typed else None for t in outputs]
-            if any(s is None or s.dtype is None or s.shape is None or
-                   any(d is None or (isinstance(d, str) and d not in symbols) for d in s.shape) for s in specs):
-                continue
-            cut.update({t: typed[t] for t in outputs})
-        return cut, from_base
+            op = proto_node_label(node)
+            for t in node.output:
+                expr = self.corr.expr(t) if t else None
+                if not t or t not in read or not isinstance(expr, Tensor) or expr.name not in base_producer:
+                    continue  # nothing comes after it, or the baseline has no such tensor
+                original = expr.name
+                if original not in base_foreign_outputs:
+                    self.from_base[t] = original
+                    continue
+                twin = base_producer[original]
+                if twin.op_type != node.op_type or twin.domain != node.domain:
+                    continue
+                vi = typed.get(t) or base_typed.get(original)
+                spec = samples.tensor_spec(vi) if vi is not None else None
+                if vi is None or spec is None or spec.dtype is None or spec.shape is None or None in spec.shape:
+                    why[t] = (f"to compare what comes after {op}, declare the type and shape of its output '{t}' "
+                              "(custom_ops: in the recipe, then infer_shapes): verification then feeds it the "
+                              "same values in both models")
+                    continue
+                unknown = [d for d in spec.shape if isinstance(d, str) and d not in symbols]
+                if unknown:
+                    why[t] = (f"to compare what comes after {op}, give the size of {unknown[0]!r} in its output "
+                              f"'{t}' with --dim {unknown[0]}=N (no input of the model has it)")
+                    continue
+                self.cut[t] = vi if vi.name == t else onnx.helper.make_tensor_value_info(
+                    t, vi.type.tensor_type.elem_type, list(spec.shape))
+                self.cut_pairs[t] = original
+        return why
 
     def _check_dim_names(self, edited: _Model, base: _Model) -> None:
         symbols = {d for spec in (*edited.specs, *base.specs) for d in (spec.shape or ()) if isinstance(d, str)}
+        foreign_outputs = {t for n in foreign_nodes(edited.proto) for t in n.output if t}
+        symbols |= {d.dim_param for v in [*edited.proto.graph.value_info, *edited.proto.graph.output]
+                    if v.name in foreign_outputs and v.type.HasField("tensor_type")
+                    for d in v.type.tensor_type.shape.dim if d.dim_param}  # sizes only a plugin's output has
         unknown = sorted(set(self.dims) - symbols - {samples.UNNAMED})
         if unknown and self.given is None:
             raise SurgeonError(

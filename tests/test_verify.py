@@ -439,6 +439,28 @@ def test_fp16_tolerance_is_carried_through_tanh_hardsigmoid_and_softmax(op, fine
     assert f"what fp16 allows on {op}'s input 'z' " in report.outputs[1].describe()
 
 
+def test_a_sigmoid_map_rearranged_before_the_output_is_checked_on_its_logits_too():
+    """Detector heads reshape and transpose the probability map: the allowance follows the same rearrangement,
+    and two outputs of one Sigmoid get one line for its input."""
+    def model(shift):
+        return onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+            agraph (float[1, 64] x) => (float[8, 8] y, float[1, 64] s) {{
+              k = Constant <value_float: float = 8.0> ()
+              b = Constant <value_float: float = {shift}> ()
+              m = Mul (x, k)
+              z = Add (m, b)
+              s = Sigmoid (z)
+              shape = Constant <value_ints: ints = [8, 8]> ()
+              r = Reshape (s, shape)
+              y = Transpose <perm = [1, 0]> (r)
+            }}""")
+    report = _fp16_verify(model(0.0), model(0.1))
+    assert report.status == "match"
+    assert [(o.edited_name, o.ok, o.per_element) for o in report.outputs] == [
+        ("z", True, False), ("y", True, True), ("s", True, True)]
+    assert _fp16_verify(model(0.0), model(0.6)).status == "mismatch"
+
+
 def test_a_softmax_whose_logits_drift_fails_though_the_carried_bound_would_hold():
     """The carried bound is a worst case over every error pattern; logits scaled by 5 % (a classifier weight 5 %
     off) stay within it after a Softmax, but not within their own tolerance."""
@@ -518,8 +540,9 @@ def test_a_plugin_op_is_verified_around_what_it_reads(tmp_path):
                    "  a (intermediate): match, max abs error 0, max rel error 0 (rtol 0.0001, atol 1e-05)\n"
                    "  note: output 'y' is not compared: it is computed by an unnamed devtech::FooOp node, which "
                    "onnxruntime cannot run; what it reads is compared instead\n"
-                   "  note: to compare what comes after it, declare the op's outputs (custom_ops: in the recipe) "
-                   "and run infer_shapes first: verification then feeds its outputs the same values in both models\n"
+                   "  note: to compare what comes after an unnamed devtech::FooOp node, declare the type and shape "
+                   "of its output 'b' (custom_ops: in the recipe, then infer_shapes): verification then feeds it the "
+                   "same values in both models\n"
                    f"  note: {path} cannot run as a whole ([ONNXRuntimeError] : 1 : FAIL : Fatal error: "
                    "devtech:FooOp(-1) is not a registered function/op); the part of it that computes the compared "
                    "tensors was run\n")
@@ -572,6 +595,46 @@ def test_a_cut_plugin_output_gets_each_models_own_type(tmp_path):
 
     report = surgeon.verify(tmp_path / "a.onnx", tmp_path / "b.onnx", correspondence=Correspondence(tolerance="fp16"))
     assert [(o.edited_name, o.ok) for o in report.outputs] == [("y", True), ("s", True)], report.summary()
+
+
+def test_a_plugin_output_renamed_later_is_still_fed_the_original_value(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((RECIPES / "ffn_to_plugin.yaml").read_text()
+                      + "  - pass: rename_tensors\n    with: {map: {linear_3: ffn_out}}\n")
+    path = real_model("transformer_encoder_dynamo.onnx")
+    code, out, err = _cli("apply", str(recipe), str(path), "-o", str(tmp_path / "o.onnx"), "--verify")
+    assert (code, err) == (0, ""), out
+    assert "  memory: match, max abs error 0, " in out
+    assert f"its outputs ('ffn_out') were fed what {path} computes for them, so what comes after it is compared" in out
+
+
+def test_plugin_outputs_are_fed_one_by_one_and_plugin_only_sizes_take_dim(tmp_path):
+    """cust::Two has a typed output 'a' (read by out1) and an untyped one 'b' (read by out2); cust::Wide's
+    output has a size K no input has: --dim K=N sizes it."""
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "cust" : 1]>
+        agraph (float[N, 4] x) => (float[N, 4] out1, float[N, 4] out2, float[N, 3] out3)
+               <float[N, 4] a, float[N, K] w> {
+          r = Relu (x)
+          a, b = cust.Two (r)
+          k = Constant <value_float: float = 1.0> ()
+          out1 = Add (a, k)
+          out2 = Neg (b)
+          w = cust.Wide (r)
+          m = Constant <value: tensor = float[4, 3] {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}> ()
+          out3 = MatMul (w, m)
+        }""")
+    path = tmp_path / "p.onnx"
+    onnx.save(proto, path)
+    report = surgeon.verify(path, path)
+    assert [o.edited_name for o in report.outputs] == ["out1", "r"]
+    assert report.not_compared == ["out2", "out3"]
+    assert ("to compare what comes after an unnamed cust::Two node, declare the type and shape of its output 'b' "
+            "(custom_ops: in the recipe, then infer_shapes): verification then feeds it the same values in both "
+            "models") in report.notes
+    assert ("to compare what comes after an unnamed cust::Wide node, give the size of 'K' in its output 'w' with "
+            "--dim K=N (no input of the model has it)") in report.notes
+    report = surgeon.verify(path, path, dims={"K": 4})
+    assert [o.edited_name for o in report.outputs] == ["out1", "out3", "r"] and report.not_compared == ["out2"]
 
 
 def test_a_plugin_op_reading_only_the_inputs_leaves_nothing_to_compare(tmp_path):
