@@ -98,7 +98,7 @@ def build_report(result: Any) -> dict[str, Any]:
     saved = result.saved
     verification = result.verification
     status = "ok"
-    if verification is not None and verification.status in ("mismatch", "failed", "inconclusive"):
+    if verification is not None and verification.status in ("mismatch", "failed", "inconclusive", "incomplete"):
         status = "verification_failed"
     elif verification is not None and verification.status == "skipped":
         status = "verification_skipped"  # asked for, nothing compared: CI can tell it from a match

@@ -133,7 +133,9 @@ class VerifyReport:
     """Result of :func:`verify`. ``status`` is ``match``, ``mismatch``, ``failed``
     (the edited model cannot run, or no output could be compared), ``inconclusive``
     (every compared output is constant, zero, NaN or independent of the inputs) or
-    ``skipped`` (no baseline could run; ``notes`` says why)."""
+    ``skipped`` (no baseline could run; ``notes`` says why). ``surgeon apply`` sets
+    ``incomplete`` when a precision change matched but left outputs behind an op
+    onnxruntime cannot run uncompared."""
 
     status: str
     baseline: str
@@ -153,6 +155,8 @@ class VerifyReport:
     """Per recipe step, the verification contract it declared."""
     not_compared: list[str] = field(default_factory=list)
     """Graph outputs of the edited model that were not compared (the notes say why)."""
+    behind_foreign_ops: list[str] = field(default_factory=list)
+    """Of those, the ones computed from an op onnxruntime cannot run (not by choice of a step)."""
     float16_inside: bool = False
     """The edited model computes in float16 (its float tensors or Casts are float16)."""
     remedy: str = ""
@@ -731,6 +735,7 @@ class _Verification:
         self.report.notes += [f"output '{name}' is not compared: it is computed by {origin[name]}, which "
                               f"onnxruntime cannot run{instead}" for name in unrun]
         self.report.not_compared += unrun
+        self.report.behind_foreign_ops += unrun
         if any(name not in label for name in unrun):  # something after a foreign op is not compared: say why
             self.report.notes += [why for t, why in untyped.items() if any(origin.get(u) == label[t] for u in unrun)]
         return True
@@ -771,6 +776,12 @@ class _Verification:
                               "same values in both models")
                     continue
                 unknown = [d for d in spec.shape if isinstance(d, str) and d not in symbols]
+                if len(unknown) > 1:  # an exporter's placeholder names: a declaration gives real ones
+                    why[t] = (f"to compare what comes after {op}, declare the shape of its output '{t}' "
+                              f"(custom_ops: in the recipe, then infer_shapes; no input of the model has the sizes "
+                              f"{', '.join(repr(d) for d in unknown)}): verification then feeds it the same values "
+                              "in both models")
+                    continue
                 if unknown:
                     why[t] = (f"to compare what comes after {op}, give the size of {unknown[0]!r} in its output "
                               f"'{t}' with --dim {unknown[0]}=N (no input of the model has it)")
