@@ -179,6 +179,23 @@ def plain_verdict(path: Path, fp16: bytes, feeds: Feeds) -> tuple[str, str]:
     return got.status, why_not(got.to_dict())
 
 
+def failed_cells(exc: Exception) -> list[str]:
+    return [f"{'fails':>11}", f"{type(exc).__name__[:8]:>8}"]
+
+
+def error_cells(model, want: list[np.ndarray] | None, feeds: Feeds, detector: bool) -> tuple[list[str], str]:
+    """The abs/rel error cells of a float16 model against the float32 outputs ``want`` (none: the float32
+    model cannot run), and its detector flips ("-" for other models); "fails" when onnxruntime cannot run it."""
+    if want is None:
+        return [f"{'-':>11}", f"{'-':>8}"], "-"
+    try:
+        got = run(model, feeds)
+    except Exception as exc:
+        return failed_cells(exc), "-"
+    a, r = errors(want, got)
+    return [f"{a:11.3g}", f"{r:8.2g}"], f"{flips(want, got):.3%}" if detector else "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     from util import fetch as fixtures
     from util import real_model_names
@@ -223,36 +240,21 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 (ours, report), t_ours = timed(lambda path=path, npz=npz: surgeon_fp16(path, npz), args.repeat)
                 kept = len(report.details.get("kept_for_values", []))
-                if want is None:
-                    cells += [f"{'-':>11}", f"{'-':>8}"]
-                else:
-                    got = run(ours, feeds)
-                    a, r = errors(want, got)
-                    cells += [f"{a:11.3g}", f"{r:8.2g}"]
-                    if detector:
-                        flip["surgeon"] = f"{flips(want, got):.3%}"
+                ours_cells, flip["surgeon"] = error_cells(ours, want, feeds, detector)
+                cells += ours_cells
             except Exception as exc:
-                cells += [f"{'fails':>11}", f"{type(exc).__name__[:8]:>8}"]
+                cells += failed_cells(exc)
                 kept, t_ours = -1, float("nan")
             verdicts = [recipe_verdict(path, npz, feeds, tmp)]
             try:
                 theirs, t_occ = timed(lambda path=path: occ_fp16(path), args.repeat)
             except Exception as exc:
                 theirs, t_occ = None, float("nan")
-                cells += [f"{'fails':>11}", f"{type(exc).__name__[:8]:>8}"]
+                cells += failed_cells(exc)
                 verdicts.append(("-", f"conversion raised {type(exc).__name__}"))
             if theirs is not None:
-                if want is None:
-                    cells += [f"{'-':>11}", f"{'-':>8}"]
-                else:
-                    try:
-                        got = run(theirs, feeds)
-                        a, r = errors(want, got)
-                        cells += [f"{a:11.3g}", f"{r:8.2g}"]
-                        if detector:
-                            flip["occ"] = f"{flips(want, got):.3%}"
-                    except Exception as exc:
-                        cells += [f"{'fails':>11}", f"{type(exc).__name__[:8]:>8}"]
+                theirs_cells, flip["occ"] = error_cells(theirs, want, feeds, detector)
+                cells += theirs_cells
                 verdicts.append(plain_verdict(path, theirs, feeds))
             for who, (status, reason) in zip(("surgeon", "onnxconverter-common"), verdicts):
                 if status != "match" and reason:

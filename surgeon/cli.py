@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from surgeon import __version__
 from surgeon.errors import SurgeonError, UsageError
+from surgeon.graph.correspondence import TOLERANCES
 from surgeon.progress import Progress
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("a", help="the baseline model (e.g. the original)")
     c.add_argument("b", help="the model to check (e.g. the edited one)")
     c.add_argument("--report", metavar="FILE.json", help="write the comparison as JSON")
-    c.add_argument("--tolerance", choices=("dtype", "reassociated", "fp16"), default="dtype",
+    c.add_argument("--tolerance", choices=TOLERANCES, default="dtype",
                    help="how far floats may differ: dtype (each output dtype's default), reassociated (float "
                         "arithmetic reordered: 1e-4 of each output's scale), fp16 (b computes in float16: 1e-2 "
                         "of each output's scale, or on the logits of a final Sigmoid/Tanh/Softmax). Default: dtype")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,14 @@ import onnx
 
 from surgeon.errors import SurgeonError
 from surgeon.graph.correspondence import Correspondence, Expr, InputFeed, Tensor, evaluate, tensors_of
-from surgeon.graph.ops import foreign_label, foreign_nodes, proto_node_label, proto_node_reads
+from surgeon.graph.ops import (
+    DEFAULT_DOMAINS,
+    default_opset,
+    foreign_label,
+    foreign_nodes,
+    proto_node_label,
+    proto_node_reads,
+)
 from surgeon.io import samples
 from surgeon.io.runtime import cpu_session, load_arrays
 from surgeon.io.samples import input_specs
@@ -286,19 +294,18 @@ class _Bounded:
 _LAYOUT_OPS = ("Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 
 
-def _bounded_producers(graph: onnx.GraphProto, names: list[str], opset: int) -> dict[str, _Bounded]:
+def _bounded_producers(producer: dict[str, onnx.NodeProto], names: list[str], opset: int) -> dict[str, _Bounded]:
     """Compared baseline tensors (of ``names``) that a bounded activation produces, directly or through ops
-    that only rearrange its values (``_LAYOUT_OPS``)."""
-    producer = {t: n for n in graph.node for t in n.output if t}
+    that only rearrange its values (``_LAYOUT_OPS``); ``producer``: tensor -> the node writing it."""
     found: dict[str, _Bounded] = {}
     for name in names:
         node = producer.get(name)
         layout: list[tuple[str, tuple[int, ...] | None, str]] = []
-        while node is not None and node.op_type in _LAYOUT_OPS and node.domain in ("", "ai.onnx") and node.input:
+        while node is not None and node.op_type in _LAYOUT_OPS and node.domain in DEFAULT_DOMAINS and node.input:
             perm = next((tuple(a.ints) for a in node.attribute if a.name == "perm"), None)
             layout.append((node.op_type, perm, node.output[0]))
             node = producer.get(node.input[0])
-        if node is None or node.op_type not in _BOUNDED or node.domain not in ("", "ai.onnx") \
+        if node is None or node.op_type not in _BOUNDED or node.domain not in DEFAULT_DOMAINS \
                 or not node.input or not node.input[0]:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -362,6 +369,22 @@ class _Model:
         g = self.proto.graph
         self.tensors = {t for n in g.node for t in n.output if t} | {i.name for i in g.input} | \
             {i.name for i in g.initializer}
+
+    @functools.cached_property
+    def producer(self) -> dict[str, onnx.NodeProto]:
+        """Main-graph tensor -> the node that writes it."""
+        return {t: n for n in self.proto.graph.node for t in n.output if t}
+
+    @functools.cached_property
+    def typed(self) -> dict[str, onnx.ValueInfoProto]:
+        """Main-graph tensors the model declares an element type for (value_info, outputs) -> their entry."""
+        return {v.name: v for v in [*self.proto.graph.value_info, *self.proto.graph.output]
+                if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+
+    @functools.cached_property
+    def foreign(self) -> list[onnx.NodeProto]:
+        """Main-graph nodes onnxruntime cannot run (graph.ops.foreign_nodes)."""
+        return foreign_nodes(self.proto)
 
     def session(self, outputs: list[str], prune: bool = False, cut: dict[str, onnx.ValueInfoProto] | None = None):
         """A session that can return ``outputs`` (intermediate tensors are exposed;
@@ -540,7 +563,7 @@ class _Verification:
             edited_feeds[name] = base_values[original_name]
         edited_cut = dict(self.cut)
         for name, original in self.from_base.items():
-            edited_feeds[name], edited_cut[name] = _fed_tensor(name, base_values[original], edited.proto)
+            edited_feeds[name], edited_cut[name] = _fed_tensor(name, base_values[original], edited.typed.get(name))
         report.input_shapes.update({n: f"{edited_feeds[n].dtype}{list(edited_feeds[n].shape)}" for n in bound})
         report.input_sources = {n: (f"'{f.original}' of {self.baseline_name} fed {f.what}" if f.what
                                     else f"'{f.original}' of {self.baseline_name} fed the same values")
@@ -605,8 +628,8 @@ class _Verification:
         (the activation, the edited model's tensor that corresponds to its input). See ``_BOUNDED``."""
         if self.corr.tolerance not in _POLICIES or self.rtol is not None or self.atol is not None:
             return {}
-        opset = next((o.version for o in base.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-        producers = _bounded_producers(base.proto.graph, [e.name for _, e in targets if isinstance(e, Tensor)],
+        opset = default_opset(base.proto.opset_import) or 0
+        producers = _bounded_producers(base.producer, [e.name for _, e in targets if isinstance(e, Tensor)],
                                        opset)
         if not producers:
             return {}
@@ -673,7 +696,7 @@ class _Verification:
     def _can_prune(self, base: _Model, needed: list[str]) -> bool:
         """Whether comparing needs only part of the baseline (not every node leads to a needed tensor)."""
         return len(_needed_nodes(base.proto.graph, set(needed))) < len(base.proto.graph.node) \
-            and bool(self.corr.changed_from or foreign_nodes(base.proto))
+            and bool(self.corr.changed_from or base.foreign)
 
     def _around_foreign_ops(self, edited: _Model, base: _Model, targets: list[tuple[str, Expr]]) -> bool:
         """Compare around the ops of the edited model that onnxruntime cannot run (a TensorRT plugin, a custom
@@ -683,16 +706,14 @@ class _Verification:
         get the same random values, ``self.cut``): what comes after it is compared too. Otherwise the
         outputs computed from it are not compared (said in a note). Updates ``targets``; whether there are
         such ops."""
-        foreign = foreign_nodes(edited.proto)
+        foreign = edited.foreign
         if not foreign:
             return False
         local = {(f.domain, f.name) for f in edited.proto.functions}
         untyped = self._cuttable(edited, base, foreign)
-        base_typed = {v.name: v for v in [*base.proto.graph.value_info, *base.proto.graph.output]
-                      if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
         for name, vi in self.cut.items():
             original = self.cut_pairs[name]
-            own = base_typed.get(original)
+            own = base.typed.get(original)
             self.cut_base[original] = onnx.helper.make_tensor_value_info(
                 original, (own or vi).type.tensor_type.elem_type, None)
         fed = set(self.cut) | set(self.from_base)
@@ -747,12 +768,8 @@ class _Verification:
         (a note telling how to fix it)."""
         symbols = {d for spec in edited.specs for d in (spec.shape or ()) if isinstance(d, str)} | \
             set(self.dims) | set(self.recipe_dims)
-        base_producer = {t: n for n in base.proto.graph.node for t in n.output if t}
-        base_foreign_outputs = {t for n in foreign_nodes(base.proto) for t in n.output if t}
-        typed = {v.name: v for v in [*edited.proto.graph.value_info, *edited.proto.graph.output]
-                 if v.type.HasField("tensor_type")}
-        base_typed = {v.name: v for v in [*base.proto.graph.value_info, *base.proto.graph.output]
-                      if v.type.HasField("tensor_type")}
+        base_producer = base.producer
+        base_foreign_outputs = {t for n in base.foreign for t in n.output if t}
         read = {t for n in edited.proto.graph.node for t in proto_node_reads(n)}
         why: dict[str, str] = {}
         for node in foreign:
@@ -768,7 +785,7 @@ class _Verification:
                 twin = base_producer[original]
                 if twin.op_type != node.op_type or twin.domain != node.domain:
                     continue
-                vi = typed.get(t) or base_typed.get(original)
+                vi = edited.typed.get(t) or base.typed.get(original)
                 spec = samples.tensor_spec(vi) if vi is not None else None
                 if vi is None or spec is None or spec.dtype is None or spec.shape is None or None in spec.shape:
                     why[t] = (f"to compare what comes after {op}, declare the type and shape of its output '{t}' "
@@ -793,10 +810,9 @@ class _Verification:
 
     def _check_dim_names(self, edited: _Model, base: _Model) -> None:
         symbols = {d for spec in (*edited.specs, *base.specs) for d in (spec.shape or ()) if isinstance(d, str)}
-        foreign_outputs = {t for n in foreign_nodes(edited.proto) for t in n.output if t}
-        symbols |= {d.dim_param for v in [*edited.proto.graph.value_info, *edited.proto.graph.output]
-                    if v.name in foreign_outputs and v.type.HasField("tensor_type")
-                    for d in v.type.tensor_type.shape.dim if d.dim_param}  # sizes only a plugin's output has
+        # sizes only a plugin's output has
+        symbols |= {d.dim_param for n in edited.foreign for t in n.output if t in edited.typed
+                    for d in edited.typed[t].type.tensor_type.shape.dim if d.dim_param}
         unknown = sorted(set(self.dims) - symbols - {samples.UNNAMED})
         if unknown and self.given is None:
             raise SurgeonError(
@@ -948,14 +964,12 @@ def _carried_allowance(bounded: _Bounded, z: np.ndarray, want: np.ndarray, polic
     return bounded.carried(z, want, pa * scale, pr)
 
 
-def _fed_tensor(name: str, value: Any, proto: onnx.ModelProto) -> tuple[Any, onnx.ValueInfoProto]:
+def _fed_tensor(name: str, value: Any, declared: onnx.ValueInfoProto | None) -> tuple[Any, onnx.ValueInfoProto]:
     """A baseline value fed to the edited model in place of a tensor it computes, in the type the edited model
-    declares for it (a float16 model), and the graph input that takes it."""
-    declared = next((v.type.tensor_type.elem_type for v in [*proto.graph.value_info, *proto.graph.output]
-                     if v.name == name and v.type.HasField("tensor_type")), 0)
+    declares for it (``declared``: a float16 model's), and the graph input that takes it."""
     array = np.asarray(value)
-    if declared:
-        array = array.astype(onnx.helper.tensor_dtype_to_np_dtype(declared), copy=False)
+    if declared is not None:
+        array = array.astype(onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type), copy=False)
     elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
     return array, onnx.helper.make_tensor_value_info(name, elem, list(array.shape))
 

@@ -1,6 +1,7 @@
-"""What kind of op a node runs (ONNX's own, or a plugin op hiding in the
-default domain) and which default-opset version an import list declares:
-the questions the saver, the opset converter and the inliner all ask."""
+"""What kind of op a node runs (ONNX's own, a plugin op hiding in the default
+domain, or one onnxruntime cannot run) and which default-opset version an
+import list declares: the questions the saver, the opset converter, the
+inliner, verification and the activation run all ask."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Collection, Iterable
 
 import onnx
 import onnx.defs
+
+from surgeon.graph.walk import proto_subgraphs_of
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 """The two spellings of ONNX's own (default) domain."""
@@ -87,28 +90,25 @@ def foreign_label(node: onnx.NodeProto, local: Collection[tuple[str, str]] = ())
     """A foreign node's label; for an If/Loop/Scan, with the foreign op in its body that makes it one."""
     if is_foreign_op(node.domain, node.op_type, local):
         return proto_node_label(node)
-    for attr in node.attribute:
-        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            inner = next((n for n in g.node if _is_foreign_node(n, local)), None)
-            if inner is not None:
-                return f"{proto_node_label(node)} (its {attr.name} holds {foreign_label(inner, local)})"
+    for key, g in proto_subgraphs_of(node):
+        inner = next((n for n in g.node if _is_foreign_node(n, local)), None)
+        if inner is not None:
+            return f"{proto_node_label(node)} (its {key} holds {foreign_label(inner, local)})"
     return proto_node_label(node)
 
 
 def _is_foreign_node(node: onnx.NodeProto, local: Collection[tuple[str, str]]) -> bool:
     if is_foreign_op(node.domain, node.op_type, local):
         return True
-    return any(_is_foreign_node(sub, local) for attr in node.attribute
-               for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs) for sub in g.node)
+    return any(_is_foreign_node(sub, local) for _, g in proto_subgraphs_of(node) for sub in g.node)
 
 
 def proto_node_reads(node: onnx.NodeProto) -> list[str]:
     """The tensors a node reads, those its subgraphs read from outside included."""
     names = [t for t in node.input if t]
-    for attr in node.attribute:
-        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            for sub in g.node:
-                names += proto_node_reads(sub)
+    for _, g in proto_subgraphs_of(node):
+        for sub in g.node:
+            names += proto_node_reads(sub)
     return names
 
 

@@ -32,17 +32,23 @@ def walk_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
             yield from walk_graphs(sub)
 
 
+def proto_subgraphs_of(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """The ``(attribute name, GraphProto)`` pairs of a node (the protobuf-level twin of :func:`subgraphs_of`)."""
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.name, attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            for sub in attr.graphs:
+                yield attr.name, sub
+
+
 def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """``graph`` and every GraphProto nested in its nodes' attributes, outermost first
     (the protobuf-level twin of :func:`walk_graphs`)."""
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from proto_graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from proto_graphs(sub)
+        for _, sub in proto_subgraphs_of(node):
+            yield from proto_graphs(sub)
 
 
 def proto_value_infos(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
